@@ -1,0 +1,198 @@
+//! The one vocabulary for what happened to a request: the same words appear in the
+//! `Cache-Status` header (RFC 9211), in the logs and (later) in metric labels, so a header a
+//! user sees with curl points straight at the code path that produced it.
+
+use http::HeaderValue;
+use std::fmt::{self, Write};
+
+/// The request's cache phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Served from a fresh stored entry.
+    Hit,
+    /// Fetched from the origin because nothing fresh was stored.
+    Miss,
+    /// Waited for another request's fetch (in this process or another) and served its result.
+    Collapsed,
+    /// Not a request the cache handles (no route, `cache = false`, a method that is not read).
+    Pass,
+    /// A cacheable route, but this request or its response must not use the cache.
+    Bypass,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Hit => "hit",
+            Phase::Miss => "miss",
+            Phase::Collapsed => "collapsed",
+            Phase::Pass => "pass",
+            Phase::Bypass => "bypass",
+        }
+    }
+}
+
+/// Why a request or response did not go through the cache normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    NoRoute,
+    RoutePass,
+    Method,
+    Authorization,
+    Cookie,
+    Upgrade,
+    RedisUnavailable,
+    Status,
+    SetCookie,
+    NoStore,
+    Private,
+    NoCache,
+    Vary,
+    TooLarge,
+    CollapseTimeout,
+    OriginError,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoRoute => "no-route",
+            Reason::RoutePass => "route-pass",
+            Reason::Method => "method",
+            Reason::Authorization => "authorization",
+            Reason::Cookie => "cookie",
+            Reason::Upgrade => "upgrade",
+            Reason::RedisUnavailable => "redis-unavailable",
+            Reason::Status => "status-not-stored",
+            Reason::SetCookie => "set-cookie",
+            Reason::NoStore => "no-store",
+            Reason::Private => "private",
+            Reason::NoCache => "no-cache",
+            Reason::Vary => "vary",
+            Reason::TooLarge => "too-large",
+            Reason::CollapseTimeout => "collapse-timeout",
+            Reason::OriginError => "origin-error",
+        }
+    }
+}
+
+/// Everything `Cache-Status` reports for one response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub phase: Phase,
+    pub reason: Option<Reason>,
+    /// The route's name, when it has one.
+    pub route: Option<String>,
+    /// Seconds of freshness left, for responses served from a stored entry.
+    pub ttl: Option<u64>,
+    /// The origin's status, when the origin was asked.
+    pub fwd_status: Option<u16>,
+    /// Whether this response was stored.
+    pub stored: bool,
+}
+
+impl CacheStatus {
+    pub fn new(phase: Phase) -> Self {
+        Self {
+            phase,
+            reason: None,
+            route: None,
+            ttl: None,
+            fwd_status: None,
+            stored: false,
+        }
+    }
+
+    pub fn because(mut self, reason: Reason) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    pub fn on_route(mut self, route: Option<&str>) -> Self {
+        self.route = route.map(str::to_string);
+        self
+    }
+
+    /// The header value, e.g. `cachalot; hit; ttl=540; detail=credential`.
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_str(&self.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("cachalot"))
+    }
+}
+
+impl fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cachalot")?;
+        match self.phase {
+            Phase::Hit => f.write_str("; hit")?,
+            Phase::Pass if self.reason == Some(Reason::Method) => f.write_str("; fwd=method")?,
+            Phase::Pass | Phase::Bypass if self.reason != Some(Reason::RedisUnavailable) => {
+                f.write_str("; fwd=bypass")?
+            }
+            _ => f.write_str("; fwd=uri-miss")?,
+        }
+        if let Some(status) = self.fwd_status {
+            write!(f, "; fwd-status={status}")?;
+        }
+        if self.phase == Phase::Collapsed {
+            f.write_str("; collapsed")?;
+        }
+        if self.stored {
+            f.write_str("; stored")?;
+        }
+        if let Some(ttl) = self.ttl {
+            write!(f, "; ttl={ttl}")?;
+        }
+        let mut detail = String::new();
+        if let Some(route) = &self.route {
+            detail.push_str(route);
+        }
+        if let Some(reason) = self.reason {
+            if !detail.is_empty() {
+                detail.push('/');
+            }
+            let _ = detail.write_str(reason.as_str());
+        }
+        if !detail.is_empty() {
+            write!(f, "; detail={detail}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_documented_forms() {
+        let mut hit = CacheStatus::new(Phase::Hit).on_route(Some("credential"));
+        hit.ttl = Some(540);
+        assert_eq!(hit.to_string(), "cachalot; hit; ttl=540; detail=credential");
+
+        let mut miss = CacheStatus::new(Phase::Miss);
+        miss.fwd_status = Some(200);
+        miss.stored = true;
+        assert_eq!(
+            miss.to_string(),
+            "cachalot; fwd=uri-miss; fwd-status=200; stored"
+        );
+
+        let bypass = CacheStatus::new(Phase::Bypass)
+            .because(Reason::Authorization)
+            .on_route(Some("c"));
+        assert_eq!(
+            bypass.to_string(),
+            "cachalot; fwd=bypass; detail=c/authorization"
+        );
+
+        let down = CacheStatus::new(Phase::Bypass).because(Reason::RedisUnavailable);
+        assert_eq!(
+            down.to_string(),
+            "cachalot; fwd=uri-miss; detail=redis-unavailable"
+        );
+
+        let method = CacheStatus::new(Phase::Pass).because(Reason::Method);
+        assert_eq!(method.to_string(), "cachalot; fwd=method; detail=method");
+    }
+}

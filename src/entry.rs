@@ -1,0 +1,180 @@
+//! A stored response: one Redis value, so a hit is one round trip.
+//!
+//! The value is a small versioned envelope (`CLT` + version byte, then postcard) holding the
+//! status, the end-to-end headers, the body and the timestamps freshness needs. Decoding
+//! borrows from the bytes Redis returned: header values and the body are slices of that one
+//! buffer, never copies.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `CLT` and the envelope version. A proxy that meets another version treats it as a miss.
+const MAGIC: &[u8; 4] = b"CLT\x01";
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a> {
+    status: u16,
+    stored_at_ms: u64,
+    fresh_until_ms: u64,
+    initial_age_s: u64,
+    #[serde(borrow)]
+    headers: Vec<StoredHeader<'a>>,
+    #[serde(borrow, with = "serde_bytes")]
+    body: &'a [u8],
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredHeader<'a> {
+    name: &'a str,
+    #[serde(borrow, with = "serde_bytes")]
+    value: &'a [u8],
+}
+
+/// A cached response.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub status: StatusCode,
+    /// End-to-end headers as the origin sent them (hop-by-hop ones and `Age` removed).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// When the proxy stored it, in ms since the Unix epoch (shared by all instances).
+    pub stored_at_ms: u64,
+    /// Until when it may be served without asking the origin.
+    pub fresh_until_ms: u64,
+    /// The `Age` the origin's response already had when it was stored.
+    pub initial_age_s: u64,
+}
+
+/// Why bytes from Redis are not an entry.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a cachalot entry, or written by another envelope version")]
+    Version,
+    #[error("corrupt entry: {0}")]
+    Corrupt(String),
+}
+
+impl Entry {
+    /// The envelope bytes to store.
+    pub fn encode(&self) -> Vec<u8> {
+        let headers = self
+            .headers
+            .iter()
+            .map(|(name, value)| StoredHeader {
+                name: name.as_str(),
+                value: value.as_bytes(),
+            })
+            .collect();
+        let envelope = Envelope {
+            status: self.status.as_u16(),
+            stored_at_ms: self.stored_at_ms,
+            fresh_until_ms: self.fresh_until_ms,
+            initial_age_s: self.initial_age_s,
+            headers,
+            body: &self.body,
+        };
+        let mut out = Vec::with_capacity(self.body.len() + 256);
+        out.extend_from_slice(MAGIC);
+        postcard::to_io(&envelope, &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Reads an envelope; the body and header values share `raw`'s allocation.
+    pub fn decode(raw: Bytes) -> Result<Self, DecodeError> {
+        let payload = raw
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or(DecodeError::Version)?;
+        let envelope: Envelope<'_> =
+            postcard::from_bytes(payload).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        let status = StatusCode::from_u16(envelope.status)
+            .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        let mut headers = HeaderMap::with_capacity(envelope.headers.len());
+        for header in &envelope.headers {
+            let name = HeaderName::from_bytes(header.name.as_bytes())
+                .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+            let value = HeaderValue::from_maybe_shared(raw.slice_ref(header.value))
+                .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+            headers.append(name, value);
+        }
+        Ok(Self {
+            status,
+            headers,
+            body: raw.slice_ref(envelope.body),
+            stored_at_ms: envelope.stored_at_ms,
+            fresh_until_ms: envelope.fresh_until_ms,
+            initial_age_s: envelope.initial_age_s,
+        })
+    }
+
+    /// Whether the entry may be served without asking the origin at `now_ms`.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms < self.fresh_until_ms
+    }
+
+    /// The `Age` header value at `now_ms`, in whole seconds.
+    pub fn age(&self, now_ms: u64) -> u64 {
+        self.initial_age_s + now_ms.saturating_sub(self.stored_at_ms) / 1000
+    }
+
+    /// Seconds of freshness left (the `ttl` in `Cache-Status`).
+    pub fn ttl_left(&self, now_ms: u64) -> u64 {
+        self.fresh_until_ms.saturating_sub(now_ms) / 1000
+    }
+}
+
+/// Milliseconds since the Unix epoch: the clock entries share across instances.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        Entry {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from_static(b"{\"status\":\"valid\"}"),
+            stored_at_ms: 1_000,
+            fresh_until_ms: 61_000,
+            initial_age_s: 3,
+        }
+    }
+
+    #[test]
+    fn round_trips_status_headers_body_and_times() {
+        let entry = sample();
+        let decoded = Entry::decode(Bytes::from(entry.encode())).unwrap();
+        assert_eq!(decoded.status, entry.status);
+        assert_eq!(decoded.headers, entry.headers);
+        assert_eq!(decoded.body, entry.body);
+        assert_eq!(decoded.fresh_until_ms, 61_000);
+        assert_eq!(decoded.age(11_500), 13);
+        assert_eq!(decoded.ttl_left(11_000), 50);
+        assert!(decoded.is_fresh(60_999) && !decoded.is_fresh(61_000));
+    }
+
+    #[test]
+    fn rejects_foreign_and_corrupt_values() {
+        assert!(matches!(
+            Entry::decode(Bytes::from_static(b"hello")),
+            Err(DecodeError::Version)
+        ));
+        let mut bytes = sample().encode();
+        bytes.truncate(10);
+        assert!(matches!(
+            Entry::decode(Bytes::from(bytes)),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+}

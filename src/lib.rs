@@ -1,0 +1,27 @@
+//! cachalot: a transparent, Redis-backed HTTP caching reverse proxy.
+//!
+//! A TOML policy names the routes to cache, their TTLs and readable Redis keys; everything
+//! else is forwarded untouched. Hits come from Redis, shared by every instance; concurrent
+//! misses for a key make one origin request across instances; when Redis is down the proxy
+//! keeps serving from the origin. See `proxy` for the request's way through.
+
+pub mod admin;
+pub mod body;
+pub mod cache_status;
+pub mod cli;
+pub mod collapse;
+pub mod entry;
+mod fill;
+pub mod key;
+pub mod listener;
+pub mod origin;
+pub mod path;
+pub mod policy;
+pub mod proxy;
+pub mod route;
+pub mod semantics;
+pub mod server;
+pub mod store;
+
+pub use policy::{Policy, PolicyError};
+pub use server::{Server, StartError};

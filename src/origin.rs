@@ -1,0 +1,200 @@
+//! The origin: a pooled HTTP/1.1 client to the API behind the proxy, and the header hygiene
+//! a proxy owes both sides (hop-by-hop headers removed, `X-Forwarded-*` added).
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::policy::OriginSettings;
+
+/// What the proxy sends to the origin: a client's streamed body, or nothing (for fills).
+pub type OriginBody = Either<Incoming, Empty<Bytes>>;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Why the origin gave no response.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("origin unreachable: {0}")]
+    Connect(String),
+    #[error("origin did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("origin request failed: {0}")]
+    Failed(String),
+}
+
+impl OriginError {
+    /// 502 for an origin that cannot be reached or broke the exchange, 504 for a slow one.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            OriginError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            OriginError::Connect(_) | OriginError::Failed(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// The API behind the proxy.
+pub struct Origin {
+    client: Client<HttpConnector, OriginBody>,
+    base: Uri,
+    timeout: Duration,
+}
+
+impl Origin {
+    pub fn new(settings: &OriginSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(settings.timeout.min(Duration::from_secs(5))));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            // Without a timer the idle timeout is silently ignored (hyper-util#186).
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .set_host(false)
+            .build(connector);
+        Self {
+            client,
+            base: settings.url.clone(),
+            timeout: settings.timeout,
+        }
+    }
+
+    /// How long a response head (or a stored body) may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The origin's URI for a request's path and query.
+    pub fn uri(&self, path_and_query: &str) -> Uri {
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = Some(
+            path_and_query
+                .parse()
+                .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).expect("origin base URI with a path is valid")
+    }
+
+    /// Sends a request and waits for the response head, at most `timeout`.
+    pub async fn send(
+        &self,
+        request: Request<OriginBody>,
+    ) -> Result<Response<Incoming>, OriginError> {
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => Err(OriginError::Timeout(self.timeout)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if e.is_connect() => Err(OriginError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(OriginError::Failed(error_chain(&e))),
+        }
+    }
+}
+
+/// Builds the origin request from the client's head: same method and headers (minus
+/// hop-by-hop), `Host` as the client sent it, `X-Forwarded-For`/`-Proto` added.
+pub fn request_head(
+    origin: &Origin,
+    client_head: &http::request::Parts,
+    path_and_query: &str,
+    client_ip: IpAddr,
+) -> http::request::Builder {
+    let mut headers = client_head.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = client_head.uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        // HTTP/2 clients send :authority instead of Host.
+        headers.insert(header::HOST, value);
+    }
+    append_forwarded_for(&mut headers, client_ip);
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    let mut builder = Request::builder()
+        .method(client_head.method.clone())
+        .uri(origin.uri(path_and_query))
+        .version(Version::HTTP_11);
+    if let Some(h) = builder.headers_mut() {
+        *h = headers;
+    }
+    builder
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {client_ip}"),
+        None => client_ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name, value);
+    }
+}
+
+/// Removes hop-by-hop headers, including those a `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key(header::CONTENT_TYPE));
+    }
+}

@@ -1,0 +1,82 @@
+//! The policy file exactly as written: serde types that mirror the TOML.
+//!
+//! Unknown fields are errors (`deny_unknown_fields`), so a typo such as `tll = "10m"` is
+//! reported instead of silently leaving a route uncached. Values that need checking keep
+//! their span, so validation can name the line they came from.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyFile {
+    #[serde(default)]
+    pub listen: ListenSection,
+    pub origin: OriginSection,
+    #[serde(default)]
+    pub redis: RedisSection,
+    #[serde(default)]
+    pub collapse: CollapseSection,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenSection {
+    pub addr: Option<Spanned<String>>,
+    pub admin: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OriginSection {
+    pub url: Spanned<String>,
+    pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisSection {
+    pub url: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CollapseSection {
+    pub lock_ttl: Option<Spanned<String>>,
+    pub wait: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteSection {
+    pub name: Option<Spanned<String>>,
+    #[serde(rename = "match")]
+    pub pattern: Spanned<String>,
+    pub cache: Option<Spanned<bool>>,
+    pub ttl: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub query: Option<Spanned<QuerySetting>>,
+    pub statuses: Option<Spanned<Vec<u16>>>,
+    pub ignore_cookies: Option<bool>,
+    pub max_object_size: Option<Spanned<SizeSetting>>,
+}
+
+/// `query = "sorted" | "ignore" | ["param", ...]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum QuerySetting {
+    Mode(String),
+    Allow(Vec<String>),
+}
+
+/// `max_object_size = 1048576` or `"8MiB"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum SizeSetting {
+    Bytes(u64),
+    Text(String),
+}

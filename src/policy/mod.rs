@@ -1,0 +1,626 @@
+//! The policy: one TOML file that says which routes are cached, for how long, under which
+//! Redis key. It is parsed and validated up front into a [`Policy`]; nothing unchecked
+//! reaches the request path, and a policy that does not validate never runs.
+
+mod error;
+mod file;
+
+pub use error::PolicyError;
+
+use crate::key::{KeyTemplate, QueryRule};
+use crate::route::{Action, CacheRule, MethodSet, PathPattern, Route, RouteTable};
+use error::Locator;
+use file::{PolicyFile, QuerySetting, RouteSection, SizeSetting};
+use http::{Method, Uri};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Statuses stored when a route does not list its own (RFC 9111's safe defaults for APIs:
+/// a cached 404 would hide a credential issued a minute later).
+pub const DEFAULT_STATUSES: &[u16] = &[200, 203];
+/// Bodies larger than this are streamed through and not stored, unless a route says otherwise.
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 * 1024 * 1024;
+
+/// A validated policy, ready to serve.
+#[derive(Debug)]
+pub struct Policy {
+    /// Where the policy came from, for messages.
+    pub file: String,
+    pub listen: ListenSettings,
+    pub origin: OriginSettings,
+    pub redis: RedisSettings,
+    pub collapse: CollapseSettings,
+    pub routes: RouteTable,
+    /// Things that are valid but probably not meant (printed by `check` and at start).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenSettings {
+    /// The public proxy listener.
+    pub addr: SocketAddr,
+    /// Health (and later metrics and purge); never the public port.
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct OriginSettings {
+    /// `http://host:port` of the API behind the proxy.
+    pub url: Uri,
+    /// How long the origin may take to answer with a response head (and, for responses
+    /// the proxy stores, the whole body) before the client gets a 504.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Every key the proxy writes starts with `<prefix>:`.
+    pub prefix: String,
+    /// Per-command timeout; a slower Redis counts as down and requests go to the origin.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CollapseSettings {
+    /// The `SET NX PX` lock's lifetime: a crashed leader frees its key after this.
+    pub lock_ttl: Duration,
+    /// How long a waiter waits for the leader's fill before asking the origin itself.
+    pub wait: Duration,
+}
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: file.clone(),
+            position: None,
+            field: String::new(),
+            message: format!("cannot read the policy file: {e}"),
+        })?;
+        Self::parse(&source, &file)
+    }
+
+    /// Validates a policy given as text; `file` names it in errors.
+    pub fn parse(source: &str, file: &str) -> Result<Self, PolicyError> {
+        let locate = Locator::new(file, source);
+        let raw = deserialize(source, &locate)?;
+        compile(raw, file, &locate)
+    }
+
+    /// Applies `REDIS_URL` from the environment, which wins over the file (12-factor style).
+    pub fn apply_env(&mut self) -> Result<(), PolicyError> {
+        if let Ok(url) = std::env::var("REDIS_URL")
+            && !url.trim().is_empty()
+        {
+            check_redis_url(&url).map_err(|message| PolicyError {
+                file: "environment".into(),
+                position: None,
+                field: "REDIS_URL".into(),
+                message,
+            })?;
+            self.redis.url = url;
+        }
+        Ok(())
+    }
+
+    /// The route table as `check` prints it.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "listen {}  admin {}  origin {}  redis {} (prefix \"{}\")",
+            self.listen.addr,
+            self.listen.admin,
+            self.origin.url,
+            redact(&self.redis.url),
+            self.redis.prefix
+        );
+        let _ = writeln!(
+            out,
+            "{:<6} {:<14} {:<40} {:<8} KEY",
+            "LINE", "NAME", "MATCH", "TTL"
+        );
+        for route in self.routes.iter() {
+            let (ttl, key) = match &route.action {
+                Action::Pass => ("pass".to_string(), "-".to_string()),
+                Action::Cache(rule) => (
+                    humantime::format_duration(rule.ttl).to_string(),
+                    describe_key(&rule.key, &route.pattern, &rule.query),
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "{:<6} {:<14} {:<40} {:<8} {}",
+                route.line,
+                route.name.as_deref().unwrap_or("-"),
+                format!("{} {}", route.methods, route.pattern),
+                ttl,
+                key
+            );
+        }
+        out
+    }
+}
+
+/// Hides a password in a Redis URL before printing it.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn describe_key(key: &KeyTemplate, pattern: &PathPattern, query: &QueryRule) -> String {
+    let base = match key {
+        KeyTemplate::Default { name: Some(name) } => {
+            let mut text = name.clone();
+            for param in pattern.param_names() {
+                let _ = write!(text, ":{{{param}}}");
+            }
+            text
+        }
+        KeyTemplate::Default { name: None } => "<path>".into(),
+        KeyTemplate::Template(parts) => parts
+            .iter()
+            .map(|p| match p {
+                crate::key::KeyPart::Literal(t) => t.clone(),
+                crate::key::KeyPart::Param(n) => format!("{{{n}}}"),
+            })
+            .collect(),
+    };
+    match query {
+        QueryRule::Sorted => format!("{base}[?sorted query]"),
+        QueryRule::Ignore => base,
+        QueryRule::Allow(names) => format!("{base}[?{}]", names.join(",")),
+    }
+}
+
+fn deserialize(source: &str, locate: &Locator<'_>) -> Result<PolicyFile, PolicyError> {
+    let deserializer = toml::Deserializer::parse(source)
+        .map_err(|e| locate.at(e.span(), "", e.message().to_string()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        let inner = e.into_inner();
+        locate.at(inner.span(), field, inner.message().to_string())
+    })
+}
+
+fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, PolicyError> {
+    let addr = socket_addr(
+        raw.listen.addr.as_ref(),
+        "listen.addr",
+        "127.0.0.1:8080",
+        locate,
+    )?;
+    let admin = socket_addr(
+        raw.listen.admin.as_ref(),
+        "listen.admin",
+        "127.0.0.1:9901",
+        locate,
+    )?;
+    if addr == admin && addr.port() != 0 {
+        return Err(locate.at(
+            raw.listen.admin.as_ref().map(Spanned::span),
+            "listen.admin",
+            "the admin listener must not share the proxy's address: health and purge never belong on the public port",
+        ));
+    }
+
+    let origin = OriginSettings {
+        url: origin_url(&raw.origin.url, locate)?,
+        timeout: duration(
+            raw.origin.timeout.as_ref(),
+            "origin.timeout",
+            Duration::from_secs(30),
+            locate,
+        )?,
+    };
+
+    let redis_url = raw.redis.url.as_ref().map_or_else(
+        || "redis://127.0.0.1:6379".to_string(),
+        |u| u.get_ref().clone(),
+    );
+    if let Some(url) = &raw.redis.url {
+        check_redis_url(url.get_ref()).map_err(|m| locate.at(Some(url.span()), "redis.url", m))?;
+    }
+    let prefix = match &raw.redis.prefix {
+        None => "cachalot".to_string(),
+        Some(p) => {
+            let text = p.get_ref();
+            let valid = !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+                && !text.ends_with(':');
+            if !valid {
+                return Err(locate.at(
+                    Some(p.span()),
+                    "redis.prefix",
+                    format!("prefix {text:?} must be non-empty letters, digits and _ - . : (not ending in ':')"),
+                ));
+            }
+            text.clone()
+        }
+    };
+    let redis = RedisSettings {
+        url: redis_url,
+        prefix,
+        timeout: duration(
+            raw.redis.timeout.as_ref(),
+            "redis.timeout",
+            Duration::from_secs(2),
+            locate,
+        )?,
+    };
+    let collapse = CollapseSettings {
+        lock_ttl: duration(
+            raw.collapse.lock_ttl.as_ref(),
+            "collapse.lock_ttl",
+            Duration::from_secs(10),
+            locate,
+        )?,
+        wait: duration(
+            raw.collapse.wait.as_ref(),
+            "collapse.wait",
+            Duration::from_secs(5),
+            locate,
+        )?,
+    };
+
+    let mut warnings = Vec::new();
+    let mut names = HashSet::new();
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for (index, section) in raw.routes.iter().enumerate() {
+        let route = compile_route(index, section, locate, &mut names, &mut warnings)?;
+        routes.push(route);
+    }
+    warn_on_uniform_ttl(&routes, &mut warnings);
+    let routes = RouteTable::new(routes).map_err(|(line, message)| PolicyError {
+        file: file.to_string(),
+        position: Some((line, 1)),
+        field: "route.match".into(),
+        message,
+    })?;
+
+    Ok(Policy {
+        file: file.to_string(),
+        listen: ListenSettings { addr, admin },
+        origin,
+        redis,
+        collapse,
+        routes,
+        warnings,
+    })
+}
+
+fn compile_route(
+    index: usize,
+    section: &RouteSection,
+    locate: &Locator<'_>,
+    names: &mut HashSet<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Route, PolicyError> {
+    let field = |name: &str| format!("route[{index}].{name}");
+    let line = locate.line_col(section.pattern.span().start).0;
+
+    let (methods, pattern) = parse_match(section.pattern.get_ref())
+        .map_err(|m| locate.at(Some(section.pattern.span()), field("match"), m))?;
+
+    let name = match &section.name {
+        None => None,
+        Some(n) => {
+            let text = n.get_ref();
+            let mut chars = text.chars();
+            let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return Err(locate.at(
+                    Some(n.span()),
+                    field("name"),
+                    format!("name {text:?} must start with a letter and use letters, digits, '_' and '-'"),
+                ));
+            }
+            if !names.insert(text.clone()) {
+                return Err(locate.at(
+                    Some(n.span()),
+                    field("name"),
+                    format!("another route is already named {text:?}"),
+                ));
+            }
+            Some(text.clone())
+        }
+    };
+
+    let cache = section.cache.as_ref().is_none_or(|c| *c.get_ref());
+    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 6] = [
+        ("ttl", section.ttl.as_ref().map(Spanned::span)),
+        ("key", section.key.as_ref().map(Spanned::span)),
+        ("query", section.query.as_ref().map(Spanned::span)),
+        ("statuses", section.statuses.as_ref().map(Spanned::span)),
+        (
+            "max_object_size",
+            section.max_object_size.as_ref().map(Spanned::span),
+        ),
+        ("ignore_cookies", None),
+    ];
+    let pass_reason = if !cache {
+        Some("has no effect with cache = false".to_string())
+    } else if !methods.allows_reads() {
+        Some(format!(
+            "has no effect: only GET and HEAD are cached, and this route takes {methods}"
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = pass_reason {
+        for (name, span) in cache_fields {
+            let present =
+                span.is_some() || (name == "ignore_cookies" && section.ignore_cookies.is_some());
+            if present {
+                let span = span.or_else(|| Some(section.pattern.span()));
+                return Err(locate.at(span, field(name), reason));
+            }
+        }
+        return Ok(Route {
+            name,
+            methods,
+            pattern,
+            action: Action::Pass,
+            line,
+        });
+    }
+
+    let Some(ttl_text) = &section.ttl else {
+        return Err(locate.at(
+            Some(section.pattern.span()),
+            field("ttl"),
+            "a cached route needs a ttl (e.g. ttl = \"5m\"): there is no global default, TTL is a \
+             per-route product decision; to forward without caching write cache = false",
+        ));
+    };
+    let ttl = parse_duration(ttl_text, &field("ttl"), locate)?;
+
+    let params: Vec<&str> = pattern.param_names().collect();
+    let key = match &section.key {
+        None => KeyTemplate::Default { name: name.clone() },
+        Some(k) => KeyTemplate::parse(k.get_ref(), &params)
+            .map_err(|m| locate.at(Some(k.span()), field("key"), m))?,
+    };
+    for unused in key.unused_params(&params) {
+        warnings.push(format!(
+            "{}:{line}: route {:?}: key leaves out {{{unused}}}: requests that differ only in it share one entry",
+            locate.file(),
+            section.pattern.get_ref()
+        ));
+    }
+
+    let query = match &section.query {
+        None => QueryRule::Sorted,
+        Some(q) => match q.get_ref() {
+            QuerySetting::Mode(mode) if mode == "sorted" => QueryRule::Sorted,
+            QuerySetting::Mode(mode) if mode == "ignore" => QueryRule::Ignore,
+            QuerySetting::Allow(names) if !names.is_empty() => QueryRule::Allow(names.clone()),
+            _ => {
+                return Err(locate.at(
+                    Some(q.span()),
+                    field("query"),
+                    "valid: \"sorted\" (the whole query, sorted, is part of the key), \"ignore\" \
+                     (dropped from key and origin request) or a list of parameter names to keep",
+                ));
+            }
+        },
+    };
+
+    let statuses = match &section.statuses {
+        None => DEFAULT_STATUSES.to_vec(),
+        Some(list) => {
+            let bad = list
+                .get_ref()
+                .iter()
+                .find(|s| !(200..=599).contains(*s) || **s == 206 || **s == 304);
+            if let Some(bad) = bad {
+                return Err(locate.at(
+                    Some(list.span()),
+                    field("statuses"),
+                    format!("status {bad} cannot be stored; valid: complete responses 200-599 other than 206 and 304"),
+                ));
+            }
+            if list.get_ref().is_empty() {
+                return Err(locate.at(
+                    Some(list.span()),
+                    field("statuses"),
+                    "list at least one status, e.g. [200]",
+                ));
+            }
+            list.get_ref().clone()
+        }
+    };
+
+    let max_object_size = match &section.max_object_size {
+        None => DEFAULT_MAX_OBJECT_SIZE,
+        Some(size) => {
+            let bytes = match size.get_ref() {
+                SizeSetting::Bytes(n) => Ok(*n),
+                SizeSetting::Text(text) => text.parse::<bytesize::ByteSize>().map(|b| b.as_u64()),
+            };
+            match bytes {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(locate.at(
+                        Some(size.span()),
+                        field("max_object_size"),
+                        "expected a size such as \"8MiB\", \"512KiB\" or a number of bytes above 0",
+                    ));
+                }
+            }
+        }
+    };
+
+    Ok(Route {
+        name,
+        methods,
+        pattern,
+        line,
+        action: Action::Cache(CacheRule {
+            ttl,
+            key,
+            query,
+            statuses,
+            ignore_cookies: section.ignore_cookies.unwrap_or(false),
+            max_object_size,
+        }),
+    })
+}
+
+/// `"GET|HEAD /path"` or `"/path"`.
+fn parse_match(text: &str) -> Result<(MethodSet, PathPattern), String> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let (methods, path) = match parts.as_slice() {
+        [path] => (MethodSet::Any, *path),
+        [methods, path] => {
+            let mut list = Vec::new();
+            for name in methods.split('|') {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(format!(
+                        "method {name:?} in {text:?}: write methods in upper case, separated by '|', e.g. \"GET|HEAD /path\""
+                    ));
+                }
+                let method = Method::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+                if !list.contains(&method) {
+                    list.push(method);
+                }
+            }
+            (MethodSet::Only(list), *path)
+        }
+        _ => {
+            return Err(format!(
+                "{text:?}: expected \"[METHOD[|METHOD]] /path\", e.g. \"GET /api/items/{{id}}\""
+            ));
+        }
+    };
+    Ok((methods, PathPattern::parse(path)?))
+}
+
+fn warn_on_uniform_ttl(routes: &[Route], warnings: &mut Vec<String>) {
+    let mut by_ttl: BTreeMap<Duration, usize> = BTreeMap::new();
+    for route in routes {
+        if let Action::Cache(rule) = &route.action {
+            *by_ttl.entry(rule.ttl).or_default() += 1;
+        }
+    }
+    if by_ttl.len() == 1
+        && let Some((ttl, count)) = by_ttl.iter().next()
+        && *count >= 3
+    {
+        warnings.push(format!(
+            "all {count} cached routes use ttl = \"{}\": TTL is a product decision per kind of data \
+             (how stale may a credential, a profile, a statistic be?); check that one value fits them all",
+            humantime::format_duration(*ttl)
+        ));
+    }
+}
+
+fn socket_addr(
+    value: Option<&Spanned<String>>,
+    field: &str,
+    default: &str,
+    locate: &Locator<'_>,
+) -> Result<SocketAddr, PolicyError> {
+    let Some(value) = value else {
+        return Ok(default.parse().expect("default address is valid"));
+    };
+    value.get_ref().parse().map_err(|_| {
+        locate.at(
+            Some(value.span()),
+            field,
+            format!(
+                "{:?} is not an address; expected IP:PORT such as \"{default}\"",
+                value.get_ref()
+            ),
+        )
+    })
+}
+
+fn origin_url(value: &Spanned<String>, locate: &Locator<'_>) -> Result<Uri, PolicyError> {
+    let fail = |m: String| locate.at(Some(value.span()), "origin.url", m);
+    let uri: Uri = value.get_ref().parse().map_err(|e| {
+        fail(format!(
+            "{:?} is not a URL ({e}); expected e.g. \"http://127.0.0.1:5000\"",
+            value.get_ref()
+        ))
+    })?;
+    if uri.scheme_str() != Some("http") {
+        return Err(fail(format!(
+            "{:?}: only http:// origins are supported (the proxy talks plain HTTP/1.1 to the API behind it)",
+            value.get_ref()
+        )));
+    }
+    if uri.authority().is_none() {
+        return Err(fail(
+            "the URL needs a host, e.g. \"http://127.0.0.1:5000\"".into(),
+        ));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(fail(format!(
+            "{:?}: give only scheme, host and port; requests keep their own path",
+            value.get_ref()
+        )));
+    }
+    Ok(uri)
+}
+
+fn check_redis_url(url: &str) -> Result<(), String> {
+    fred::types::config::Config::from_url(url)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "{:?} is not a Redis URL ({}); expected e.g. \"redis://127.0.0.1:6379\"",
+                redact(url),
+                e.details()
+            )
+        })
+}
+
+fn duration(
+    value: Option<&Spanned<String>>,
+    field: &str,
+    default: Duration,
+    locate: &Locator<'_>,
+) -> Result<Duration, PolicyError> {
+    value.map_or(Ok(default), |v| parse_duration(v, field, locate))
+}
+
+fn parse_duration(
+    value: &Spanned<String>,
+    field: &str,
+    locate: &Locator<'_>,
+) -> Result<Duration, PolicyError> {
+    match humantime::parse_duration(value.get_ref()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(locate.at(Some(value.span()), field, "must be longer than zero")),
+        Err(e) => Err(locate.at(
+            Some(value.span()),
+            field,
+            format!(
+                "{:?} is not a duration ({e}); expected e.g. \"500ms\", \"30s\", \"10m\", \"1h\"",
+                value.get_ref()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

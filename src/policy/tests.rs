@@ -1,0 +1,107 @@
+use super::*;
+
+const GOOD: &str = r#"
+[listen]
+addr = "127.0.0.1:8080"
+admin = "127.0.0.1:9901"
+
+[origin]
+url = "http://127.0.0.1:5000"
+
+[[route]]
+name = "credential"
+match = "GET /api/credentials/{id}"
+ttl = "10m"
+key = "credential:{id}"
+
+[[route]]
+match = "/api/auth/{*rest}"
+cache = false
+"#;
+
+fn error(source: &str) -> PolicyError {
+    Policy::parse(source, "p.toml").expect_err("policy should be rejected")
+}
+
+#[test]
+fn parses_the_documented_example() {
+    let policy = Policy::parse(GOOD, "p.toml").unwrap();
+    assert_eq!(policy.routes.len(), 2);
+    assert_eq!(policy.redis.prefix, "cachalot");
+    assert_eq!(policy.collapse.lock_ttl, Duration::from_secs(10));
+    assert!(policy.warnings.is_empty());
+}
+
+#[test]
+fn bad_duration_names_file_line_and_field() {
+    let err = error(&GOOD.replace("ttl = \"10m\"", "ttl = \"10 parsecs\""));
+    assert_eq!(err.file, "p.toml");
+    assert_eq!(err.position.unwrap().0, 12);
+    assert_eq!(err.field, "route[0].ttl");
+    assert!(
+        err.to_string().starts_with("p.toml:12:7: route[0].ttl:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_field_is_an_error_with_its_path() {
+    let err = error(&GOOD.replace("ttl = \"10m\"", "tll = \"10m\""));
+    assert_eq!(err.position.unwrap().0, 12, "{err}");
+    assert!(err.message.contains("unknown field `tll`"), "{err}");
+    assert!(err.field.starts_with("route[0]"), "{err}");
+}
+
+#[test]
+fn missing_ttl_explains_there_is_no_default() {
+    let err = error(&GOOD.replace("ttl = \"10m\"\n", ""));
+    assert_eq!(err.field, "route[0].ttl");
+    assert!(err.message.contains("no global default"), "{err}");
+}
+
+#[test]
+fn equally_specific_routes_are_rejected_whatever_their_names() {
+    let extra = "\n[[route]]\nmatch = \"GET|POST /api/credentials/<cid>\"\nttl = \"1m\"\n";
+    let err = error(&format!("{GOOD}{extra}"));
+    assert!(err.message.contains("as specific as"), "{err}");
+    assert_eq!(err.position.unwrap().0, 20, "{err}");
+}
+
+#[test]
+fn int_and_plain_params_coexist() {
+    let extra = "\n[[route]]\nmatch = \"GET /api/credentials/<int:n>\"\nttl = \"1m\"\n";
+    Policy::parse(&format!("{GOOD}{extra}"), "p.toml").unwrap();
+}
+
+#[test]
+fn cache_fields_on_a_pass_route_are_errors() {
+    let err = error(&GOOD.replace("cache = false", "cache = false\nttl = \"1m\""));
+    assert_eq!(err.field, "route[1].ttl");
+}
+
+#[test]
+fn toml_syntax_error_has_position() {
+    let err = error("[origin\nurl = 1");
+    assert_eq!(err.position.unwrap().0, 1, "{err}");
+}
+
+#[test]
+fn three_routes_with_one_ttl_warn() {
+    let mut source = String::from("[origin]\nurl = \"http://127.0.0.1:5000\"\n");
+    for path in ["/a", "/b", "/c"] {
+        source.push_str(&format!(
+            "[[route]]\nmatch = \"GET {path}\"\nttl = \"5m\"\n"
+        ));
+    }
+    let policy = Policy::parse(&source, "p.toml").unwrap();
+    assert_eq!(policy.warnings.len(), 1, "{:?}", policy.warnings);
+}
+
+#[test]
+fn redacts_passwords() {
+    assert_eq!(
+        redact("redis://user:secret@host:6379"),
+        "redis://user:***@host:6379"
+    );
+    assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+}

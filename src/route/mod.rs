@@ -1,0 +1,199 @@
+//! The compiled route table: which route a request belongs to, and what to do with it.
+//!
+//! The table is a list sorted from most to least specific, so the first route that matches
+//! is the answer. Route tables are tens of entries long; a scan over them costs far less
+//! than one Redis round trip, and unlike radix routers (matchit) it can express Flask's
+//! `int` converter falling back to a plainer route when the segment is not a number.
+
+mod pattern;
+
+pub use pattern::{Params, PathPattern, Segment};
+
+use crate::key::{KeyTemplate, QueryRule};
+use http::Method;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The methods a route accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MethodSet {
+    /// No method was written: the route takes every method.
+    Any,
+    /// The listed methods; a route that lists GET also takes HEAD, as in Flask.
+    Only(Vec<Method>),
+}
+
+impl MethodSet {
+    pub fn allows(&self, method: &Method) -> bool {
+        match self {
+            MethodSet::Any => true,
+            MethodSet::Only(list) => {
+                list.contains(method) || (method == Method::HEAD && list.contains(&Method::GET))
+            }
+        }
+    }
+
+    /// Whether a GET or HEAD can match the route, i.e. whether caching can apply at all.
+    pub fn allows_reads(&self) -> bool {
+        self.allows(&Method::GET) || self.allows(&Method::HEAD)
+    }
+
+    /// A method both sets accept, if any (used to report ambiguous routes).
+    fn overlap(&self, other: &Self) -> Option<Method> {
+        match (self, other) {
+            (MethodSet::Any, MethodSet::Any) => Some(Method::GET),
+            (MethodSet::Any, _) | (_, MethodSet::Any) => None,
+            (MethodSet::Only(_), MethodSet::Only(theirs)) => theirs
+                .iter()
+                .chain(theirs.contains(&Method::GET).then_some(&Method::HEAD))
+                .find(|m| self.allows(m))
+                .cloned(),
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            MethodSet::Only(_) => 0,
+            MethodSet::Any => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for MethodSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MethodSet::Any => f.write_str("*"),
+            MethodSet::Only(list) => {
+                let names: Vec<&str> = list.iter().map(Method::as_str).collect();
+                f.write_str(&names.join("|"))
+            }
+        }
+    }
+}
+
+/// How a cached route stores responses.
+#[derive(Debug, Clone)]
+pub struct CacheRule {
+    /// How long a stored response is fresh. A product decision, per route.
+    pub ttl: Duration,
+    /// How the Redis key is built from the path parameters.
+    pub key: KeyTemplate,
+    /// How the query string enters the key (and what reaches the origin).
+    pub query: QueryRule,
+    /// Origin statuses that may be stored.
+    pub statuses: Vec<u16>,
+    /// The route's data never depends on cookies: `Cookie` is stripped, not a reason to bypass.
+    pub ignore_cookies: bool,
+    /// Larger bodies are streamed through and not stored.
+    pub max_object_size: u64,
+}
+
+/// What the proxy does with requests on a route.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Forwarded untouched (`cache = false`, or a route for writes only).
+    Pass,
+    /// GET and HEAD are served from the cache.
+    Cache(CacheRule),
+}
+
+/// One `[[route]]` from the policy.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's `name`, if it has one: used in logs, metrics and `Cache-Status`.
+    pub name: Option<String>,
+    pub methods: MethodSet,
+    pub pattern: PathPattern,
+    pub action: Action,
+    /// The line of the policy file the route starts on, for messages about it.
+    pub line: usize,
+}
+
+impl Route {
+    /// A short label for tables and logs: the name, else the pattern.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.pattern.as_str())
+    }
+}
+
+/// A route a request matched, with its parameters.
+pub struct Matched<'r, 'p> {
+    pub route: &'r Arc<Route>,
+    pub params: Params<'p>,
+}
+
+/// All routes, most specific first.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Sorts the routes by specificity; fails on two routes that are equally specific for
+    /// some request (the message names both lines).
+    pub fn new(mut routes: Vec<Route>) -> Result<Self, (usize, String)> {
+        routes.sort_by(|a, b| {
+            a.pattern
+                .specificity(&b.pattern)
+                .then(a.methods.rank().cmp(&b.methods.rank()))
+                .then(a.line.cmp(&b.line))
+        });
+        for (i, a) in routes.iter().enumerate() {
+            for b in &routes[i + 1..] {
+                if !a.pattern.same_shape(&b.pattern) {
+                    continue;
+                }
+                if let Some(method) = a.methods.overlap(&b.methods) {
+                    let (first, second) = if a.line < b.line { (a, b) } else { (b, a) };
+                    return Err((
+                        second.line,
+                        format!(
+                            "route \"{} {}\" is as specific as \"{} {}\" (line {}) for {} requests; \
+                             make the paths or methods differ, or merge the routes",
+                            second.methods,
+                            second.pattern,
+                            first.methods,
+                            first.pattern,
+                            first.line,
+                            method
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            routes: routes.into_iter().map(Arc::new).collect(),
+        })
+    }
+
+    /// The most specific route for a request, given its normalised path and segments.
+    pub fn find<'r, 'p>(
+        &'r self,
+        method: &Method,
+        path: &'p str,
+        segments: &[&'p str],
+    ) -> Option<Matched<'r, 'p>>
+    where
+        'r: 'p,
+    {
+        self.routes.iter().find_map(|route| {
+            if !route.methods.allows(method) {
+                return None;
+            }
+            let params = route.pattern.matches(path, segments)?;
+            Some(Matched { route, params })
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}

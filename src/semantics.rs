@@ -1,0 +1,172 @@
+//! HTTP caching rules: which requests may use the cache and which responses may be stored.
+//!
+//! Legacy APIs send no cache headers, so the policy's TTL decides freshness; these rules
+//! decide *safety*. A shared cache that stores one user's response and serves it to another
+//! is worse than no cache, so every doubt resolves to "do not store".
+
+use crate::cache_status::Reason;
+use crate::route::CacheRule;
+use http::{HeaderMap, StatusCode, header};
+
+/// Why a request on a cached route must go to the origin without touching the cache.
+pub fn request_bypass(headers: &HeaderMap, rule: &CacheRule) -> Option<Reason> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Some(Reason::Authorization);
+    }
+    if headers.contains_key(header::COOKIE) && !rule.ignore_cookies {
+        return Some(Reason::Cookie);
+    }
+    if headers.contains_key(header::UPGRADE) {
+        return Some(Reason::Upgrade);
+    }
+    None
+}
+
+/// Why an origin response must not be stored, if it must not.
+pub fn not_storable(status: StatusCode, headers: &HeaderMap, rule: &CacheRule) -> Option<Reason> {
+    if !rule.statuses.contains(&status.as_u16()) {
+        return Some(Reason::Status);
+    }
+    if headers.contains_key(header::SET_COOKIE) {
+        return Some(Reason::SetCookie);
+    }
+    for directive in cache_control(headers) {
+        let name = directive.split('=').next().unwrap_or_default().trim();
+        if name.eq_ignore_ascii_case("no-store") {
+            return Some(Reason::NoStore);
+        }
+        if name.eq_ignore_ascii_case("private") {
+            return Some(Reason::Private);
+        }
+        // Storing is allowed but every use needs revalidation, which TTL routes do not do.
+        if name.eq_ignore_ascii_case("no-cache") {
+            return Some(Reason::NoCache);
+        }
+    }
+    if !vary_is_safe(headers) {
+        return Some(Reason::Vary);
+    }
+    if content_length(headers).is_some_and(|len| len > rule.max_object_size) {
+        return Some(Reason::TooLarge);
+    }
+    None
+}
+
+/// The key does not include request headers, so a response that varies on them could be
+/// served to a request it does not fit. The one exception: fills ask for `identity`, so a
+/// response that varies only on `Accept-Encoding` and is not encoded suits every client.
+fn vary_is_safe(headers: &HeaderMap) -> bool {
+    let mut varies = headers
+        .get_all(header::VARY)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("*").split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty());
+    let only_encoding = varies.all(|name| name.eq_ignore_ascii_case("accept-encoding"));
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    only_encoding && !encoded
+}
+
+/// The directives of every `Cache-Control` header, trimmed.
+fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// A declared `Content-Length`, if valid.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{KeyTemplate, QueryRule};
+    use http::HeaderValue;
+    use std::time::Duration;
+
+    fn rule() -> CacheRule {
+        CacheRule {
+            ttl: Duration::from_secs(60),
+            key: KeyTemplate::Default { name: None },
+            query: QueryRule::Sorted,
+            statuses: vec![200, 203],
+            ignore_cookies: false,
+            max_object_size: 100,
+        }
+    }
+
+    fn with(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn private_responses_are_never_stored() {
+        let r = rule();
+        assert_eq!(not_storable(StatusCode::OK, &HeaderMap::new(), &r), None);
+        assert_eq!(
+            not_storable(StatusCode::NOT_FOUND, &HeaderMap::new(), &r),
+            Some(Reason::Status)
+        );
+        assert_eq!(
+            not_storable(StatusCode::OK, &with("set-cookie", "a=b"), &r),
+            Some(Reason::SetCookie)
+        );
+        assert_eq!(
+            not_storable(
+                StatusCode::OK,
+                &with("cache-control", "max-age=5, Private"),
+                &r
+            ),
+            Some(Reason::Private)
+        );
+        assert_eq!(
+            not_storable(StatusCode::OK, &with("cache-control", "no-store"), &r),
+            Some(Reason::NoStore)
+        );
+        assert_eq!(
+            not_storable(StatusCode::OK, &with("content-length", "101"), &r),
+            Some(Reason::TooLarge)
+        );
+        assert_eq!(
+            not_storable(StatusCode::OK, &with("vary", "Accept-Language"), &r),
+            Some(Reason::Vary)
+        );
+        assert_eq!(
+            not_storable(StatusCode::OK, &with("vary", "Accept-Encoding"), &r),
+            None
+        );
+    }
+
+    #[test]
+    fn credentials_bypass_unless_cookies_are_declared_irrelevant() {
+        let mut r = rule();
+        assert_eq!(
+            request_bypass(&with("authorization", "Bearer x"), &r),
+            Some(Reason::Authorization)
+        );
+        assert_eq!(
+            request_bypass(&with("cookie", "s=1"), &r),
+            Some(Reason::Cookie)
+        );
+        r.ignore_cookies = true;
+        assert_eq!(request_bypass(&with("cookie", "s=1"), &r), None);
+        assert_eq!(
+            request_bypass(&with("authorization", "Bearer x"), &r),
+            Some(Reason::Authorization)
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! A running proxy: both listeners, Redis, the origin client. `main` starts one; tests start
+//! several in one process, each with its own Redis connections, as separate instances would.
+
+use crate::collapse::Flights;
+use crate::origin::Origin;
+use crate::policy::Policy;
+use crate::proxy::Proxy;
+use crate::store::Store;
+use crate::{admin, listener};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("redis: {0}")]
+    Redis(#[from] crate::store::Unavailable),
+}
+
+/// A started proxy.
+pub struct Server {
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds both listeners and starts serving. Redis being down is not an error: the
+    /// proxy serves from the origin until it is back.
+    pub async fn start(policy: Policy) -> Result<Self, StartError> {
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, what, source })
+        };
+        let public = bind(policy.listen.addr, "listen.addr").await?;
+        let admin_listener = bind(policy.listen.admin, "listen.admin").await?;
+        let addr = public.local_addr().map_err(|source| StartError::Bind {
+            addr: policy.listen.addr,
+            what: "listen.addr",
+            source,
+        })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: policy.listen.admin,
+                what: "listen.admin",
+                source,
+            })?;
+
+        let store = Store::connect(&policy.redis).await?;
+        let flights = Flights::new();
+        {
+            let flights = Arc::clone(&flights);
+            store
+                .listen_for_fills(move |notice| flights.deliver(notice))
+                .await?;
+        }
+        let proxy = Arc::new(Proxy {
+            origin: Origin::new(&policy.origin),
+            policy: Arc::new(policy),
+            store,
+            flights,
+        });
+
+        let (shutdown, stop) = watch::channel(false);
+        let serving = Arc::clone(&proxy);
+        let public_task = tokio::spawn(listener::serve(
+            public,
+            move |request, peer| Arc::clone(&serving).handle(request, peer),
+            stop.clone(),
+        ));
+        let admin_proxy = Arc::clone(&proxy);
+        let admin_task = tokio::spawn(listener::serve(
+            admin_listener,
+            move |request, _peer| admin::handle(Arc::clone(&admin_proxy), request),
+            stop,
+        ));
+        tracing::info!(%addr, admin = %admin_addr, origin = %proxy.policy.origin.url, "cachalot is serving");
+        Ok(Self {
+            addr,
+            admin_addr,
+            shutdown,
+            tasks: vec![public_task, admin_task],
+        })
+    }
+
+    /// The public listener's address (the real port when the policy asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

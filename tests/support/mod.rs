@@ -1,0 +1,122 @@
+//! Real parts for integration tests: a `redis-server` of the test's own on a free loopback
+//! port (no persistence, killed on drop), an HTTP origin that counts what it serves, and the
+//! real proxy started from a policy text.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+pub mod origin;
+pub mod redis;
+
+use bytes::Bytes;
+use cachalot::{Policy, Server};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+
+pub use origin::{Origin, Reply};
+pub use redis::RedisServer;
+
+/// Starts a proxy with `routes` (TOML `[[route]]` tables and any extra sections) in front of
+/// `origin`, caching in `redis`. Both listeners take free ports.
+pub async fn start_proxy(origin: &Origin, redis: &RedisServer, routes: &str) -> Server {
+    start_proxy_with(origin.addr(), &redis.url(), routes).await
+}
+
+/// As [`start_proxy`], with any origin address and Redis URL.
+pub async fn start_proxy_with(origin: SocketAddr, redis_url: &str, routes: &str) -> Server {
+    let policy = policy_text(origin, redis_url, routes);
+    let policy = Policy::parse(&policy, "test.toml")
+        .unwrap_or_else(|e| panic!("test policy is invalid: {e}"));
+    Server::start(policy).await.expect("proxy starts")
+}
+
+/// A complete policy text around `routes`.
+pub fn policy_text(origin: SocketAddr, redis_url: &str, routes: &str) -> String {
+    format!(
+        r#"
+[listen]
+addr = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+
+[origin]
+url = "http://{origin}"
+timeout = "2s"
+
+[redis]
+url = "{redis_url}"
+prefix = "cachalot"
+timeout = "300ms"
+
+[collapse]
+lock_ttl = "5s"
+wait = "3s"
+
+{routes}
+"#
+    )
+}
+
+/// A response as a test sees it.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map_or("", |v| v.to_str().unwrap_or(""))
+    }
+
+    pub fn cache_status(&self) -> &str {
+        self.header("cache-status")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A plain HTTP/1.1 client (its own connection pool per call site is fine for tests).
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// `GET http://{addr}{path}` with extra headers.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    send(addr, Method::GET, path, headers, Bytes::new()).await
+}
+
+/// Any request through a fresh client.
+pub async fn send(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Got {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body)).expect("valid test request");
+    let response = client()
+        .request(request)
+        .await
+        .expect("request reaches the proxy");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("whole body").to_bytes();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}

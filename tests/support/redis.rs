@@ -1,0 +1,161 @@
+//! A `redis-server` per test: free loopback port, no persistence, stopped on drop.
+//! It never touches the machine's own Redis on 6379.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self {
+            port,
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is on PATH (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.command(&["PING"]).is_ok_and(|r| r.contains("PONG")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the process: a Redis that hangs.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Sends one command over a fresh connection and returns the raw RESP reply.
+    pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(self.addr())?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes())?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 65536];
+        // Read until the reply is complete enough for tests: one read plus any follow-ups
+        // that arrive quickly.
+        loop {
+            let n = stream.read(&mut buf)?;
+            reply.extend_from_slice(&buf[..n]);
+            if n == 0 || complete(&reply) {
+                break;
+            }
+        }
+        Ok(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    /// Every key matching `pattern` (via KEYS: fine on a test's own tiny Redis).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let reply = self.command(&["KEYS", pattern]).expect("KEYS");
+        let mut keys: Vec<String> = reply
+            .split("\r\n")
+            .skip(1)
+            .filter(|line| !line.starts_with('$') && !line.is_empty())
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    }
+}
+
+/// Whether a RESP reply has arrived completely (enough for the replies tests read).
+fn complete(reply: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(reply);
+    match text.chars().next() {
+        Some('*') => {
+            let count: i64 = text[1..]
+                .split("\r\n")
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            count <= 0 || text.matches("\r\n").count() as i64 >= 1 + 2 * count
+        }
+        Some('$') => {
+            let len: i64 = text[1..]
+                .split("\r\n")
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(-1);
+            len < 0 || text.matches("\r\n").count() >= 2
+        }
+        Some(_) => text.ends_with("\r\n"),
+        None => false,
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A stopped process ignores SIGKILL until continued on some kernels' views; resume first.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

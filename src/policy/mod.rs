@@ -582,7 +582,24 @@ fn origin_url(value: &Spanned<String>, locate: &Locator<'_>) -> Result<Uri, Poli
     Ok(uri)
 }
 
+/// URL schemes the Redis client is built for.
+const REDIS_SCHEMES: &[&str] = &["redis", "redis-cluster", "redis-sentinel", "redis+unix"];
+
 fn check_redis_url(url: &str) -> Result<(), String> {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    if scheme.starts_with("rediss") {
+        return Err(format!(
+            "{:?}: TLS to Redis (rediss://) is not built into this version yet; use a TLS tunnel or a plain redis:// URL",
+            redact(url)
+        ));
+    }
+    if !REDIS_SCHEMES.contains(&scheme) {
+        return Err(format!(
+            "{:?} is not a Redis URL; expected one of {}://…, e.g. \"redis://127.0.0.1:6379\"",
+            redact(url),
+            REDIS_SCHEMES.join("://…, ")
+        ));
+    }
     fred::types::config::Config::from_url(url)
         .map(|_| ())
         .map_err(|e| {

@@ -22,6 +22,7 @@ pub mod route;
 pub mod semantics;
 pub mod server;
 pub mod store;
+pub mod upgrade;
 
 pub use policy::{Policy, PolicyError};
 pub use server::{Server, StartError};

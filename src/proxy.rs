@@ -20,10 +20,12 @@ use crate::policy::Policy;
 use crate::route::{Action, CacheRule, Route};
 use crate::semantics;
 use crate::store::Store;
+use crate::upgrade;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -159,16 +161,29 @@ impl Proxy {
         client: SocketAddr,
         mut status: CacheStatus,
     ) -> (Response<ProxyBody>, CacheStatus) {
-        let (head, body) = request.into_parts();
+        let (mut head, body) = request.into_parts();
+        let upgrade = upgrade::requested(&head.headers).zip(head.extensions.remove::<OnUpgrade>());
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        let outgoing = origin::request_head(&self.origin, &head, target, client.ip())
+        let mut outgoing = origin::request_head(&self.origin, &head, target, client.ip())
             .body(Either::Left(body))
             .expect("a request built from a valid request is valid");
+        if let Some((protocol, _)) = &upgrade {
+            upgrade::keep(outgoing.headers_mut(), protocol.clone());
+        }
         match self.origin.send(outgoing).await {
-            Ok(response) => {
+            Ok(mut response) => {
                 status.fwd_status = Some(response.status().as_u16());
+                let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let accepted = response.headers().get(header::UPGRADE).cloned();
+                let origin_side = switched.then(|| hyper::upgrade::on(&mut response));
                 let (mut parts, body) = response.into_parts();
                 origin::strip_hop_by_hop(&mut parts.headers);
+                if let (Some((_, client_side)), Some(origin_side), Some(protocol)) =
+                    (upgrade, origin_side, accepted)
+                {
+                    upgrade::keep(&mut parts.headers, protocol);
+                    upgrade::splice(client_side, origin_side);
+                }
                 (Response::from_parts(parts, ProxyBody::Stream(body)), status)
             }
             Err(e) => {

@@ -1,0 +1,40 @@
+# cachalot container image: multi-stage build, small non-root runtime.
+#
+# No Docker engine runs where cachalot is developed, so this file is kept correct by reading:
+# it uses only the same cargo build the tests use and the binary's documented interface
+# (`cachalot run --config FILE`, REDIS_URL, RUST_LOG). Review it when either changes.
+#
+#   docker build -t cachalot .
+#   docker run -p 8080:8080 -p 127.0.0.1:9901:9901 \
+#     -v "$PWD/config/cachalot.toml:/etc/cachalot/cachalot.toml:ro" \
+#     -e REDIS_URL=redis://redis:6379 cachalot
+#
+# Inside a container the policy's listen addresses must be 0.0.0.0:PORT (not 127.0.0.1),
+# or nothing outside the container can connect. Publish the admin port only to trusted
+# networks: it carries health and, later, purge and metrics.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Dependencies first, so code changes do not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+COPY src ./src
+# Make sure cargo sees the real sources as newer than the placeholder build.
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
+    && strip target/release/cachalot
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin cachalot
+COPY --from=build /src/target/release/cachalot /usr/local/bin/cachalot
+COPY config/cachalot.toml /etc/cachalot/cachalot.toml
+USER 10001:10001
+ENV RUST_LOG=info
+EXPOSE 8080 9901
+# Mount your policy over /etc/cachalot/cachalot.toml (read-only is fine).
+ENTRYPOINT ["/usr/local/bin/cachalot"]
+CMD ["run", "--config", "/etc/cachalot/cachalot.toml"]

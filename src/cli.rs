@@ -3,7 +3,7 @@
 use crate::policy::Policy;
 use crate::server::Server;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// A transparent, Redis-backed HTTP caching reverse proxy driven by a TOML policy.
@@ -40,7 +40,7 @@ impl Cli {
     }
 }
 
-fn load(config: &PathBuf) -> Result<Policy, ExitCode> {
+fn load(config: &Path) -> Result<Policy, ExitCode> {
     let loaded = Policy::load(config).and_then(|mut policy| policy.apply_env().map(|()| policy));
     loaded.map_err(|e| {
         eprintln!("error: {e}");
@@ -48,7 +48,7 @@ fn load(config: &PathBuf) -> Result<Policy, ExitCode> {
     })
 }
 
-fn check(config: &PathBuf) -> ExitCode {
+fn check(config: &Path) -> ExitCode {
     let policy = match load(config) {
         Ok(policy) => policy,
         Err(code) => return code,
@@ -61,7 +61,7 @@ fn check(config: &PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(config: &PathBuf) -> ExitCode {
+fn run(config: &Path) -> ExitCode {
     init_logging();
     let policy = match load(config) {
         Ok(policy) => policy,

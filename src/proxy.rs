@@ -76,26 +76,25 @@ impl Proxy {
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let method = request.method().clone();
-        let target = request
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string());
-        let (response, status) = self.route(request, client).await;
-        let mut response = response;
+        // The access line is at debug: copy the target only when it will be logged.
+        let logged = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (request.method().clone(), request.uri().clone()));
+        let (mut response, status) = self.route(request, client).await;
         response
             .headers_mut()
             .insert(CACHE_STATUS.clone(), status.header_value());
-        tracing::debug!(
-            %method,
-            target = target.as_deref().unwrap_or("/"),
-            route = status.route.as_deref().unwrap_or("-"),
-            phase = status.phase.as_str(),
-            reason = status.reason.map_or("-", Reason::as_str),
-            status = response.status().as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
-            "request"
-        );
+        if let Some((method, uri)) = logged {
+            tracing::debug!(
+                %method,
+                target = uri.path_and_query().map_or("/", |p| p.as_str()),
+                route = status.route.as_deref().unwrap_or("-"),
+                phase = status.phase.as_str(),
+                reason = status.reason.map_or("-", Reason::as_str),
+                status = response.status().as_u16(),
+                latency_us = started.elapsed().as_micros() as u64,
+                "request"
+            );
+        }
         response
     }
 
@@ -230,7 +229,9 @@ impl Proxy {
                 }
             }
             Join::Wait(receiver) => {
-                let wait = self.policy.collapse.wait;
+                // The flight's leader answers within the lock wait plus one origin fetch;
+                // asking the origin before that would be the stampede collapsing prevents.
+                let wait = self.policy.collapse.wait + self.origin.timeout();
                 match tokio::time::timeout(wait, collapse::landing(receiver)).await {
                     Ok(Landing::Stored(entry)) => {
                         let mut status = request.status(Phase::Collapsed);

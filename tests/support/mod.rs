@@ -2,7 +2,8 @@
 //! port (no persistence, killed on drop), an HTTP origin that counts what it serves, and the
 //! real proxy started from a policy text.
 
-#![allow(dead_code)] // each test file uses a different part of the harness
+// Each test file uses a different part of the harness.
+#![allow(dead_code, unused_imports)]
 
 pub mod origin;
 pub mod redis;

@@ -125,7 +125,7 @@ fn complete(reply: &[u8]) -> bool {
                 .next()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-            count <= 0 || text.matches("\r\n").count() as i64 >= 1 + 2 * count
+            count <= 0 || text.matches("\r\n").count() as i64 > 2 * count
         }
         Some('$') => {
             let len: i64 = text[1..]

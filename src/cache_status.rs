@@ -50,6 +50,7 @@ pub enum Reason {
     Vary,
     TooLarge,
     CollapseTimeout,
+    NotShared,
     OriginError,
 }
 
@@ -71,6 +72,7 @@ impl Reason {
             Reason::Vary => "vary",
             Reason::TooLarge => "too-large",
             Reason::CollapseTimeout => "collapse-timeout",
+            Reason::NotShared => "not-shared",
             Reason::OriginError => "origin-error",
         }
     }

@@ -118,9 +118,10 @@ impl Entry {
         self.initial_age_s + now_ms.saturating_sub(self.stored_at_ms) / 1000
     }
 
-    /// Seconds of freshness left (the `ttl` in `Cache-Status`).
+    /// Seconds of freshness left (the `ttl` in `Cache-Status`), rounded up: an entry stored
+    /// a moment ago with a 600 s TTL reports 600, one with 0.2 s left reports 1.
     pub fn ttl_left(&self, now_ms: u64) -> u64 {
-        self.fresh_until_ms.saturating_sub(now_ms) / 1000
+        self.fresh_until_ms.saturating_sub(now_ms).div_ceil(1000)
     }
 }
 
@@ -161,6 +162,7 @@ mod tests {
         assert_eq!(decoded.fresh_until_ms, 61_000);
         assert_eq!(decoded.age(11_500), 13);
         assert_eq!(decoded.ttl_left(11_000), 50);
+        assert_eq!(decoded.ttl_left(60_800), 1);
         assert!(decoded.is_fresh(60_999) && !decoded.is_fresh(61_000));
     }
 

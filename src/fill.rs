@@ -65,11 +65,7 @@ async fn wait_for_holder(
     loop {
         match proxy.store.get(&request.key).await {
             Ok(Some(entry)) if entry.is_fresh(now_ms()) => {
-                let entry = Arc::new(entry);
-                let mut status = request.status(Phase::Collapsed);
-                let response = from_entry(&entry, request, &mut status);
-                flight.land(Landing::Stored(entry));
-                return (response, status);
+                return serve_filled(flight, request, entry);
             }
             Ok(_) => {}
             Err(_) => {
@@ -86,6 +82,13 @@ async fn wait_for_holder(
                 .await
         {
             drop(notices);
+            // The holder may have stored and unlocked between our read and our lock.
+            if let Ok(Some(entry)) = proxy.store.get(&request.key).await
+                && entry.is_fresh(now_ms())
+            {
+                let _ = proxy.store.unlock(&request.key, &token).await;
+                return serve_filled(flight, request, entry);
+            }
             let (answer, landing) = fetch_and_store(proxy, request, Some(&token)).await;
             flight.land(landing);
             return answer;
@@ -112,6 +115,15 @@ async fn wait_for_holder(
         status.reason = Some(gave_up);
     }
     flight.land(landing);
+    (response, status)
+}
+
+/// Serves another instance's fill to this request and to the flight's waiters.
+fn serve_filled(flight: Flight, request: &Cacheable, entry: Entry) -> Answer {
+    let entry = Arc::new(entry);
+    let mut status = request.status(Phase::Collapsed);
+    let response = from_entry(&entry, request, &mut status);
+    flight.land(Landing::Stored(entry));
     (response, status)
 }
 

@@ -237,7 +237,9 @@ impl Proxy {
                         let mut status = request.status(Phase::Collapsed);
                         (from_entry(&entry, &request, &mut status), status)
                     }
-                    Ok(_) => fill::fetch_uncached(self, &request, Reason::OriginError).await,
+                    // The response waited for may not be shared (Set-Cookie, an error):
+                    // each waiter asks the origin for its own.
+                    Ok(_) => fill::fetch_uncached(self, &request, Reason::NotShared).await,
                     Err(_) => fill::fetch_uncached(self, &request, Reason::CollapseTimeout).await,
                 }
             }

@@ -33,6 +33,33 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 #[error("redis unavailable: {0}")]
 pub struct Unavailable(pub String);
 
+/// How a command failed: the connection (Redis counts as down), or a reply about one key.
+enum Failure {
+    Outage(Unavailable),
+    Reply(String),
+}
+
+impl From<Failure> for Unavailable {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Outage(e) => e,
+            Failure::Reply(reason) => Unavailable(reason),
+        }
+    }
+}
+
+/// Error replies that concern the command or its key (WRONGTYPE, a bad argument), as
+/// opposed to failures of the connection or the server.
+fn is_reply_error(error: &Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::InvalidArgument
+            | ErrorKind::InvalidCommand
+            | ErrorKind::Parse
+            | ErrorKind::NotFound
+    )
+}
+
 /// What a leader tells waiting instances about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FillNotice {
@@ -124,20 +151,24 @@ impl Store {
         format!("{}:fill", self.settings.prefix)
     }
 
-    /// Runs one command, recording Redis's health from its result.
-    async fn run<T>(
-        &self,
-        command: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Unavailable> {
+    /// Runs one command, recording Redis's health from its result. Only failures of the
+    /// connection mark Redis down; an error reply about one key (WRONGTYPE) is that key's
+    /// problem, not an outage for every request.
+    async fn run<T>(&self, command: impl Future<Output = Result<T, Error>>) -> Result<T, Failure> {
         if !self.is_healthy() {
-            return Err(Unavailable("marked down after a failed command".into()));
+            return Err(Failure::Outage(Unavailable(
+                "marked down after a failed command".into(),
+            )));
         }
         // The client's own timeout does not cover every command (EVALSHA), so bound it here too.
         let result = tokio::time::timeout(self.settings.timeout, command).await;
         match result {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.mark_down(e.to_string())),
-            Err(_) => Err(self.mark_down(format!("no answer within {:?}", self.settings.timeout))),
+            Ok(Err(e)) if is_reply_error(&e) => Err(Failure::Reply(e.to_string())),
+            Ok(Err(e)) => Err(Failure::Outage(self.mark_down(e.to_string()))),
+            Err(_) => Err(Failure::Outage(
+                self.mark_down(format!("no answer within {:?}", self.settings.timeout)),
+            )),
         }
     }
 
@@ -151,7 +182,14 @@ impl Store {
     /// The stored entry for `key`, if any. A value that is not a valid entry is a miss.
     pub async fn get(&self, key: &str) -> Result<Option<Entry>, Unavailable> {
         let client = self.pool.next().with_options(&self.options);
-        let raw: Option<Bytes> = self.run(client.get(self.entry_key(key))).await?;
+        let raw: Option<Bytes> = match self.run(client.get(self.entry_key(key))).await {
+            Ok(raw) => raw,
+            Err(Failure::Reply(e)) => {
+                tracing::warn!(key, error = %e, "ignoring a key that is not an entry");
+                None
+            }
+            Err(Failure::Outage(e)) => return Err(e),
+        };
         match raw.map(Entry::decode) {
             None => Ok(None),
             Some(Ok(entry)) => Ok(Some(entry)),
@@ -169,6 +207,7 @@ impl Store {
         let expiry = Expiration::PX(keep.as_millis().max(1) as i64);
         self.run(client.set::<(), _, _>(self.entry_key(key), value, Some(expiry), None, false))
             .await
+            .map_err(Unavailable::from)
     }
 
     /// `SET <prefix>:lock:<key> <token> NX PX <ttl>`: true when we are the leader.
@@ -188,7 +227,8 @@ impl Store {
                 Some(SetOptions::NX),
                 false,
             ))
-            .await?;
+            .await
+            .map_err(Unavailable::from)?;
         Ok(reply.is_some())
     }
 
@@ -203,6 +243,7 @@ impl Store {
         ))
         .await
         .map(drop)
+        .map_err(Unavailable::from)
     }
 
     /// Tells every instance's waiters what happened to `key`.
@@ -211,6 +252,7 @@ impl Store {
         self.run(client.publish::<i64, _, _>(self.fill_channel(), notice.encode()))
             .await
             .map(drop)
+            .map_err(Unavailable::from)
     }
 
     /// Asks Redis whether it is there (for `/health/cache`), updating the health flag.
@@ -248,11 +290,13 @@ impl Store {
         let _resubscribe = subscriber.manage_subscriptions();
         let mut messages = subscriber.message_rx();
         let channel = self.fill_channel();
-        // Subscribing while Redis is down would wait for it; do it in the background.
+        // Redis may be down now: subscribe in the background, retrying until it answers
+        // (after that, manage_subscriptions restores the subscription on every reconnect).
         let sub = subscriber.clone();
         tokio::spawn(async move {
-            if let Err(e) = sub.subscribe(channel).await {
-                tracing::warn!(error = %e, "could not subscribe to fill notices; waiters will poll");
+            while let Err(e) = sub.subscribe(channel.as_str()).await {
+                tracing::debug!(error = %e, "not subscribed to fill notices yet; waiters poll meanwhile");
+                tokio::time::sleep(PROBE_INTERVAL).await;
             }
         });
         tokio::spawn(async move {

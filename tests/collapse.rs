@@ -1,0 +1,428 @@
+//! The collapsing promise: N concurrent cold requests for one key, through one instance or
+//! several sharing one Redis, make **one** origin request; waiters are woken when the entry
+//! is stored (not left to run out their wait); a response that must not be shared is never
+//! handed to a waiter; the `SET NX PX` lock is owned (released by compare-and-delete on its
+//! token) and always expires, so a crashed leader cannot block a key; distinct keys never
+//! collapse together.
+
+mod support;
+
+use cachalot::{Policy, Server};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use support::{Got, Origin, RedisServer, Reply, get, start_proxy};
+
+const CREDENTIAL: &str = r#"
+[[route]]
+name = "credential"
+match = "GET /api/credentials/{id}"
+ttl = "10m"
+key = "credential:{id}"
+"#;
+
+/// Sends `n` concurrent GETs for `path`, request `i` to `addrs[i % addrs.len()]`
+/// (interleaved across instances), and returns the responses in request order.
+async fn concurrent(addrs: &[SocketAddr], path: &str, n: usize) -> Vec<Got> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = addrs[i % addrs.len()];
+            let path = path.to_string();
+            tokio::spawn(async move { get(addr, &path, &[]).await })
+        })
+        .collect();
+    let mut responses = Vec::with_capacity(n);
+    for task in tasks {
+        responses.push(task.await.expect("request task"));
+    }
+    responses
+}
+
+/// An origin that answers `{"target":...,"n":N}` after `delay`.
+async fn slow_echo(delay: Duration) -> Origin {
+    Origin::start(move |seen, n| {
+        Reply::ok(format!("{{\"target\":\"{}\",\"n\":{n}}}", seen.target)).delay(delay)
+    })
+    .await
+}
+
+fn assert_all_ok_and_identical(responses: &[Got]) {
+    for (i, r) in responses.iter().enumerate() {
+        assert_eq!(
+            r.status,
+            200,
+            "response {i}: {} {}",
+            r.cache_status(),
+            r.text()
+        );
+        assert_eq!(
+            r.body,
+            responses[0].body,
+            "response {i} differs ({})",
+            r.cache_status()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_cold_requests_through_one_instance_make_one_origin_request() {
+    let redis = RedisServer::start();
+    let origin = slow_echo(Duration::from_millis(200)).await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let sets_before = command_calls(&redis, "set");
+
+    let responses = concurrent(&[proxy.addr()], "/api/credentials/abc", 100).await;
+
+    assert_eq!(origin.count(), 1, "origin requests");
+    // In a process, waiters wait on the leader without touching Redis: one `SET NX PX` for
+    // the lock and one `SET` for the entry, not a lock attempt per request.
+    assert_eq!(
+        command_calls(&redis, "set") - sets_before,
+        2,
+        "SET commands for 100 collapsed requests in one instance"
+    );
+    assert_all_ok_and_identical(&responses);
+    let statuses: Vec<&str> = responses.iter().map(Got::cache_status).collect();
+    let stored = statuses.iter().filter(|s| s.contains("stored")).count();
+    assert_eq!(stored, 1, "exactly one response stores: {statuses:#?}");
+    for status in statuses.iter().filter(|s| !s.contains("stored")) {
+        assert!(
+            status.contains("collapsed"),
+            "a request that did not lead must say it collapsed: {status}"
+        );
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_cold_requests_across_two_instances_make_one_origin_request() {
+    let redis = RedisServer::start();
+    let origin = slow_echo(Duration::from_millis(200)).await;
+    let a = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let b = start_proxy(&origin, &redis, CREDENTIAL).await;
+
+    let responses = concurrent(&[a.addr(), b.addr()], "/api/credentials/abc", 100).await;
+
+    assert_eq!(origin.count(), 1, "origin requests across both instances");
+    assert_all_ok_and_identical(&responses);
+    let stored = responses
+        .iter()
+        .filter(|r| r.cache_status().contains("stored"))
+        .count();
+    assert_eq!(stored, 1, "exactly one response stores");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_woken_when_the_fill_lands_not_at_the_end_of_their_wait() {
+    let redis = RedisServer::start();
+    let origin = slow_echo(Duration::from_millis(300)).await;
+    let a = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let b = start_proxy(&origin, &redis, CREDENTIAL).await;
+
+    let started = Instant::now();
+    let responses = concurrent(&[a.addr(), b.addr()], "/api/credentials/abc", 100).await;
+    let took = started.elapsed();
+
+    // The collapse wait is 3 s: a waiter that only gave up at its deadline would take longer.
+    assert!(
+        took < Duration::from_millis(1500),
+        "100 collapsed requests took {took:?} with a 300 ms origin"
+    );
+    assert_eq!(origin.count(), 1);
+    assert_all_ok_and_identical(&responses);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_leader_does_not_hand_its_error_to_waiters() {
+    let redis = RedisServer::start();
+    // The first request (the leader's) gets a 500; every later one a 200.
+    let origin = Origin::start(|seen, n| {
+        let reply = if n == 1 {
+            Reply::ok("boom").status(500)
+        } else {
+            Reply::ok(format!("{{\"target\":\"{}\",\"n\":{n}}}", seen.target))
+        };
+        reply.delay(Duration::from_millis(200))
+    })
+    .await;
+    let a = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let b = start_proxy(&origin, &redis, CREDENTIAL).await;
+
+    let responses = concurrent(&[a.addr(), b.addr()], "/api/credentials/abc", 100).await;
+
+    let errors: Vec<&str> = responses
+        .iter()
+        .filter(|r| r.status != 200)
+        .map(Got::cache_status)
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "only the leader's own client may see the origin's 500: {errors:#?}"
+    );
+    assert_eq!(
+        responses
+            .iter()
+            .filter(|r| r.status == 500 && r.body == "boom")
+            .count(),
+        1
+    );
+    for r in responses.iter().filter(|r| r.status == 200) {
+        assert!(
+            r.text().contains("\"target\":\"/api/credentials/abc\""),
+            "{}",
+            r.text()
+        );
+    }
+    // A 500 is never stored.
+    let stored = redis.command(&["GET", "cachalot:credential:abc"]).unwrap();
+    assert!(!stored.contains("boom"), "{stored:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_cookie_responses_are_never_shared_with_waiters() {
+    let redis = RedisServer::start();
+    // Every origin response sets its own session: sharing one would leak it to another client.
+    let origin = Origin::start(|seen, n| {
+        Reply::ok(format!("{{\"target\":\"{}\",\"n\":{n}}}", seen.target))
+            .header("set-cookie", &format!("session=s{n}; HttpOnly"))
+            .delay(Duration::from_millis(200))
+    })
+    .await;
+    let a = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let b = start_proxy(&origin, &redis, CREDENTIAL).await;
+
+    let responses = concurrent(&[a.addr(), b.addr()], "/api/credentials/abc", 50).await;
+
+    let mut cookies = Vec::new();
+    for r in &responses {
+        assert_eq!(r.status, 200, "{} {}", r.cache_status(), r.text());
+        let cookie = r.header("set-cookie");
+        assert!(
+            !cookie.is_empty(),
+            "the origin's Set-Cookie reaches its client"
+        );
+        cookies.push(cookie.to_string());
+    }
+    let distinct: HashSet<&String> = cookies.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        cookies.len(),
+        "each Set-Cookie response must come from the client's own origin request: {cookies:#?}"
+    );
+    assert_eq!(origin.count(), responses.len());
+    assert_eq!(
+        redis.keys("cachalot:*"),
+        Vec::<String>::new(),
+        "nothing stored"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_left_by_a_crashed_instance_expires_and_the_key_is_filled() {
+    let redis = RedisServer::start();
+    let origin = Origin::echo().await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    // A leader that took the lock and died: nobody knows its token, it expires in 1 s.
+    let set = redis
+        .command(&[
+            "SET",
+            "cachalot:lock:credential:x",
+            "token-of-a-dead-instance",
+            "PX",
+            "1000",
+        ])
+        .unwrap();
+    assert!(set.starts_with("+OK"), "{set:?}");
+
+    let started = Instant::now();
+    let responses = concurrent(&[proxy.addr()], "/api/credentials/x", 5).await;
+    let took = started.elapsed();
+
+    for r in &responses {
+        assert_eq!(r.status, 200, "{} {}", r.cache_status(), r.text());
+        assert!(r.text().contains("\"target\":\"/api/credentials/x\""));
+    }
+    // The lock was honoured (nobody went to the origin while it was held) ...
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered in {took:?}, before the dead instance's lock expired"
+    );
+    // ... and did not block for longer than the wait (3 s) plus one origin request.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert_eq!(
+        origin.count(),
+        1,
+        "one origin request once the lock is gone"
+    );
+
+    assert_eq!(
+        redis.keys("cachalot:credential:*"),
+        ["cachalot:credential:x"]
+    );
+    let next = get(proxy.addr(), "/api/credentials/x", &[]).await;
+    assert!(
+        next.cache_status().starts_with("cachalot; hit"),
+        "{}",
+        next.cache_status()
+    );
+    assert_eq!(next.body, responses[0].body);
+    assert_eq!(origin.count(), 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_lock_remains_after_fills() {
+    let redis = RedisServer::start();
+    let origin = slow_echo(Duration::from_millis(100)).await;
+    let a = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let b = start_proxy(&origin, &redis, CREDENTIAL).await;
+
+    // The lock lives 5 s; checked right after the responses, only an explicit release is gone.
+    let one = get(a.addr(), "/api/credentials/one", &[]).await;
+    assert!(
+        one.cache_status().contains("stored"),
+        "{}",
+        one.cache_status()
+    );
+    assert_eq!(redis.keys("cachalot:lock:*"), Vec::<String>::new());
+
+    let responses = concurrent(&[a.addr(), b.addr()], "/api/credentials/two", 20).await;
+    assert_all_ok_and_identical(&responses);
+    assert_eq!(redis.keys("cachalot:lock:*"), Vec::<String>::new());
+    assert_eq!(
+        redis.keys("cachalot:*"),
+        ["cachalot:credential:one", "cachalot:credential:two"]
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_does_not_release_a_lock_that_is_no_longer_its_own() {
+    let redis = RedisServer::start();
+    // The fill outlives its lock: 1.2 s at the origin, a 500 ms lock.
+    let origin = slow_echo(Duration::from_millis(1200)).await;
+    let text = support::policy_text(origin.addr(), &redis.url(), CREDENTIAL)
+        .replace("lock_ttl = \"5s\"", "lock_ttl = \"500ms\"");
+    assert!(
+        text.contains("lock_ttl = \"500ms\""),
+        "harness policy changed"
+    );
+    let policy = Policy::parse(&text, "test.toml").expect("valid policy");
+    let proxy = Server::start(policy).await.expect("proxy starts");
+
+    let addr = proxy.addr();
+    let request = tokio::spawn(async move { get(addr, "/api/credentials/x", &[]).await });
+
+    // The leader took the lock before asking the origin.
+    wait_until(Duration::from_secs(5), || origin.count() == 1).await;
+    let token = redis
+        .command(&["GET", "cachalot:lock:credential:x"])
+        .unwrap();
+    assert!(token.starts_with('$'), "the leader holds a lock: {token:?}");
+    assert!(
+        !token.starts_with("$-1"),
+        "the leader holds a lock: {token:?}"
+    );
+
+    // Its lock expires while the origin is still busy, and another instance takes the key.
+    wait_until(Duration::from_secs(5), || {
+        redis
+            .command(&["EXISTS", "cachalot:lock:credential:x"])
+            .unwrap()
+            .starts_with(":0")
+    })
+    .await;
+    let set = redis
+        .command(&[
+            "SET",
+            "cachalot:lock:credential:x",
+            "another-leader",
+            "PX",
+            "10000",
+        ])
+        .unwrap();
+    assert!(set.starts_with("+OK"), "{set:?}");
+    assert_eq!(origin.count(), 1, "the first fill is still running");
+
+    let got = request.await.unwrap();
+    assert_eq!(got.status, 200);
+    // Release is compare-and-delete: the other leader's lock is untouched.
+    let lock = redis
+        .command(&["GET", "cachalot:lock:credential:x"])
+        .unwrap();
+    assert!(
+        lock.contains("another-leader"),
+        "a leader deleted a lock it no longer owned: {lock:?}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_keys_do_not_collapse_together() {
+    let redis = RedisServer::start();
+    let origin = slow_echo(Duration::from_millis(200)).await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+
+    let addr = proxy.addr();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            tokio::spawn(async move { get(addr, &format!("/api/credentials/id{i}"), &[]).await })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let got = task.await.unwrap();
+        assert_eq!(got.status, 200);
+        assert!(
+            got.text()
+                .contains(&format!("\"target\":\"/api/credentials/id{i}\"")),
+            "request {i} got {}",
+            got.text()
+        );
+        assert!(
+            got.cache_status().contains("stored"),
+            "{}",
+            got.cache_status()
+        );
+    }
+    assert_eq!(origin.count(), 10);
+    for i in 0..10 {
+        assert_eq!(origin.count_of(&format!("/api/credentials/id{i}")), 1);
+    }
+    proxy.shutdown().await;
+}
+
+/// How many times Redis has run `command` (from `INFO commandstats`).
+fn command_calls(redis: &RedisServer, command: &str) -> u64 {
+    let info = redis.command(&["INFO", "commandstats"]).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| {
+            rest.split(',')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("calls=N")
+        })
+}
+
+/// Polls `done` every 10 ms until it holds, or panics after `limit`.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,310 @@
+//! The fail-open promise: Redis is a cache, never a dependency. Killed, hanging, absent at
+//! start or holding an unreadable value, the proxy keeps answering from the origin, says so
+//! in `Cache-Status` (`redis-unavailable`) and on the admin listener's `/health/cache` (503),
+//! and caching resumes by itself once Redis is back. Also: the admin endpoints answer on
+//! the admin port only; on the public port the same paths are the origin's.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use support::{Got, Origin, RedisServer, get, start_proxy};
+
+const CREDENTIAL: &str = r#"
+[[route]]
+name = "credential"
+match = "GET /api/credentials/{id}"
+ttl = "10m"
+key = "credential:{id}"
+"#;
+
+/// The echo origin's body names the target it was asked for.
+fn assert_from_origin_for(got: &Got, path: &str) {
+    assert_eq!(
+        got.status,
+        200,
+        "{path}: {} {}",
+        got.cache_status(),
+        got.text()
+    );
+    assert!(
+        got.text().contains(&format!("\"target\":\"{path}\"")),
+        "{path}: body {}",
+        got.text()
+    );
+}
+
+/// Requests `path` until a response says it was stored (caching works again), for up to 5 s.
+async fn until_stored(addr: SocketAddr, path: &str) -> Got {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = get(addr, path, &[]).await;
+        assert_from_origin_for(&got, path);
+        if got.cache_status().contains("stored") {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "caching did not resume within 5 s; last Cache-Status: {}",
+            got.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Caching works: `path` is stored by one request and a hit for the next.
+async fn assert_caching_works(addr: SocketAddr, path: &str) {
+    let stored = until_stored(addr, path).await;
+    let hit = get(addr, path, &[]).await;
+    assert!(
+        hit.cache_status().starts_with("cachalot; hit"),
+        "{}",
+        hit.cache_status()
+    );
+    assert_eq!(hit.body, stored.body);
+}
+
+async fn health(admin: SocketAddr) -> Got {
+    get(admin, "/health/cache", &[]).await
+}
+
+#[tokio::test]
+async fn redis_killed_mid_run_still_gives_200s_and_health_says_down() {
+    let mut redis = RedisServer::start();
+    let origin = Origin::echo().await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let filled = get(proxy.addr(), "/api/credentials/abc", &[]).await;
+    assert!(filled.cache_status().contains("stored"));
+    let hit = get(proxy.addr(), "/api/credentials/abc", &[]).await;
+    assert!(hit.cache_status().starts_with("cachalot; hit"));
+
+    redis.kill();
+
+    // Half for the entry that was a hit a moment ago, half for keys never seen.
+    for i in 0..20 {
+        let path = if i % 2 == 0 {
+            "/api/credentials/abc".to_string()
+        } else {
+            format!("/api/credentials/new{i}")
+        };
+        let got = get(proxy.addr(), &path, &[]).await;
+        assert_from_origin_for(&got, &path);
+        assert!(
+            got.cache_status().contains("redis-unavailable"),
+            "request {i} for {path}: {}",
+            got.cache_status()
+        );
+    }
+    assert_eq!(origin.count(), 1 + 20, "every request went to the origin");
+
+    let down = health(proxy.admin_addr()).await;
+    assert_eq!(down.status, 503);
+    assert_eq!(down.text().trim(), r#"{"redis":"down"}"#);
+    let alive = get(proxy.admin_addr(), "/healthz", &[]).await;
+    assert_eq!(alive.status, 200);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn caching_resumes_after_redis_restarts() {
+    let mut redis = RedisServer::start();
+    let origin = Origin::echo().await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    assert_caching_works(proxy.addr(), "/api/credentials/before").await;
+
+    redis.kill();
+    let during = get(proxy.addr(), "/api/credentials/during", &[]).await;
+    assert_from_origin_for(&during, "/api/credentials/during");
+    assert!(
+        during.cache_status().contains("redis-unavailable"),
+        "{}",
+        during.cache_status()
+    );
+    assert_eq!(health(proxy.admin_addr()).await.status, 503);
+
+    redis.restart(); // same port, empty
+    assert_caching_works(proxy.addr(), "/api/credentials/after").await;
+    let up = health(proxy.admin_addr()).await;
+    assert_eq!(up.status, 200);
+    assert_eq!(up.text().trim(), r#"{"redis":"ok"}"#);
+    assert_eq!(
+        redis.keys("cachalot:credential:*"),
+        ["cachalot:credential:after"]
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_proxy_started_without_redis_serves_and_caches_once_redis_appears() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let origin = Origin::echo().await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+
+    for i in 0..3 {
+        let got = get(proxy.addr(), "/api/credentials/abc", &[]).await;
+        assert_from_origin_for(&got, "/api/credentials/abc");
+        assert!(
+            got.cache_status().contains("redis-unavailable"),
+            "request {i}: {}",
+            got.cache_status()
+        );
+    }
+    assert_eq!(origin.count(), 3);
+    assert_eq!(health(proxy.admin_addr()).await.status, 503);
+
+    redis.restart();
+    assert_caching_works(proxy.addr(), "/api/credentials/abc").await;
+    assert_eq!(health(proxy.admin_addr()).await.status, 200);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_costs_at_most_its_timeout_then_caching_resumes() {
+    let redis = RedisServer::start();
+    let origin = Origin::echo().await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    assert_caching_works(proxy.addr(), "/api/credentials/before").await;
+
+    redis.signal("STOP");
+    // The redis timeout is 300 ms: no request may wait anywhere near the 2 s origin timeout.
+    let limit = Duration::from_millis(1500);
+    for i in 0..6 {
+        let path = if i % 2 == 0 {
+            "/api/credentials/before".to_string()
+        } else {
+            format!("/api/credentials/new{i}")
+        };
+        let started = Instant::now();
+        let got = get(proxy.addr(), &path, &[]).await;
+        let took = started.elapsed();
+        assert_from_origin_for(&got, &path);
+        assert!(took < limit, "request {i} took {took:?} while Redis hung");
+        assert!(
+            got.cache_status().contains("redis-unavailable"),
+            "request {i}: {}",
+            got.cache_status()
+        );
+    }
+    let started = Instant::now();
+    let down = health(proxy.admin_addr()).await;
+    assert!(
+        started.elapsed() < limit,
+        "health took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(down.status, 503);
+
+    redis.signal("CONT");
+    assert_caching_works(proxy.addr(), "/api/credentials/after").await;
+    assert_eq!(health(proxy.admin_addr()).await.status, 200);
+    // The entry stored before the hang is still served.
+    let before = get(proxy.addr(), "/api/credentials/before", &[]).await;
+    assert!(
+        before.cache_status().starts_with("cachalot; hit"),
+        "{}",
+        before.cache_status()
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_entry_is_a_miss_and_gets_replaced() {
+    let redis = RedisServer::start();
+    let origin = Origin::echo().await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    for (key, value) in [
+        ("cachalot:credential:abc", "garbage"),
+        // Right magic and version, broken envelope.
+        ("cachalot:credential:def", "CLT\u{1}\u{ff}\u{ff}\u{ff}"),
+    ] {
+        let set = redis.command(&["SET", key, value]).unwrap();
+        assert!(set.starts_with("+OK"), "{set:?}");
+    }
+
+    for path in ["/api/credentials/abc", "/api/credentials/def"] {
+        let first = get(proxy.addr(), path, &[]).await;
+        assert_from_origin_for(&first, path);
+        assert!(
+            first.cache_status().contains("fwd=uri-miss")
+                && first.cache_status().contains("stored"),
+            "{path}: {}",
+            first.cache_status()
+        );
+        let second = get(proxy.addr(), path, &[]).await;
+        assert!(
+            second.cache_status().starts_with("cachalot; hit"),
+            "{path}: {}",
+            second.cache_status()
+        );
+        assert_eq!(second.body, first.body);
+    }
+    assert_eq!(origin.count(), 2);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_value_of_the_wrong_redis_type_is_a_miss_not_an_outage() {
+    let redis = RedisServer::start();
+    let origin = Origin::echo().await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    // Something else wrote a list where an entry belongs: GET answers WRONGTYPE.
+    let pushed = redis
+        .command(&["RPUSH", "cachalot:credential:abc", "x"])
+        .unwrap();
+    assert!(pushed.starts_with(':'), "{pushed:?}");
+
+    let first = get(proxy.addr(), "/api/credentials/abc", &[]).await;
+    assert_from_origin_for(&first, "/api/credentials/abc");
+    // Redis answered: this key is unreadable, Redis is not unavailable ...
+    assert!(
+        !first.cache_status().contains("redis-unavailable"),
+        "one bad value made Redis count as down: {}",
+        first.cache_status()
+    );
+    // ... so other keys keep caching at once.
+    let other = get(proxy.addr(), "/api/credentials/other", &[]).await;
+    assert!(
+        other.cache_status().contains("stored"),
+        "a bad value under one key stopped caching for another: {}",
+        other.cache_status()
+    );
+    assert_eq!(health(proxy.admin_addr()).await.status, 200);
+    // And the bad value is replaced like any other unreadable entry.
+    let second = get(proxy.addr(), "/api/credentials/abc", &[]).await;
+    assert!(
+        second.cache_status().starts_with("cachalot; hit"),
+        "the list was not replaced by an entry: first {}, second {}",
+        first.cache_status(),
+        second.cache_status()
+    );
+    assert_eq!(second.body, first.body);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_endpoints_answer_on_the_admin_port_only() {
+    let redis = RedisServer::start();
+    let origin = Origin::echo().await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let admin = proxy.admin_addr();
+    assert_ne!(admin, proxy.addr());
+
+    let alive = get(admin, "/healthz", &[]).await;
+    assert_eq!(alive.status, 200);
+    assert_eq!(alive.text().trim(), "ok");
+    let up = health(admin).await;
+    assert_eq!(up.status, 200);
+    assert_eq!(up.text().trim(), r#"{"redis":"ok"}"#);
+    assert_eq!(up.header("content-type"), "application/json");
+    assert_eq!(get(admin, "/nope", &[]).await.status, 404);
+    assert_eq!(origin.count(), 0, "the admin port never reaches the origin");
+
+    // On the public port these paths belong to the origin.
+    for path in ["/health/cache", "/healthz"] {
+        let public = get(proxy.addr(), path, &[]).await;
+        assert_from_origin_for(&public, path);
+        assert_eq!(origin.count_of(path), 1, "{path} reached the origin");
+    }
+    proxy.shutdown().await;
+}

@@ -144,7 +144,9 @@ impl KeyTemplate {
                 })
                 .collect();
             if !pairs.is_empty() {
-                pairs.sort();
+                // By name only, and stable: repeated parameters keep their order, which the
+                // origin may depend on (`?tag=b&tag=a` is not `?tag=a&tag=b` to Flask's getlist).
+                pairs.sort_by(|a, b| a.0.cmp(&b.0));
                 key.push('?');
                 for (i, (name, value)) in pairs.iter().enumerate() {
                     if i > 0 {
@@ -288,6 +290,17 @@ mod tests {
         let plus = t.build(&vec![("id", "x")], "/", Some("q=1+2"), &QueryRule::Sorted);
         let escaped_plus = t.build(&vec![("id", "x")], "/", Some("q=1%2B2"), &QueryRule::Sorted);
         assert_ne!(plus, escaped_plus);
+    }
+
+    #[test]
+    fn repeated_parameters_keep_their_order() {
+        let t = KeyTemplate::Default {
+            name: Some("s".into()),
+        };
+        let ab = t.build(&vec![], "/", Some("tag=b&x=1&tag=a"), &QueryRule::Sorted);
+        let ba = t.build(&vec![], "/", Some("tag=a&x=1&tag=b"), &QueryRule::Sorted);
+        assert_eq!(ab, "s?tag=b&tag=a&x=1");
+        assert_ne!(ab, ba);
     }
 
     #[test]

@@ -141,11 +141,15 @@ pub fn request_head(
 
 fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
     let name = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {client_ip}"),
-        None => client_ip.to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    // Several header lines are one list (RFC 9110 §5.3): keep every earlier hop.
+    let mut hops: Vec<&str> = headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let client = client_ip.to_string();
+    hops.push(&client);
+    if let Ok(value) = HeaderValue::from_str(&hops.join(", ")) {
         headers.insert(name, value);
     }
 }

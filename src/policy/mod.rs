@@ -333,6 +333,16 @@ fn compile_route(
                     format!("name {text:?} must start with a letter and use letters, digits, '_' and '-'"),
                 ));
             }
+            if crate::key::RESERVED_NAMESPACES.contains(&text.as_str()) {
+                return Err(locate.at(
+                    Some(n.span()),
+                    field("name"),
+                    format!(
+                        "{text:?} is reserved: keys starting with \"{text}:\" hold the proxy's own data ({})",
+                        crate::key::RESERVED_NAMESPACES.join(", ")
+                    ),
+                ));
+            }
             if !names.insert(text.clone()) {
                 return Err(locate.at(
                     Some(n.span()),

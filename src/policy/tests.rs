@@ -105,3 +105,10 @@ fn redacts_passwords() {
     );
     assert_eq!(redact("redis://host:6379"), "redis://host:6379");
 }
+
+#[test]
+fn reserved_route_names_are_rejected() {
+    let err = error(&GOOD.replace("name = \"credential\"", "name = \"lock\""));
+    assert_eq!(err.field, "route[0].name");
+    assert!(err.message.contains("reserved"), "{err}");
+}

@@ -14,18 +14,33 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Self {
-            port,
+            port: 0,
             dir,
             child: None,
         };
-        server.spawn();
-        server
+        // Another process may take the free port before redis-server binds it: try another.
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.try_spawn() {
+                return server;
+            }
+            server.kill();
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "redis-server on port {} did not start",
+            self.port
+        );
+    }
+
+    /// Starts redis-server on `self.port`; false if it exits or does not answer in time.
+    fn try_spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -39,11 +54,18 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.command(&["PING"]).is_ok_and(|r| r.contains("PONG")) {
-                return;
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|child| child.try_wait().is_ok_and(|status| status.is_some()));
+            if exited {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not start", self.port);
+        false
     }
 
     pub fn url(&self) -> String {

@@ -19,6 +19,7 @@ struct Envelope<'a> {
     stored_at_ms: u64,
     fresh_until_ms: u64,
     initial_age_s: u64,
+    generation: u64,
     #[serde(borrow)]
     headers: Vec<StoredHeader<'a>>,
     #[serde(borrow, with = "serde_bytes")]
@@ -45,6 +46,9 @@ pub struct Entry {
     pub fresh_until_ms: u64,
     /// The `Age` the origin's response already had when it was stored.
     pub initial_age_s: u64,
+    /// The key's invalidation generation when the fetch started: an invalidation since then
+    /// bumped the generation in Redis, and the entry no longer counts (see `store`).
+    pub generation: u64,
 }
 
 /// Why bytes from Redis are not an entry.
@@ -72,6 +76,7 @@ impl Entry {
             stored_at_ms: self.stored_at_ms,
             fresh_until_ms: self.fresh_until_ms,
             initial_age_s: self.initial_age_s,
+            generation: self.generation,
             headers,
             body: &self.body,
         };
@@ -105,6 +110,7 @@ impl Entry {
             stored_at_ms: envelope.stored_at_ms,
             fresh_until_ms: envelope.fresh_until_ms,
             initial_age_s: envelope.initial_age_s,
+            generation: envelope.generation,
         })
     }
 
@@ -149,6 +155,7 @@ mod tests {
             stored_at_ms: 1_000,
             fresh_until_ms: 61_000,
             initial_age_s: 3,
+            generation: 7,
         }
     }
 
@@ -160,6 +167,7 @@ mod tests {
         assert_eq!(decoded.headers, entry.headers);
         assert_eq!(decoded.body, entry.body);
         assert_eq!(decoded.fresh_until_ms, 61_000);
+        assert_eq!(decoded.generation, 7);
         assert_eq!(decoded.age(11_500), 13);
         assert_eq!(decoded.ttl_left(11_000), 50);
         assert_eq!(decoded.ttl_left(60_800), 1);

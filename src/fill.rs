@@ -15,6 +15,7 @@ use crate::origin::{self, OriginBody, OriginError};
 use crate::proxy::{Cacheable, Proxy, error_response, from_entry};
 use crate::semantics;
 use crate::store::FillNotice;
+use crate::tags;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
@@ -32,12 +33,18 @@ const POLL_MAX: Duration = Duration::from_millis(400);
 type Answer = (Response<ProxyBody>, CacheStatus);
 
 /// Leads the flight for a key: lock, then fetch and store, or wait for the lock holder.
-pub(crate) async fn lead(proxy: &Arc<Proxy>, flight: Flight, request: &Cacheable) -> Answer {
+/// `generation` is the key's invalidation generation seen by the lookup that missed.
+pub(crate) async fn lead(
+    proxy: &Arc<Proxy>,
+    flight: Flight,
+    request: &Cacheable,
+    generation: u64,
+) -> Answer {
     let token = lock_token();
     let lock_ttl = proxy.policy.collapse.lock_ttl;
     match proxy.store.try_lock(&request.key, &token, lock_ttl).await {
         Ok(true) => {
-            let (answer, landing) = fetch_and_store(proxy, request, Some(&token)).await;
+            let (answer, landing) = fetch_and_store(proxy, request, Some(&token), generation).await;
             flight.land(landing);
             answer
         }
@@ -56,6 +63,7 @@ async fn wait_for_holder(
     request: &Cacheable,
     token: String,
 ) -> Answer {
+    let mut generation;
     let deadline = Instant::now() + proxy.policy.collapse.wait;
     // Register before looking again, so a notice sent in between is not missed.
     let mut notices = proxy.flights.await_remote(&request.key);
@@ -64,10 +72,12 @@ async fn wait_for_holder(
     let mut gave_up = Reason::CollapseTimeout;
     loop {
         match proxy.store.get(&request.key).await {
-            Ok(Some(entry)) if entry.is_fresh(now_ms()) => {
-                return serve_filled(flight, request, entry);
-            }
-            Ok(_) => {}
+            Ok(lookup) => match lookup.entry {
+                Some(entry) if entry.is_fresh(now_ms()) => {
+                    return serve_filled(flight, request, entry);
+                }
+                _ => generation = lookup.generation,
+            },
             Err(_) => {
                 flight.land(Landing::Failed);
                 return fetch_uncached(proxy, request, Reason::RedisUnavailable).await;
@@ -83,13 +93,16 @@ async fn wait_for_holder(
         {
             drop(notices);
             // The holder may have stored and unlocked between our read and our lock.
-            if let Ok(Some(entry)) = proxy.store.get(&request.key).await
-                && entry.is_fresh(now_ms())
-            {
-                let _ = proxy.store.unlock(&request.key, &token).await;
-                return serve_filled(flight, request, entry);
+            if let Ok(lookup) = proxy.store.get(&request.key).await {
+                match lookup.entry {
+                    Some(entry) if entry.is_fresh(now_ms()) => {
+                        let _ = proxy.store.unlock(&request.key, &token).await;
+                        return serve_filled(flight, request, entry);
+                    }
+                    _ => generation = lookup.generation,
+                }
             }
-            let (answer, landing) = fetch_and_store(proxy, request, Some(&token)).await;
+            let (answer, landing) = fetch_and_store(proxy, request, Some(&token), generation).await;
             flight.land(landing);
             return answer;
         }
@@ -110,7 +123,7 @@ async fn wait_for_holder(
     }
     drop(notices);
     tracing::debug!(key = %request.key, reason = gave_up.as_str(), "no fill from the lock holder; asking the origin");
-    let ((response, mut status), landing) = fetch_and_store(proxy, request, None).await;
+    let ((response, mut status), landing) = fetch_and_store(proxy, request, None, generation).await;
     if status.reason.is_none() {
         status.reason = Some(gave_up);
     }
@@ -133,8 +146,9 @@ async fn fetch_and_store(
     proxy: &Arc<Proxy>,
     request: &Cacheable,
     token: Option<&str>,
+    generation: u64,
 ) -> (Answer, Landing) {
-    let (answer, stored) = fetch(proxy, request).await;
+    let (answer, stored) = fetch(proxy, request, generation).await;
     let key = &request.key;
     let notice = match &stored {
         Some((_, true)) => FillNotice::Stored(key.clone()),
@@ -155,7 +169,11 @@ async fn fetch_and_store(
 }
 
 /// One origin fetch for a fill; returns the entry and whether Redis took it, when storable.
-async fn fetch(proxy: &Arc<Proxy>, request: &Cacheable) -> (Answer, Option<(Arc<Entry>, bool)>) {
+async fn fetch(
+    proxy: &Arc<Proxy>,
+    request: &Cacheable,
+    generation: u64,
+) -> (Answer, Option<(Arc<Entry>, bool)>) {
     let rule = request.rule();
     let started = Instant::now();
     let mut status = request.status(Phase::Miss);
@@ -178,6 +196,10 @@ async fn fetch(proxy: &Arc<Proxy>, request: &Cacheable) -> (Answer, Option<(Arc<
     status.fwd_status = Some(response.status().as_u16());
     let (mut parts, body) = response.into_parts();
     origin::strip_hop_by_hop(&mut parts.headers);
+    let origin_tags = tags::from_response(
+        &mut parts.headers,
+        proxy.policy.invalidation.forward_tag_headers,
+    );
 
     if let Some(reason) = semantics::not_storable(parts.status, &parts.headers, rule) {
         let body = if request.head_only() {
@@ -229,10 +251,13 @@ async fn fetch(proxy: &Arc<Proxy>, request: &Cacheable) -> (Answer, Option<(Arc<
         stored_at_ms: now,
         fresh_until_ms: now + rule.ttl.as_millis() as u64,
         initial_age_s,
+        generation,
     });
+    let mut all_tags = request.tags.clone();
+    all_tags.extend(origin_tags);
     let stored = proxy
         .store
-        .put(&request.key, &entry, rule.ttl)
+        .put(&request.key, &entry, rule.ttl, &all_tags)
         .await
         .is_ok();
     if stored {
@@ -265,6 +290,10 @@ pub(crate) async fn fetch_uncached(
             status.fwd_status = Some(response.status().as_u16());
             let (mut parts, body) = response.into_parts();
             origin::strip_hop_by_hop(&mut parts.headers);
+            tags::from_response(
+                &mut parts.headers,
+                proxy.policy.invalidation.forward_tag_headers,
+            );
             (Response::from_parts(parts, ProxyBody::Stream(body)), status)
         }
         Err(e) => {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod collapse;
 pub mod entry;
 mod fill;
+pub mod invalidate;
 pub mod key;
 pub mod listener;
 pub mod origin;
@@ -22,6 +23,7 @@ pub mod route;
 pub mod semantics;
 pub mod server;
 pub mod store;
+pub mod tags;
 pub mod upgrade;
 
 pub use policy::{Policy, PolicyError};

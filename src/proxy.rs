@@ -14,12 +14,15 @@ use crate::cache_status::{CacheStatus, Phase, Reason};
 use crate::collapse::{self, Flights, Join, Landing};
 use crate::entry::{Entry, now_ms};
 use crate::fill;
+use crate::invalidate::{Invalidation, Source};
+use crate::key::QueryRule;
 use crate::origin::{self, Origin, OriginError};
 use crate::path;
 use crate::policy::Policy;
 use crate::route::{Action, CacheRule, Route};
 use crate::semantics;
-use crate::store::Store;
+use crate::store::{Applied, Lookup, Store};
+use crate::tags;
 use crate::upgrade;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -49,6 +52,24 @@ pub(crate) struct Cacheable {
     /// Path and query as the origin sees them (the route's query rule applied).
     pub origin_target: String,
     pub client: SocketAddr,
+    /// The route's tags for this request (the origin may add more).
+    pub tags: Vec<String>,
+}
+
+/// What the route says to do with a request.
+enum Decision {
+    /// Forward untouched; if the request is a write, what its success invalidates.
+    Forward {
+        status: CacheStatus,
+        invalidate: Option<Invalidation>,
+    },
+    /// A GET or HEAD the cache answers.
+    Cache {
+        route: Arc<Route>,
+        key: String,
+        origin_target: String,
+        tags: Vec<String>,
+    },
 }
 
 impl Cacheable {
@@ -103,43 +124,16 @@ impl Proxy {
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> (Response<ProxyBody>, CacheStatus) {
-        let decision = {
-            let path = path::normalize(request.uri().path());
-            let segments = path::segments(&path);
-            match self.policy.routes.find(request.method(), &path, &segments) {
-                None => Err(CacheStatus::new(Phase::Pass).because(Reason::NoRoute)),
-                Some(matched) => {
-                    let route = Arc::clone(matched.route);
-                    let named = |phase| CacheStatus::new(phase).on_route(route.name.as_deref());
-                    match &route.action {
-                        Action::Pass => Err(named(Phase::Pass).because(Reason::RoutePass)),
-                        Action::Cache(_)
-                            if !matches!(*request.method(), Method::GET | Method::HEAD) =>
-                        {
-                            Err(named(Phase::Pass).because(Reason::Method))
-                        }
-                        Action::Cache(rule) => {
-                            match semantics::request_bypass(request.headers(), rule) {
-                                Some(reason) => Err(named(Phase::Bypass).because(reason)),
-                                None => {
-                                    let query = request.uri().query();
-                                    let key =
-                                        rule.key.build(&matched.params, &path, query, &rule.query);
-                                    let origin_target = match rule.query.forwarded(query) {
-                                        Some(q) => format!("{}?{q}", request.uri().path()),
-                                        None => request.uri().path().to_string(),
-                                    };
-                                    Ok((Arc::clone(&route), key, origin_target))
-                                }
-                            }
-                        }
-                    }
-                }
+        match self.decide(&request) {
+            Decision::Forward { status, invalidate } => {
+                self.pass(request, client, status, invalidate).await
             }
-        };
-        match decision {
-            Err(status) => self.pass(request, client, status).await,
-            Ok((route, key, origin_target)) => {
+            Decision::Cache {
+                route,
+                key,
+                origin_target,
+                tags,
+            } => {
                 let (head, _body) = request.into_parts();
                 let cacheable = Cacheable {
                     route,
@@ -147,18 +141,155 @@ impl Proxy {
                     head,
                     origin_target,
                     client,
+                    tags,
                 };
                 self.lookup(cacheable).await
             }
         }
     }
 
-    /// Forwards a request the cache does not handle, streaming both ways.
-    async fn pass(
+    /// The route decides: forward (noting what a successful write invalidates) or use the
+    /// cache. Nothing has been sent anywhere yet.
+    fn decide(&self, request: &Request<Incoming>) -> Decision {
+        let method = request.method();
+        let query = request.uri().query();
+        let path = path::normalize(request.uri().path());
+        let segments = path::segments(&path);
+        let writes = !method.is_safe();
+        let Some(matched) = self.policy.routes.find(method, &path, &segments) else {
+            return Decision::Forward {
+                status: CacheStatus::new(Phase::Pass).because(Reason::NoRoute),
+                invalidate: writes.then(|| self.own_uri_invalidation(&path, &segments, query)),
+            };
+        };
+        let route = Arc::clone(matched.route);
+        let status = |phase| CacheStatus::new(phase).on_route(route.name.as_deref());
+        let forward = |status: CacheStatus| Decision::Forward {
+            status,
+            invalidate: writes.then(|| {
+                let mut planned = self.own_uri_invalidation(&path, &segments, query);
+                let build = |t: &crate::key::KeyTemplate| {
+                    t.build(&matched.params, &path, None, &QueryRule::Ignore)
+                };
+                planned.keys.extend(route.invalidate.keys.iter().map(build));
+                planned.tags.extend(route.invalidate.tags.iter().map(build));
+                planned
+            }),
+        };
+        match &route.action {
+            Action::Pass => forward(status(Phase::Pass).because(Reason::RoutePass)),
+            Action::Cache(_) if !matches!(*method, Method::GET | Method::HEAD) => {
+                forward(status(Phase::Pass).because(Reason::Method))
+            }
+            Action::Cache(rule) => match semantics::request_bypass(request.headers(), rule) {
+                Some(reason) => forward(status(Phase::Bypass).because(reason)),
+                None => Decision::Cache {
+                    key: rule.key.build(&matched.params, &path, query, &rule.query),
+                    origin_target: match rule.query.forwarded(query) {
+                        Some(q) => format!("{}?{q}", request.uri().path()),
+                        None => request.uri().path().to_string(),
+                    },
+                    tags: rule
+                        .tags
+                        .iter()
+                        .map(|t| t.build(&matched.params, &path, None, &QueryRule::Ignore))
+                        .collect(),
+                    route: Arc::clone(&route),
+                },
+            },
+        }
+    }
+
+    /// RFC 9111 §4.4: a successful unsafe request invalidates what a GET of the same URI
+    /// would have been served from.
+    fn own_uri_invalidation(
         &self,
+        path: &str,
+        segments: &[&str],
+        query: Option<&str>,
+    ) -> Invalidation {
+        Invalidation {
+            keys: self
+                .key_for_get(path, segments, query)
+                .into_iter()
+                .collect(),
+            ..Invalidation::default()
+        }
+    }
+
+    /// The key a GET of this path and query is cached under, if a cached route takes it.
+    fn key_for_get(&self, path: &str, segments: &[&str], query: Option<&str>) -> Option<String> {
+        let matched = self.policy.routes.find(&Method::GET, path, segments)?;
+        match &matched.route.action {
+            Action::Cache(rule) => Some(rule.key.build(&matched.params, path, query, &rule.query)),
+            Action::Pass => None,
+        }
+    }
+
+    /// The key for a `Location` or `Content-Location` value, when it names a resource on
+    /// the same host (RFC 9111 §4.4 invalidates those too).
+    fn key_for_location(
+        &self,
+        location: &HeaderValue,
+        host: Option<&HeaderValue>,
+    ) -> Option<String> {
+        let uri: http::Uri = location.to_str().ok()?.parse().ok()?;
+        if let Some(authority) = uri.authority() {
+            let host = host?.to_str().ok()?;
+            if !authority.as_str().eq_ignore_ascii_case(host) {
+                return None;
+            }
+        }
+        if !uri.path().starts_with('/') {
+            return None;
+        }
+        let path = path::normalize(uri.path());
+        self.key_for_get(&path, &path::segments(&path), uri.query())
+    }
+
+    /// Drops what an invalidation names, in Redis for every instance; queued if Redis is
+    /// down. Tags and prefixes are applied a second time once any fill that was already
+    /// running has finished, so such a fill cannot slip an old response back in.
+    pub async fn invalidate(
+        self: &Arc<Self>,
+        invalidation: &Invalidation,
+        source: Source,
+    ) -> Applied {
+        let applied = self.store.invalidate(invalidation).await;
+        tracing::info!(
+            source = source.as_str(),
+            keys = ?invalidation.keys,
+            tags = ?invalidation.tags,
+            prefix = invalidation.prefix.as_deref().unwrap_or(""),
+            reason = invalidation.reason.as_deref().unwrap_or(""),
+            ?applied,
+            "invalidated"
+        );
+        if matches!(applied, Applied::Dropped(_))
+            && (!invalidation.tags.is_empty() || invalidation.prefix.is_some())
+        {
+            let again = Invalidation {
+                keys: Vec::new(),
+                ..invalidation.clone()
+            };
+            let proxy = Arc::clone(self);
+            let settle = self.origin.timeout() + self.policy.redis.timeout * 2;
+            tokio::spawn(async move {
+                tokio::time::sleep(settle).await;
+                proxy.store.invalidate(&again).await;
+            });
+        }
+        applied
+    }
+
+    /// Forwards a request the cache does not handle, streaming both ways. A write that
+    /// succeeds (2xx or 3xx) invalidates what it names before its response goes out.
+    async fn pass(
+        self: &Arc<Self>,
         request: Request<Incoming>,
         client: SocketAddr,
         mut status: CacheStatus,
+        invalidate: Option<Invalidation>,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let (mut head, body) = request.into_parts();
         let upgrade = upgrade::requested(&head.headers).zip(head.extensions.remove::<OnUpgrade>());
@@ -169,27 +300,47 @@ impl Proxy {
         if let Some((protocol, _)) = &upgrade {
             upgrade::keep(outgoing.headers_mut(), protocol.clone());
         }
-        match self.origin.send(outgoing).await {
-            Ok(mut response) => {
-                status.fwd_status = Some(response.status().as_u16());
-                let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-                let accepted = response.headers().get(header::UPGRADE).cloned();
-                let origin_side = switched.then(|| hyper::upgrade::on(&mut response));
-                let (mut parts, body) = response.into_parts();
-                origin::strip_hop_by_hop(&mut parts.headers);
-                if let (Some((_, client_side)), Some(origin_side), Some(protocol)) =
-                    (upgrade, origin_side, accepted)
-                {
-                    upgrade::keep(&mut parts.headers, protocol);
-                    upgrade::splice(client_side, origin_side);
-                }
-                (Response::from_parts(parts, ProxyBody::Stream(body)), status)
-            }
+        let mut response = match self.origin.send(outgoing).await {
+            Ok(response) => response,
             Err(e) => {
                 tracing::warn!(error = %e, "origin request failed");
-                (error_response(&e), status)
+                return (error_response(&e), status);
+            }
+        };
+        status.fwd_status = Some(response.status().as_u16());
+        if let Some(mut planned) = invalidate
+            && (response.status().is_success() || response.status().is_redirection())
+        {
+            let host = head.headers.get(header::HOST);
+            for name in [header::LOCATION, header::CONTENT_LOCATION] {
+                if let Some(key) = response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| self.key_for_location(v, host))
+                {
+                    planned.keys.push(key);
+                }
+            }
+            if !planned.is_empty() {
+                self.invalidate(&planned, Source::Write).await;
             }
         }
+        let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let accepted = response.headers().get(header::UPGRADE).cloned();
+        let origin_side = switched.then(|| hyper::upgrade::on(&mut response));
+        let (mut parts, body) = response.into_parts();
+        origin::strip_hop_by_hop(&mut parts.headers);
+        tags::from_response(
+            &mut parts.headers,
+            self.policy.invalidation.forward_tag_headers,
+        );
+        if let (Some((_, client_side)), Some(origin_side), Some(protocol)) =
+            (upgrade, origin_side, accepted)
+        {
+            upgrade::keep(&mut parts.headers, protocol);
+            upgrade::splice(client_side, origin_side);
+        }
+        (Response::from_parts(parts, ProxyBody::Stream(body)), status)
     }
 
     /// Looks the key up in Redis: a fresh entry is a hit, anything else a miss.
@@ -198,17 +349,23 @@ impl Proxy {
             return fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await;
         }
         match self.store.get(&request.key).await {
-            Ok(Some(entry)) if entry.is_fresh(now_ms()) => {
+            Ok(Lookup {
+                entry: Some(entry), ..
+            }) if entry.is_fresh(now_ms()) => {
                 let mut status = request.status(Phase::Hit);
                 (from_entry(&entry, &request, &mut status), status)
             }
-            Ok(_) => self.miss(request).await,
+            Ok(lookup) => self.miss(request, lookup.generation).await,
             Err(_) => fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await,
         }
     }
 
     /// A miss joins the key's flight in this process, or leads one.
-    async fn miss(self: &Arc<Self>, request: Cacheable) -> (Response<ProxyBody>, CacheStatus) {
+    async fn miss(
+        self: &Arc<Self>,
+        request: Cacheable,
+        generation: u64,
+    ) -> (Response<ProxyBody>, CacheStatus) {
         match self.flights.join(&request.key) {
             Join::Lead(flight) => {
                 // The fill runs in its own task, so a client that hangs up does not cancel
@@ -217,7 +374,7 @@ impl Proxy {
                 let request = Arc::new(request);
                 let task = tokio::spawn({
                     let request = Arc::clone(&request);
-                    async move { fill::lead(&proxy, flight, &request).await }
+                    async move { fill::lead(&proxy, flight, &request, generation).await }
                 });
                 match task.await {
                     Ok(answer) => answer,

@@ -104,6 +104,7 @@ mod tests {
             statuses: vec![200, 203],
             ignore_cookies: false,
             max_object_size: 100,
+            tags: Vec::new(),
         }
     }
 

@@ -2,15 +2,19 @@
 //! several in one process, each with its own Redis connections, as separate instances would.
 
 use crate::collapse::Flights;
+use crate::invalidate::{Invalidation, Source};
 use crate::origin::Origin;
 use crate::policy::Policy;
 use crate::proxy::Proxy;
+use crate::route::Action;
 use crate::store::Store;
 use crate::{admin, listener};
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Why the proxy could not start.
@@ -59,11 +63,21 @@ impl Server {
             })?;
 
         let store = Store::connect(&policy.redis).await?;
+        store.set_generation_ttl(generation_ttl(&policy));
         let flights = Flights::new();
+        let (messages, inbox) = mpsc::channel(INVALIDATION_QUEUE);
         {
             let flights = Arc::clone(&flights);
             store
-                .listen_for_fills(move |notice| flights.deliver(notice))
+                .listen(
+                    policy.invalidation.channel.clone(),
+                    move |notice| flights.deliver(notice),
+                    move |message| {
+                        if messages.try_send(message).is_err() {
+                            tracing::error!("invalidation messages arrive faster than they are applied; dropping one");
+                        }
+                    },
+                )
                 .await?;
         }
         let proxy = Arc::new(Proxy {
@@ -72,6 +86,7 @@ impl Server {
             store,
             flights,
         });
+        tokio::spawn(apply_messages(Arc::clone(&proxy), inbox));
 
         let (shutdown, stop) = watch::channel(false);
         let serving = Arc::clone(&proxy);
@@ -112,4 +127,38 @@ impl Server {
             let _ = task.await;
         }
     }
+}
+
+/// Invalidation messages waiting to be applied; beyond this the listener drops (and logs)
+/// rather than stalling pub/sub.
+const INVALIDATION_QUEUE: usize = 4096;
+
+/// Applies other services' invalidation messages in order. A malformed message is logged
+/// and skipped; it never stops the loop.
+async fn apply_messages(proxy: Arc<Proxy>, mut inbox: mpsc::Receiver<Bytes>) {
+    while let Some(message) = inbox.recv().await {
+        match Invalidation::parse(&message) {
+            Ok(invalidation) => {
+                proxy.invalidate(&invalidation, Source::PubSub).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, message = %String::from_utf8_lossy(&message), "ignoring a malformed invalidation message")
+            }
+        }
+    }
+}
+
+/// Generation counters outlive every entry stored under an older generation: at least a
+/// day, and twice the longest TTL in the policy.
+fn generation_ttl(policy: &Policy) -> Duration {
+    let longest = policy
+        .routes
+        .iter()
+        .filter_map(|route| match &route.action {
+            Action::Cache(rule) => Some(rule.ttl),
+            Action::Pass => None,
+        })
+        .max()
+        .unwrap_or_default();
+    (longest * 2).max(Duration::from_secs(24 * 3600))
 }

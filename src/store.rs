@@ -3,16 +3,36 @@
 //!
 //! Redis is a cache, never a dependency of correctness: every command has a timeout and fails
 //! fast while disconnected, and one failure marks Redis as down so that later requests skip it
-//! at once instead of each waiting for the timeout. A background probe marks it up again.
+//! at once instead of each waiting for the timeout. A background probe marks it up again,
+//! but only after the invalidations queued while it was down have been applied.
+//!
+//! Keys, for an entry key `K` whose base (without its `?query` variant) is `B`:
+//!
+//! | key | holds |
+//! | --- | --- |
+//! | `<prefix>:K` | the entry (see `entry`) |
+//! | `<prefix>:lock:K` | the collapse lock's token |
+//! | `<prefix>:gen:B` | B's invalidation generation (absent = 0) |
+//! | `<prefix>:tag:T` | sorted set of the bases tagged T, scored by when their entries expire |
+//!
+//! **Invalidation is a generation bump.** A lookup reads the generation and the entry in one
+//! `MGET`; an entry counts only if it was fetched under the current generation. Invalidating
+//! B increments its generation (and deletes B's entry to free memory), which drops every
+//! variant of B at once, and makes a fill that started before the invalidation unable to
+//! store a value anyone will see: it carries the old generation.
 
-use crate::entry::{DecodeError, Entry};
+use crate::entry::{DecodeError, Entry, now_ms};
+use crate::invalidate::{Invalidation, base_key};
 use crate::policy::RedisSettings;
 use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
+use fred::types::ExpireOptions;
 use fred::types::scripts::Script;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use fred::types::sorted_sets::Ordering as ZOrdering;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -27,6 +47,13 @@ return 0
 
 /// How often a down Redis is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// Keys scanned per SCAN call in a prefix purge.
+const SCAN_BATCH: u32 = 500;
+/// Invalidations kept while Redis is down; beyond this, every entry stored before Redis
+/// came back is distrusted instead (the cache refills on demand).
+const MAX_PENDING: usize = 10_000;
+/// Namespaces under the prefix that hold the proxy's own data, never entries.
+const OWN_NAMESPACES: [&str; 3] = ["lock:", "gen:", "tag:"];
 
 /// Redis could not be used for this request; the caller goes to the origin.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -92,6 +119,24 @@ impl FillNotice {
     }
 }
 
+/// What a lookup found: the entry, if one counts, and the generation to fill under.
+#[derive(Debug)]
+pub struct Lookup {
+    pub entry: Option<Entry>,
+    /// The key's invalidation generation now. A fill stores its entry with this value, so
+    /// an invalidation that lands while the fill runs makes the fill's entry not count.
+    pub generation: u64,
+}
+
+/// What an invalidation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied; this many bases (keys with all their variants) were invalidated.
+    Dropped(usize),
+    /// Redis is unreachable: queued, applied before the cache is used again.
+    Queued,
+}
+
 /// The proxy's Redis.
 pub struct Store {
     pool: Pool,
@@ -99,6 +144,13 @@ pub struct Store {
     options: Options,
     healthy: AtomicBool,
     unlock: Script,
+    /// Entries stored before this instant (ms) do not count: set when this process may
+    /// have missed invalidation messages.
+    valid_after_ms: AtomicU64,
+    /// How long generation counters live: longer than any entry stored under an older one.
+    generation_ttl_ms: AtomicU64,
+    /// Invalidations that could not reach Redis yet.
+    pending: Mutex<Vec<Invalidation>>,
 }
 
 impl Store {
@@ -121,6 +173,9 @@ impl Store {
             },
             healthy: AtomicBool::new(matches!(connected, Ok(Ok(())))),
             unlock: Script::from_lua(UNLOCK_LUA),
+            valid_after_ms: AtomicU64::new(0),
+            generation_ttl_ms: AtomicU64::new(Duration::from_secs(24 * 3600).as_millis() as u64),
+            pending: Mutex::new(Vec::new()),
         });
         if !store.is_healthy() {
             tracing::warn!(url = %crate::policy::redact(&settings.url), "redis is not reachable; serving from the origin until it is");
@@ -143,6 +198,14 @@ impl Store {
         format!("{}:{key}", self.settings.prefix)
     }
 
+    fn generation_key(&self, base: &str) -> String {
+        format!("{}:gen:{base}", self.settings.prefix)
+    }
+
+    fn tag_key(&self, tag: &str) -> String {
+        format!("{}:tag:{tag}", self.settings.prefix)
+    }
+
     fn lock_key(&self, key: &str) -> String {
         format!("{}:lock:{key}", self.settings.prefix)
     }
@@ -151,15 +214,20 @@ impl Store {
         format!("{}:fill", self.settings.prefix)
     }
 
-    /// Runs one command, recording Redis's health from its result. Only failures of the
-    /// connection mark Redis down; an error reply about one key (WRONGTYPE) is that key's
-    /// problem, not an outage for every request.
+    /// Runs one command if Redis is healthy, recording Redis's health from its result.
     async fn run<T>(&self, command: impl Future<Output = Result<T, Error>>) -> Result<T, Failure> {
         if !self.is_healthy() {
             return Err(Failure::Outage(Unavailable(
                 "marked down after a failed command".into(),
             )));
         }
+        self.exec(command).await
+    }
+
+    /// Runs one command whatever the health flag says. Only failures of the connection mark
+    /// Redis down; an error reply about one key (WRONGTYPE) is that key's problem, not an
+    /// outage for every request.
+    async fn exec<T>(&self, command: impl Future<Output = Result<T, Error>>) -> Result<T, Failure> {
         // The client's own timeout does not cover every command (EVALSHA), so bound it here too.
         let result = tokio::time::timeout(self.settings.timeout, command).await;
         match result {
@@ -179,35 +247,103 @@ impl Store {
         Unavailable(reason)
     }
 
-    /// The stored entry for `key`, if any. A value that is not a valid entry is a miss.
-    pub async fn get(&self, key: &str) -> Result<Option<Entry>, Unavailable> {
+    /// The entry for `key` if one counts (fetched under the key's current generation and
+    /// stored after any gap in this process's invalidation feed), and the generation. A
+    /// value that is not a valid entry is a miss. One round trip.
+    pub async fn get(&self, key: &str) -> Result<Lookup, Unavailable> {
         let client = self.pool.next().with_options(&self.options);
-        let raw: Option<Bytes> = match self.run(client.get(self.entry_key(key))).await {
-            Ok(raw) => raw,
+        let keys = vec![self.generation_key(base_key(key)), self.entry_key(key)];
+        let (generation, raw) = match self.run(client.mget::<Vec<Option<Bytes>>, _>(keys)).await {
+            Ok(mut values) if values.len() == 2 => {
+                let raw = values.pop().flatten();
+                let generation = values.pop().flatten();
+                (parse_generation(generation.as_deref()), raw)
+            }
+            Ok(_) => (0, None),
             Err(Failure::Reply(e)) => {
                 tracing::warn!(key, error = %e, "ignoring a key that is not an entry");
-                None
+                (0, None)
             }
             Err(Failure::Outage(e)) => return Err(e),
         };
-        match raw.map(Entry::decode) {
-            None => Ok(None),
-            Some(Ok(entry)) => Ok(Some(entry)),
+        let entry = match raw.map(Entry::decode) {
+            None => None,
+            Some(Ok(entry)) => Some(entry),
             Some(Err(e @ (DecodeError::Version | DecodeError::Corrupt(_)))) => {
                 tracing::warn!(key, error = %e, "ignoring an unreadable entry");
-                Ok(None)
+                None
             }
-        }
+        };
+        let valid_after = self.valid_after_ms.load(Ordering::Relaxed);
+        let entry = entry.filter(|e| e.generation == generation && e.stored_at_ms >= valid_after);
+        Ok(Lookup { entry, generation })
     }
 
-    /// Stores an entry that Redis drops by itself after `keep`.
-    pub async fn put(&self, key: &str, entry: &Entry, keep: Duration) -> Result<(), Unavailable> {
+    /// Stores an entry that Redis drops by itself after `keep`, and records it under its
+    /// tags. The entry carries the generation its fetch started under.
+    pub async fn put(
+        &self,
+        key: &str,
+        entry: &Entry,
+        keep: Duration,
+        tags: &[String],
+    ) -> Result<(), Unavailable> {
         let client = self.pool.next().with_options(&self.options);
         let value = Bytes::from(entry.encode());
-        let expiry = Expiration::PX(keep.as_millis().max(1) as i64);
-        self.run(client.set::<(), _, _>(self.entry_key(key), value, Some(expiry), None, false))
-            .await
-            .map_err(Unavailable::from)
+        let keep_ms = keep.as_millis().max(1) as i64;
+        if tags.is_empty() {
+            return self
+                .run(client.set::<(), _, _>(
+                    self.entry_key(key),
+                    value,
+                    Some(Expiration::PX(keep_ms)),
+                    None,
+                    false,
+                ))
+                .await
+                .map_err(Unavailable::from);
+        }
+        let base = base_key(key).to_string();
+        let now = now_ms() as i64;
+        let expires = (now + keep_ms) as f64;
+        let pipeline = client.pipeline();
+        let queued = async {
+            pipeline
+                .set::<(), _, _>(
+                    self.entry_key(key),
+                    value,
+                    Some(Expiration::PX(keep_ms)),
+                    None,
+                    false,
+                )
+                .await?;
+            for tag in tags {
+                let tag_key = self.tag_key(tag);
+                // GT: a base's score only moves later, to its latest entry's expiry.
+                pipeline
+                    .zadd::<(), _, _>(
+                        &tag_key,
+                        None,
+                        Some(ZOrdering::GreaterThan),
+                        false,
+                        false,
+                        (expires, base.as_str()),
+                    )
+                    .await?;
+                // Entries that expired drop out of their tag sets here, so the sets stay small.
+                pipeline
+                    .zremrangebyscore::<(), _, _, _>(&tag_key, "-inf", now)
+                    .await?;
+                pipeline
+                    .pexpire::<(), _>(&tag_key, keep_ms, Some(ExpireOptions::NX))
+                    .await?;
+                pipeline
+                    .pexpire::<(), _>(&tag_key, keep_ms, Some(ExpireOptions::GT))
+                    .await?;
+            }
+            pipeline.all::<Vec<Value>>().await
+        };
+        self.run(queued).await.map(drop).map_err(Unavailable::from)
     }
 
     /// `SET <prefix>:lock:<key> <token> NX PX <ttl>`: true when we are the leader.
@@ -255,18 +391,54 @@ impl Store {
             .map_err(Unavailable::from)
     }
 
-    /// Asks Redis whether it is there (for `/health/cache`), updating the health flag.
+    /// Asks Redis whether it answers (for `/health/cache`). Marking it up again is the
+    /// probe's job, after queued invalidations are applied.
     pub async fn ping(&self) -> Result<(), Unavailable> {
         let client = self.pool.next().with_options(&self.options);
-        let result = tokio::time::timeout(self.settings.timeout, client.ping::<String>(None)).await;
-        match result {
-            Ok(Ok(_)) => {
-                self.mark_up();
-                Ok(())
-            }
-            Ok(Err(e)) => Err(self.mark_down(e.to_string())),
-            Err(_) => Err(self.mark_down(format!("no answer within {:?}", self.settings.timeout))),
+        self.exec(client.ping::<String>(None))
+            .await
+            .map(drop)
+            .map_err(Unavailable::from)
+    }
+
+    /// Brings a down Redis back into use: when it answers, apply what was queued while it
+    /// was down, then mark it up. Until then no request reads an entry it might have dropped.
+    async fn recover(&self) {
+        if self.ping().await.is_err() {
+            return;
         }
+        let (queued, overflowed) = {
+            let mut pending = self.pending.lock().expect("pending invalidations poisoned");
+            let overflowed = pending.len() >= MAX_PENDING;
+            (std::mem::take(&mut *pending), overflowed)
+        };
+        for (i, invalidation) in queued.iter().enumerate() {
+            match self.apply(invalidation).await {
+                Ok(_) => {}
+                Err(Failure::Reply(e)) => {
+                    tracing::error!(error = %e, ?invalidation, "a queued invalidation failed")
+                }
+                Err(Failure::Outage(_)) => {
+                    let mut pending = self.pending.lock().expect("pending invalidations poisoned");
+                    let rest = queued[i..].iter().cloned();
+                    pending.splice(0..0, rest);
+                    return;
+                }
+            }
+        }
+        if overflowed {
+            tracing::warn!(
+                "too many invalidations queued while redis was down; distrusting every entry stored before now"
+            );
+            self.distrust_before(now_ms());
+        }
+        if !queued.is_empty() {
+            tracing::info!(
+                count = queued.len(),
+                "applied the invalidations queued while redis was down"
+            );
+        }
+        self.mark_up();
     }
 
     fn mark_up(&self) {
@@ -275,12 +447,118 @@ impl Store {
         }
     }
 
-    /// Subscribes to fill notices and hands each to `deliver`. The subscription is restored
-    /// after reconnects. Lost notices (while disconnected, or when the receiver lags) are
-    /// covered by the waiters' polling fallback.
-    pub async fn listen_for_fills(
+    /// Entries stored before `instant_ms` no longer count in this process: it may have
+    /// missed invalidations published before then.
+    pub fn distrust_before(&self, instant_ms: u64) {
+        self.valid_after_ms.fetch_max(instant_ms, Ordering::Relaxed);
+    }
+
+    /// Generation counters must outlive any entry stored under an older generation; the
+    /// server sets this from the longest entry lifetime in the policy.
+    pub fn set_generation_ttl(&self, ttl: Duration) {
+        self.generation_ttl_ms
+            .store(ttl.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Applies an invalidation: every named base gets a new generation (so none of its
+    /// variants, and no fill already running, can be served) and its entry is deleted.
+    /// Queues it when Redis cannot be reached.
+    pub async fn invalidate(&self, invalidation: &Invalidation) -> Applied {
+        if self.is_healthy() {
+            match self.apply(invalidation).await {
+                Ok(dropped) => return Applied::Dropped(dropped),
+                Err(Failure::Reply(e)) => {
+                    tracing::error!(error = %e, ?invalidation, "invalidation failed");
+                    return Applied::Dropped(0);
+                }
+                Err(Failure::Outage(_)) => {}
+            }
+        }
+        let mut pending = self.pending.lock().expect("pending invalidations poisoned");
+        if pending.len() < MAX_PENDING {
+            pending.push(invalidation.clone());
+        }
+        // Beyond MAX_PENDING, recovery distrusts every older entry instead.
+        Applied::Queued
+    }
+
+    async fn apply(&self, invalidation: &Invalidation) -> Result<usize, Failure> {
+        let client = self.pool.next().with_options(&self.options);
+        let mut bases: BTreeSet<String> = invalidation
+            .keys
+            .iter()
+            .map(|key| base_key(key).to_string())
+            .collect();
+        for tag in &invalidation.tags {
+            let members: Vec<String> = self
+                .exec(client.zrangebyscore(self.tag_key(tag), "-inf", "+inf", false, None))
+                .await?;
+            bases.extend(members);
+        }
+        if let Some(prefix) = &invalidation.prefix {
+            bases.extend(self.scan_bases(prefix).await?);
+        }
+        if bases.is_empty() && invalidation.tags.is_empty() {
+            return Ok(0);
+        }
+        let generation_ttl = self.generation_ttl_ms.load(Ordering::Relaxed) as i64;
+        let pipeline = client.pipeline();
+        let queued = async {
+            for base in &bases {
+                let generation = self.generation_key(base);
+                pipeline.incr::<(), _>(&generation).await?;
+                pipeline
+                    .pexpire::<(), _>(&generation, generation_ttl, None)
+                    .await?;
+                pipeline.del::<(), _>(self.entry_key(base)).await?;
+            }
+            for tag in &invalidation.tags {
+                pipeline.del::<(), _>(self.tag_key(tag)).await?;
+            }
+            pipeline.all::<Vec<Value>>().await
+        };
+        self.exec(queued).await?;
+        Ok(bases.len())
+    }
+
+    /// The bases of every entry whose key starts with `prefix`, by SCAN in bounded batches
+    /// (never KEYS, which blocks Redis for the whole keyspace).
+    async fn scan_bases(&self, prefix: &str) -> Result<BTreeSet<String>, Failure> {
+        let client = self.pool.next().with_options(&self.options);
+        let own = format!("{}:", self.settings.prefix);
+        let pattern = format!("{own}{}*", glob_escape(prefix));
+        let mut bases = BTreeSet::new();
+        let mut cursor = "0".to_string();
+        loop {
+            let (next, keys): (String, Vec<String>) = self
+                .exec(client.scan_page(cursor.as_str(), pattern.as_str(), Some(SCAN_BATCH), None))
+                .await?;
+            for key in keys {
+                let Some(key) = key.strip_prefix(&own) else {
+                    continue;
+                };
+                if OWN_NAMESPACES.iter().any(|ns| key.starts_with(ns)) {
+                    continue;
+                }
+                bases.insert(base_key(key).to_string());
+            }
+            if next == "0" {
+                return Ok(bases);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Subscribes to fill notices and to other services' invalidation messages, handing each
+    /// to its callback. The subscription is restored after reconnects; because messages
+    /// published while this process was not subscribed are lost, a reconnect (or a receiver
+    /// that lagged) makes this process distrust every entry stored before it. Lost fill
+    /// notices only cost waiters a poll.
+    pub async fn listen(
         self: &Arc<Self>,
-        deliver: impl Fn(FillNotice) + Send + 'static,
+        invalidation_channel: String,
+        on_fill: impl Fn(FillNotice) + Send + 'static,
+        on_invalidation: impl Fn(Bytes) + Send + 'static,
     ) -> Result<(), Unavailable> {
         let subscriber: SubscriberClient = builder(&self.settings)?
             .build_subscriber_client()
@@ -289,32 +567,56 @@ impl Store {
         let _ = tokio::time::timeout(self.settings.timeout, subscriber.wait_for_connect()).await;
         let _resubscribe = subscriber.manage_subscriptions();
         let mut messages = subscriber.message_rx();
-        let channel = self.fill_channel();
-        // Redis may be down now: subscribe in the background, retrying until it answers
-        // (after that, manage_subscriptions restores the subscription on every reconnect).
+        let fill_channel = self.fill_channel();
+        let channels = vec![fill_channel.clone(), invalidation_channel.clone()];
+        // Redis may be down now: subscribe in the background, retrying until it answers.
         let sub = subscriber.clone();
+        let store = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Err(e) = sub.subscribe(channel.as_str()).await {
-                tracing::debug!(error = %e, "not subscribed to fill notices yet; waiters poll meanwhile");
+            while let Err(e) = sub.subscribe(channels.clone()).await {
+                tracing::debug!(error = %e, "not subscribed yet; waiters poll meanwhile");
                 tokio::time::sleep(PROBE_INTERVAL).await;
             }
+            // Only reconnects after the first subscription are gaps in the feed.
+            let mut reconnects = sub.reconnect_rx();
+            while reconnects.recv().await.is_ok() {
+                let Some(store) = store.upgrade() else { return };
+                tracing::warn!(
+                    "pub/sub reconnected: invalidations may have been missed; distrusting entries stored before now"
+                );
+                store.distrust_before(now_ms());
+            }
         });
+        let store = Arc::downgrade(self);
         tokio::spawn(async move {
             let _keep_alive = subscriber;
             loop {
                 match messages.recv().await {
-                    Ok(message) => {
+                    Ok(message) if message.channel.as_bytes() == fill_channel.as_bytes() => {
                         let notice = message
                             .value
                             .as_str()
                             .and_then(|text| FillNotice::decode(&text));
                         match notice {
-                            Some(notice) => deliver(notice),
+                            Some(notice) => on_fill(notice),
                             None => tracing::warn!("ignoring a malformed fill notice"),
                         }
                     }
+                    Ok(message) => on_invalidation(
+                        message
+                            .value
+                            .as_bytes()
+                            .map(Bytes::copy_from_slice)
+                            .unwrap_or_default(),
+                    ),
                     Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "fill notices lagged; waiters fall back to polling");
+                        tracing::warn!(
+                            missed,
+                            "pub/sub receiver lagged: distrusting entries stored before now"
+                        );
+                        if let Some(store) = store.upgrade() {
+                            store.distrust_before(now_ms());
+                        }
                     }
                     Err(RecvError::Closed) => break,
                 }
@@ -322,6 +624,38 @@ impl Store {
         });
         Ok(())
     }
+
+    /// Publishes an invalidation for every instance listening on `channel`; returns how
+    /// many subscribers heard it.
+    pub async fn publish_invalidation(
+        &self,
+        channel: &str,
+        invalidation: &Invalidation,
+    ) -> Result<i64, Unavailable> {
+        let client = self.pool.next().with_options(&self.options);
+        let message = serde_json::to_string(invalidation).expect("an invalidation serializes");
+        self.exec(client.publish::<i64, _, _>(channel, message))
+            .await
+            .map_err(Unavailable::from)
+    }
+}
+
+/// Escapes Redis glob characters, so a prefix matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A generation counter's value; absent or unreadable counts as 0.
+fn parse_generation(raw: Option<&[u8]>) -> u64 {
+    raw.and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Probes Redis while it is marked down; stops when the store is dropped.
@@ -332,7 +666,7 @@ async fn probe(store: std::sync::Weak<Store>) {
         interval.tick().await;
         let Some(store) = store.upgrade() else { return };
         if !store.is_healthy() {
-            let _ = store.ping().await;
+            store.recover().await;
         }
     }
 }

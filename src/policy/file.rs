@@ -17,6 +17,8 @@ pub(crate) struct PolicyFile {
     pub redis: RedisSection,
     #[serde(default)]
     pub collapse: CollapseSection,
+    #[serde(default)]
+    pub invalidation: InvalidationSection,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
 }
@@ -50,6 +52,13 @@ pub(crate) struct CollapseSection {
     pub wait: Option<Spanned<String>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InvalidationSection {
+    pub channel: Option<Spanned<String>>,
+    pub forward_tag_headers: Option<bool>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteSection {
@@ -63,6 +72,9 @@ pub(crate) struct RouteSection {
     pub statuses: Option<Spanned<Vec<u16>>>,
     pub ignore_cookies: Option<bool>,
     pub max_object_size: Option<Spanned<SizeSetting>>,
+    pub tags: Option<Spanned<Vec<String>>>,
+    pub invalidate: Option<Spanned<Vec<String>>>,
+    pub invalidate_tags: Option<Spanned<Vec<String>>>,
 }
 
 /// `query = "sorted" | "ignore" | ["param", ...]`.

@@ -8,7 +8,7 @@ mod file;
 pub use error::PolicyError;
 
 use crate::key::{KeyTemplate, QueryRule};
-use crate::route::{Action, CacheRule, MethodSet, PathPattern, Route, RouteTable};
+use crate::route::{Action, CacheRule, InvalidateRule, MethodSet, PathPattern, Route, RouteTable};
 use error::Locator;
 use file::{PolicyFile, QuerySetting, RouteSection, SizeSetting};
 use http::{Method, Uri};
@@ -35,6 +35,7 @@ pub struct Policy {
     pub redis: RedisSettings,
     pub collapse: CollapseSettings,
     pub routes: RouteTable,
+    pub invalidation: InvalidationSettings,
     /// Things that are valid but probably not meant (printed by `check` and at start).
     pub warnings: Vec<String>,
 }
@@ -63,6 +64,16 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Per-command timeout; a slower Redis counts as down and requests go to the origin.
     pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct InvalidationSettings {
+    /// The pub/sub channel other services publish invalidations on (not prefixed: Flask
+    /// services already publish to `cache:invalidate`).
+    pub channel: String,
+    /// Whether `Surrogate-Key` / `Cache-Tag` response headers reach clients (they are
+    /// instructions to the cache, stripped by default).
+    pub forward_tag_headers: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +291,21 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         )?,
     };
 
+    let invalidation = InvalidationSettings {
+        channel: match &raw.invalidation.channel {
+            None => "cache:invalidate".to_string(),
+            Some(channel) if !channel.get_ref().trim().is_empty() => channel.get_ref().clone(),
+            Some(channel) => {
+                return Err(locate.at(
+                    Some(channel.span()),
+                    "invalidation.channel",
+                    "the channel name must not be empty (default \"cache:invalidate\")",
+                ));
+            }
+        },
+        forward_tag_headers: raw.invalidation.forward_tag_headers.unwrap_or(false),
+    };
+
     let mut warnings = Vec::new();
     let mut names = HashSet::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -302,6 +328,7 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         redis,
         collapse,
         routes,
+        invalidation,
         warnings,
     })
 }
@@ -354,8 +381,39 @@ fn compile_route(
         }
     };
 
+    let params: Vec<&str> = pattern.param_names().collect();
+    let invalidate = InvalidateRule {
+        keys: templates(
+            section.invalidate.as_ref(),
+            &params,
+            &field("invalidate"),
+            locate,
+        )?,
+        tags: templates(
+            section.invalidate_tags.as_ref(),
+            &params,
+            &field("invalidate_tags"),
+            locate,
+        )?,
+    };
+    if !methods.allows_writes() {
+        for (name, list) in [
+            ("invalidate", &section.invalidate),
+            ("invalidate_tags", &section.invalidate_tags),
+        ] {
+            if let Some(list) = list {
+                return Err(locate.at(
+                    Some(list.span()),
+                    field(name),
+                    format!("has no effect: only successful writes invalidate, and this route takes only {methods}"),
+                ));
+            }
+        }
+    }
+
     let cache = section.cache.as_ref().is_none_or(|c| *c.get_ref());
-    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 6] = [
+    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 7] = [
+        ("tags", section.tags.as_ref().map(Spanned::span)),
         ("ttl", section.ttl.as_ref().map(Spanned::span)),
         ("key", section.key.as_ref().map(Spanned::span)),
         ("query", section.query.as_ref().map(Spanned::span)),
@@ -389,6 +447,7 @@ fn compile_route(
             methods,
             pattern,
             action: Action::Pass,
+            invalidate,
             line,
         });
     }
@@ -403,7 +462,6 @@ fn compile_route(
     };
     let ttl = parse_duration(ttl_text, &field("ttl"), locate)?;
 
-    let params: Vec<&str> = pattern.param_names().collect();
     let key = match &section.key {
         None => KeyTemplate::Default { name: name.clone() },
         Some(k) => KeyTemplate::parse(k.get_ref(), &params)
@@ -479,6 +537,7 @@ fn compile_route(
         }
     };
 
+    let tags = templates(section.tags.as_ref(), &params, &field("tags"), locate)?;
     Ok(Route {
         name,
         methods,
@@ -491,8 +550,28 @@ fn compile_route(
             statuses,
             ignore_cookies: section.ignore_cookies.unwrap_or(false),
             max_object_size,
+            tags,
         }),
+        invalidate,
     })
+}
+
+/// A list of key or tag templates over the route's path parameters.
+fn templates(
+    list: Option<&Spanned<Vec<String>>>,
+    params: &[&str],
+    field: &str,
+    locate: &Locator<'_>,
+) -> Result<Vec<KeyTemplate>, PolicyError> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    list.get_ref()
+        .iter()
+        .map(|text| {
+            KeyTemplate::parse(text, params).map_err(|m| locate.at(Some(list.span()), field, m))
+        })
+        .collect()
 }
 
 /// `"GET|HEAD /path"` or `"/path"`.

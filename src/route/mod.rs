@@ -38,6 +38,14 @@ impl MethodSet {
         self.allows(&Method::GET) || self.allows(&Method::HEAD)
     }
 
+    /// Whether an unsafe method (one that can change the origin's state) can match the route.
+    pub fn allows_writes(&self) -> bool {
+        match self {
+            MethodSet::Any => true,
+            MethodSet::Only(list) => list.iter().any(|m| !m.is_safe()),
+        }
+    }
+
     /// A method both sets accept, if any (used to report ambiguous routes).
     fn overlap(&self, other: &Self) -> Option<Method> {
         match (self, other) {
@@ -86,6 +94,17 @@ pub struct CacheRule {
     pub ignore_cookies: bool,
     /// Larger bodies are streamed through and not stored.
     pub max_object_size: u64,
+    /// Tags every stored entry of the route carries (templates over path parameters).
+    pub tags: Vec<KeyTemplate>,
+}
+
+/// What a successful write on a route drops, besides the entry for its own URI.
+#[derive(Debug, Clone, Default)]
+pub struct InvalidateRule {
+    /// Keys (templates over path parameters), each with all its variants.
+    pub keys: Vec<KeyTemplate>,
+    /// Tags (templates over path parameters).
+    pub tags: Vec<KeyTemplate>,
 }
 
 /// What the proxy does with requests on a route.
@@ -105,6 +124,8 @@ pub struct Route {
     pub methods: MethodSet,
     pub pattern: PathPattern,
     pub action: Action,
+    /// What a successful write on this route invalidates.
+    pub invalidate: InvalidateRule,
     /// The line of the policy file the route starts on, for messages about it.
     pub line: usize,
 }

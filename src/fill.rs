@@ -41,7 +41,7 @@ pub(crate) async fn lead(
     generation: u64,
 ) -> Answer {
     let token = lock_token();
-    let lock_ttl = proxy.policy.collapse.lock_ttl;
+    let lock_ttl = proxy.policy().collapse.lock_ttl;
     match proxy.store.try_lock(&request.key, &token, lock_ttl).await {
         Ok(true) => {
             let (answer, landing) = fetch_and_store(proxy, request, Some(&token), generation).await;
@@ -64,7 +64,7 @@ async fn wait_for_holder(
     token: String,
 ) -> Answer {
     let mut generation;
-    let deadline = Instant::now() + proxy.policy.collapse.wait;
+    let deadline = Instant::now() + proxy.policy().collapse.wait;
     // Register before looking again, so a notice sent in between is not missed.
     let mut notices = proxy.flights.await_remote(&request.key);
     let mut pause = POLL_START;
@@ -88,7 +88,7 @@ async fn wait_for_holder(
         if !first
             && let Ok(true) = proxy
                 .store
-                .try_lock(&request.key, &token, proxy.policy.collapse.lock_ttl)
+                .try_lock(&request.key, &token, proxy.policy().collapse.lock_ttl)
                 .await
         {
             drop(notices);
@@ -198,7 +198,7 @@ async fn fetch(
     origin::strip_hop_by_hop(&mut parts.headers);
     let origin_tags = tags::from_response(
         &mut parts.headers,
-        proxy.policy.invalidation.forward_tag_headers,
+        proxy.policy().invalidation.forward_tag_headers,
     );
 
     if let Some(reason) = semantics::not_storable(parts.status, &parts.headers, rule) {
@@ -292,7 +292,7 @@ pub(crate) async fn fetch_uncached(
             origin::strip_hop_by_hop(&mut parts.headers);
             tags::from_response(
                 &mut parts.headers,
-                proxy.policy.invalidation.forward_tag_headers,
+                proxy.policy().invalidation.forward_tag_headers,
             );
             (Response::from_parts(parts, ProxyBody::Stream(body)), status)
         }

@@ -10,6 +10,7 @@
 //! and HEAD on routes that ask for it.
 
 use crate::body::ProxyBody;
+use arc_swap::{ArcSwap, Guard};
 use crate::cache_status::{CacheStatus, Phase, Reason};
 use crate::collapse::{self, Flights, Join, Landing};
 use crate::entry::{Entry, now_ms};
@@ -37,7 +38,8 @@ pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-stat
 
 /// The proxy's shared state: the policy, Redis, the origin client and the flights.
 pub struct Proxy {
-    pub(crate) policy: Arc<Policy>,
+    /// Swapped whole on reload; a request holds the routes it started with.
+    pub(crate) policy: ArcSwap<Policy>,
     pub(crate) store: Arc<Store>,
     pub(crate) origin: Origin,
     pub(crate) flights: Arc<Flights>,
@@ -90,6 +92,11 @@ impl Cacheable {
 }
 
 impl Proxy {
+    /// The policy in force now.
+    pub fn policy(&self) -> Guard<Arc<Policy>> {
+        self.policy.load()
+    }
+
     /// Answers one client request. Never fails: origin and Redis problems become responses.
     pub async fn handle(
         self: Arc<Self>,
@@ -156,7 +163,8 @@ impl Proxy {
         let path = path::normalize(request.uri().path());
         let segments = path::segments(&path);
         let writes = !method.is_safe();
-        let Some(matched) = self.policy.routes.find(method, &path, &segments) else {
+        let policy = self.policy();
+        let Some(matched) = policy.routes.find(method, &path, &segments) else {
             return Decision::Forward {
                 status: CacheStatus::new(Phase::Pass).because(Reason::NoRoute),
                 invalidate: writes.then(|| self.own_uri_invalidation(&path, &segments, query)),
@@ -219,11 +227,23 @@ impl Proxy {
 
     /// The key a GET of this path and query is cached under, if a cached route takes it.
     fn key_for_get(&self, path: &str, segments: &[&str], query: Option<&str>) -> Option<String> {
-        let matched = self.policy.routes.find(&Method::GET, path, segments)?;
+        let policy = self.policy();
+        let matched = policy.routes.find(&Method::GET, path, segments)?;
         match &matched.route.action {
             Action::Cache(rule) => Some(rule.key.build(&matched.params, path, query, &rule.query)),
             Action::Pass => None,
         }
+    }
+
+    /// The key a GET of `target` (path and query, e.g. `/api/credentials/abc?x=1`) is
+    /// cached under, if a cached route takes it: what `PURGE <target>` drops.
+    pub fn key_for_target(&self, target: &str) -> Option<String> {
+        let (raw_path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let path = path::normalize(raw_path);
+        self.key_for_get(&path, &path::segments(&path), query)
     }
 
     /// The key for a `Location` or `Content-Location` value, when it names a resource on
@@ -273,7 +293,7 @@ impl Proxy {
                 ..invalidation.clone()
             };
             let proxy = Arc::clone(self);
-            let settle = self.origin.timeout() + self.policy.redis.timeout * 2;
+            let settle = self.origin.timeout() + self.policy().redis.timeout * 2;
             tokio::spawn(async move {
                 tokio::time::sleep(settle).await;
                 proxy.store.invalidate(&again).await;
@@ -332,7 +352,7 @@ impl Proxy {
         origin::strip_hop_by_hop(&mut parts.headers);
         tags::from_response(
             &mut parts.headers,
-            self.policy.invalidation.forward_tag_headers,
+            self.policy().invalidation.forward_tag_headers,
         );
         if let (Some((_, client_side)), Some(origin_side), Some(protocol)) =
             (upgrade, origin_side, accepted)
@@ -388,7 +408,7 @@ impl Proxy {
             Join::Wait(receiver) => {
                 // The flight's leader answers within the lock wait plus one origin fetch;
                 // asking the origin before that would be the stampede collapsing prevents.
-                let wait = self.policy.collapse.wait + self.origin.timeout();
+                let wait = self.policy().collapse.wait + self.origin.timeout();
                 match tokio::time::timeout(wait, collapse::landing(receiver)).await {
                     Ok(Landing::Stored(entry)) => {
                         let mut status = request.status(Phase::Collapsed);

@@ -9,6 +9,7 @@ use crate::proxy::Proxy;
 use crate::route::Action;
 use crate::store::Store;
 use crate::{admin, listener};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,7 +83,7 @@ impl Server {
         }
         let proxy = Arc::new(Proxy {
             origin: Origin::new(&policy.origin),
-            policy: Arc::new(policy),
+            policy: ArcSwap::from_pointee(policy),
             store,
             flights,
         });
@@ -101,7 +102,7 @@ impl Server {
             move |request, _peer| admin::handle(Arc::clone(&admin_proxy), request),
             stop,
         ));
-        tracing::info!(%addr, admin = %admin_addr, origin = %proxy.policy.origin.url, "cachalot is serving");
+        tracing::info!(%addr, admin = %admin_addr, origin = %proxy.policy().origin.url, "cachalot is serving");
         Ok(Self {
             addr,
             admin_addr,

@@ -10,7 +10,6 @@
 //! and HEAD on routes that ask for it.
 
 use crate::body::ProxyBody;
-use arc_swap::{ArcSwap, Guard};
 use crate::cache_status::{CacheStatus, Phase, Reason};
 use crate::collapse::{self, Flights, Join, Landing};
 use crate::entry::{Entry, now_ms};
@@ -25,6 +24,7 @@ use crate::semantics;
 use crate::store::{Applied, Lookup, Store};
 use crate::tags;
 use crate::upgrade;
+use arc_swap::{ArcSwap, Guard};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Either;

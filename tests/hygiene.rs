@@ -34,16 +34,6 @@ match = "/api/profiles/{id}"
 ttl = "5m"
 "#;
 
-/// The stored entries: every key under the prefix except fill locks (a lock is not a stored
-/// response, and one whose release timed out on a loaded machine expires by itself).
-fn entries(redis: &RedisServer) -> Vec<String> {
-    redis
-        .keys("cachalot:*")
-        .into_iter()
-        .filter(|key| !key.starts_with("cachalot:lock:"))
-        .collect()
-}
-
 /// A body of `len` bytes that is not one repeated byte, so a shifted or truncated copy shows.
 fn pattern(len: usize) -> Bytes {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
@@ -360,7 +350,7 @@ async fn an_unreachable_origin_gives_502_with_a_plain_reason() {
     )
     .await;
     assert_eq!(head.status, 502);
-    assert!(entries(&redis).is_empty(), "errors are not stored");
+    assert!(redis.entries().is_empty(), "errors are not stored");
     proxy.shutdown().await;
 }
 
@@ -392,7 +382,7 @@ async fn a_slow_origin_gives_504_with_a_plain_reason() {
             got.cache_status()
         );
     }
-    assert!(entries(&redis).is_empty(), "errors are not stored");
+    assert!(redis.entries().is_empty(), "errors are not stored");
     proxy.shutdown().await;
 }
 

@@ -42,16 +42,6 @@ ttl = "10m"
 key = "credential:{id}"
 "#;
 
-/// The stored entries: every key under the prefix except fill locks (a lock is not a stored
-/// response, and one whose release timed out on a loaded machine expires by itself).
-fn entries(redis: &RedisServer) -> Vec<String> {
-    redis
-        .keys("cachalot:*")
-        .into_iter()
-        .filter(|key| !key.starts_with("cachalot:lock:"))
-        .collect()
-}
-
 /// Whether `Cache-Status` says the response was stored (the `stored` parameter, not a
 /// `detail` such as `status-not-stored`).
 fn stored(got: &Got) -> bool {
@@ -102,7 +92,7 @@ async fn authorization_is_never_answered_from_the_cache_nor_stored() {
     )
     .await;
     assert!(cold.cache_status().ends_with("authorization"));
-    assert_eq!(entries(&redis), ["cachalot:credential:abc"]);
+    assert_eq!(redis.entries(), ["cachalot:credential:abc"]);
     let next = get(proxy.addr(), "/api/credentials/xyz", &[]).await;
     assert!(
         next.cache_status().contains("fwd=uri-miss"),
@@ -147,7 +137,7 @@ async fn a_cookie_bypasses_the_cache_by_default() {
     )
     .await;
     assert!(cold.cache_status().ends_with("cookie"));
-    assert_eq!(entries(&redis), ["cachalot:credential:abc"]);
+    assert_eq!(redis.entries(), ["cachalot:credential:abc"]);
     proxy.shutdown().await;
 }
 
@@ -187,7 +177,7 @@ ignore_cookies = true
     assert_eq!(bob.text(), "cookie=none n=1");
     assert_eq!(origin.count(), 1);
     assert!(origin.seen()[0].headers.get("cookie").is_none());
-    assert_eq!(entries(&redis), ["cachalot:stats"]);
+    assert_eq!(redis.entries(), ["cachalot:stats"]);
     proxy.shutdown().await;
 }
 
@@ -218,7 +208,7 @@ async fn assert_never_stored(reply: Reply, reason: &str) {
         2,
         "{reason}: both requests reached the origin"
     );
-    assert!(entries(&redis).is_empty(), "{reason}: nothing in Redis");
+    assert!(redis.entries().is_empty(), "{reason}: nothing in Redis");
     proxy.shutdown().await;
 }
 
@@ -296,7 +286,7 @@ statuses = [200, 404]
     );
     assert_eq!(second.text(), "missing 1");
     assert_eq!(origin.count(), 1);
-    assert_eq!(entries(&redis), ["cachalot:credential:nope"]);
+    assert_eq!(redis.entries(), ["cachalot:credential:nope"]);
     proxy.shutdown().await;
 }
 
@@ -335,7 +325,7 @@ async fn a_body_over_max_object_size_is_streamed_whole_and_not_stored() {
         }
         assert_eq!(origin.count_of(&path), 2, "{path} was not stored");
     }
-    assert!(entries(&redis).is_empty());
+    assert!(redis.entries().is_empty());
 
     // Within the limit (up to and including it) is stored.
     for size in [512usize, 1024] {
@@ -347,7 +337,7 @@ async fn a_body_over_max_object_size_is_streamed_whole_and_not_stored() {
         assert!(second.body == pattern(size));
         assert_eq!(origin.count_of(&path), 1);
     }
-    assert_eq!(entries(&redis), ["cachalot:blob:1024", "cachalot:blob:512"]);
+    assert_eq!(redis.entries(), ["cachalot:blob:1024", "cachalot:blob:512"]);
     proxy.shutdown().await;
 }
 
@@ -426,7 +416,7 @@ async fn a_chunked_body_over_max_object_size_is_streamed_whole_and_not_stored() 
         );
     }
     assert_eq!(count.load(Ordering::SeqCst), 2);
-    assert!(entries(&redis).is_empty());
+    assert!(redis.entries().is_empty());
 
     // A chunked body within the limit is read whole and stored.
     let small = get(proxy.addr(), "/blobs/900", &[]).await;
@@ -436,7 +426,7 @@ async fn a_chunked_body_over_max_object_size_is_streamed_whole_and_not_stored() 
     assert!(hit.cache_status().starts_with("cachalot; hit"));
     assert!(hit.body == pattern(900));
     assert_eq!(count.load(Ordering::SeqCst), 3);
-    assert_eq!(entries(&redis), ["cachalot:blob:900"]);
+    assert_eq!(redis.entries(), ["cachalot:blob:900"]);
     proxy.shutdown().await;
     task.abort();
 }
@@ -499,6 +489,6 @@ async fn vary_on_accept_encoding_with_an_unencoded_body_is_stored() {
     assert_eq!(second.text(), "plain 1");
     assert_eq!(second.header("vary"), "Accept-Encoding");
     assert_eq!(origin.count(), 1);
-    assert_eq!(entries(&redis), ["cachalot:credential:abc"]);
+    assert_eq!(redis.entries(), ["cachalot:credential:abc"]);
     proxy.shutdown().await;
 }

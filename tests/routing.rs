@@ -30,16 +30,6 @@ fn route_of(got: &Got) -> String {
         .unwrap_or_default()
 }
 
-/// The stored entries: every key under the prefix except fill locks (a lock is not a stored
-/// response, and one whose release timed out on a loaded machine expires by itself).
-fn entries(redis: &RedisServer) -> Vec<String> {
-    redis
-        .keys("cachalot:*")
-        .into_iter()
-        .filter(|key| !key.starts_with("cachalot:lock:"))
-        .collect()
-}
-
 /// Whether `Cache-Status` says the response was stored (the `stored` parameter, not a
 /// `detail` such as `status-not-stored`).
 fn stored(got: &Got) -> bool {
@@ -112,7 +102,7 @@ async fn most_specific_route_wins_whatever_the_file_order() {
         }
         // Each route stored under its own default key.
         assert_eq!(
-            entries(&redis),
+            redis.entries(),
             [
                 "cachalot:by_int:42",
                 "cachalot:by_param:abc",
@@ -201,7 +191,7 @@ ttl = "1m"
         "{}",
         got.cache_status()
     );
-    assert!(entries(&redis).is_empty());
+    assert!(redis.entries().is_empty());
     proxy.shutdown().await;
 }
 
@@ -292,7 +282,7 @@ key = "credential:{id}"
     let seen = origin.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, "GET", "a HEAD miss fills with a GET");
-    assert_eq!(entries(&redis), ["cachalot:credential:abc"]);
+    assert_eq!(redis.entries(), ["cachalot:credential:abc"]);
 
     let full = get(proxy.addr(), "/api/credentials/abc", &[]).await;
     assert!(
@@ -372,7 +362,7 @@ ttl = "10m"
     assert!(first.cache_status().ends_with("detail=no-route"));
     assert!(second.cache_status().ends_with("detail=no-route"));
     assert_eq!(origin.count_of("/api/other"), 2);
-    assert!(entries(&redis).is_empty());
+    assert!(redis.entries().is_empty());
     proxy.shutdown().await;
 }
 
@@ -401,7 +391,7 @@ cache = false
         assert!(status.ends_with("detail=auth/route-pass"), "{status}");
     }
     assert_eq!(origin.count(), 2);
-    assert!(entries(&redis).is_empty());
+    assert!(redis.entries().is_empty());
     proxy.shutdown().await;
 }
 
@@ -437,7 +427,7 @@ ttl = "5m"
         let status = got.cache_status();
         assert!(status.contains("fwd=method"), "{method}: {status}");
         assert!(status.ends_with("detail=profile/method"), "{status}");
-        assert!(entries(&redis).is_empty(), "{method} stored");
+        assert!(redis.entries().is_empty(), "{method} stored");
     }
     let seen = origin.seen();
     assert_eq!(
@@ -454,7 +444,7 @@ ttl = "5m"
         "{}",
         read.cache_status()
     );
-    assert_eq!(entries(&redis), ["cachalot:profile:7"]);
+    assert_eq!(redis.entries(), ["cachalot:profile:7"]);
     proxy.shutdown().await;
 }
 
@@ -491,7 +481,7 @@ ttl = "3m"
         assert!(stored(&got), "{path}: {}", got.cache_status());
     }
     assert_eq!(
-        entries(&redis),
+        redis.entries(),
         [
             "cachalot:/api/stats/week",
             "cachalot:file:o1:a/b.txt",
@@ -543,7 +533,7 @@ ttl = "1m"
     let bare = get(proxy.addr(), "/api/search", &[]).await;
     assert_eq!(bare.text(), r#"{"target":"/api/search","n":3}"#);
     assert_eq!(
-        entries(&redis),
+        redis.entries(),
         [
             "cachalot:search",
             "cachalot:search?a=1&b=2",
@@ -580,7 +570,7 @@ query = "ignore"
     assert_eq!(second.body, first.body);
     let targets: Vec<String> = origin.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(targets, ["/api/settings"]);
-    assert_eq!(entries(&redis), ["cachalot:settings"]);
+    assert_eq!(redis.entries(), ["cachalot:settings"]);
     proxy.shutdown().await;
 }
 
@@ -614,7 +604,7 @@ query = ["period"]
     assert_eq!(none.text(), r#"{"target":"/api/stats","n":3}"#);
     assert_eq!(origin.count(), 3);
     assert_eq!(
-        entries(&redis),
+        redis.entries(),
         [
             "cachalot:stats",
             "cachalot:stats?period=day",
@@ -643,7 +633,7 @@ key = "credential:{id}"
     let forged = get(proxy.addr(), "/api/credentials/a:b*", &[]).await;
     assert_eq!(forged.status, 200);
     assert!(stored(&forged));
-    assert_eq!(entries(&redis), ["cachalot:credential:a%3Ab%2A"]);
+    assert_eq!(redis.entries(), ["cachalot:credential:a%3Ab%2A"]);
 
     let plain = get(proxy.addr(), "/api/credentials/a", &[]).await;
     assert!(
@@ -653,7 +643,7 @@ key = "credential:{id}"
     );
     assert_eq!(plain.text(), r#"{"target":"/api/credentials/a","n":2}"#);
     assert_eq!(
-        entries(&redis),
+        redis.entries(),
         ["cachalot:credential:a", "cachalot:credential:a%3Ab%2A"]
     );
 

@@ -123,6 +123,19 @@ impl RedisServer {
         Ok(String::from_utf8_lossy(&reply).into_owned())
     }
 
+    /// The stored entries (`cachalot:*` without the proxy's own locks, generation counters
+    /// and tag sets, which are not stored responses).
+    pub fn entries(&self) -> Vec<String> {
+        self.keys("cachalot:*")
+            .into_iter()
+            .filter(|key| {
+                !["cachalot:lock:", "cachalot:gen:", "cachalot:tag:"]
+                    .iter()
+                    .any(|ns| key.starts_with(ns))
+            })
+            .collect()
+    }
+
     /// Every key matching `pattern` (via KEYS: fine on a test's own tiny Redis).
     pub fn keys(&self, pattern: &str) -> Vec<String> {
         let reply = self.command(&["KEYS", pattern]).expect("KEYS");

@@ -25,6 +25,14 @@ pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<P
                 "{\"redis\":\"down\"}\n",
             ),
         },
+        "/metrics" => {
+            let mut response = Response::new(ProxyBody::full(crate::metrics::render()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",

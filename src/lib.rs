@@ -15,6 +15,7 @@ mod fill;
 pub mod invalidate;
 pub mod key;
 pub mod listener;
+pub mod metrics;
 pub mod origin;
 pub mod path;
 pub mod policy;

@@ -276,6 +276,12 @@ impl Proxy {
         source: Source,
     ) -> Applied {
         let applied = self.store.invalidate(invalidation).await;
+        let outcome = match applied {
+            Applied::Dropped(_) => "applied",
+            Applied::Queued => "queued",
+        };
+        metrics::counter!("cachalot_invalidations_total", "source" => source.as_str(), "outcome" => outcome)
+            .increment(1);
         tracing::info!(
             source = source.as_str(),
             keys = ?invalidation.keys,

@@ -63,6 +63,7 @@ impl Server {
                 source,
             })?;
 
+        crate::metrics::install();
         let store = Store::connect(&policy.redis).await?;
         store.set_generation_ttl(generation_ttl(&policy));
         let flights = Flights::new();

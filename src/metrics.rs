@@ -1,0 +1,27 @@
+//! Counters and histograms, exported in the Prometheus text format on the admin listener.
+//!
+//! The `metrics` facade records from anywhere in the code; one process-wide recorder
+//! (metrics-exporter-prometheus) renders them for `GET /metrics`. Metric names and label
+//! values use the same words as `Cache-Status` and the logs.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder once per process (several proxies in one test process share it).
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; then ours renders nothing
+        // new, which is what a library embedded in a bigger program should accept.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// The current metrics in the Prometheus text format.
+pub fn render() -> String {
+    install().render()
+}

@@ -81,13 +81,14 @@ fn run(config: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let server = match Server::start(policy).await {
+        let mut server = match Server::start(policy).await {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
+        server.watch_policy(config.to_path_buf());
         wait_for_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
         server.shutdown().await;

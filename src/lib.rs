@@ -20,6 +20,7 @@ pub mod origin;
 pub mod path;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod semantics;
 pub mod server;

@@ -97,6 +97,13 @@ impl Proxy {
         self.policy.load()
     }
 
+    /// Swaps in a validated policy; requests in flight keep the one they started with.
+    pub fn replace_policy(&self, policy: Policy) {
+        self.store
+            .set_generation_ttl(crate::server::generation_ttl(&policy));
+        self.policy.store(Arc::new(policy));
+    }
+
     /// Answers one client request. Never fails: origin and Redis problems become responses.
     pub async fn handle(
         self: Arc<Self>,

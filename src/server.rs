@@ -8,10 +8,11 @@ use crate::policy::Policy;
 use crate::proxy::Proxy;
 use crate::route::Action;
 use crate::store::Store;
-use crate::{admin, listener};
+use crate::{admin, listener, reload};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -37,6 +38,8 @@ pub struct Server {
     admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    proxy: Arc<Proxy>,
+    policy_watch: Option<reload::Watch>,
 }
 
 impl Server {
@@ -109,6 +112,8 @@ impl Server {
             admin_addr,
             shutdown,
             tasks: vec![public_task, admin_task],
+            proxy,
+            policy_watch: None,
         })
     }
 
@@ -120,6 +125,16 @@ impl Server {
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The running proxy (its policy, store and invalidation).
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    /// Reloads the policy from `path` on SIGHUP and whenever the file changes.
+    pub fn watch_policy(&mut self, path: PathBuf) {
+        self.policy_watch = Some(reload::watch(Arc::clone(&self.proxy), path));
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), and returns.
@@ -152,7 +167,7 @@ async fn apply_messages(proxy: Arc<Proxy>, mut inbox: mpsc::Receiver<Bytes>) {
 
 /// Generation counters outlive every entry stored under an older generation: at least a
 /// day, and twice the longest TTL in the policy.
-fn generation_ttl(policy: &Policy) -> Duration {
+pub(crate) fn generation_ttl(policy: &Policy) -> Duration {
     let longest = policy
         .routes
         .iter()

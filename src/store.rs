@@ -454,10 +454,11 @@ impl Store {
     }
 
     /// Generation counters must outlive any entry stored under an older generation; the
-    /// server sets this from the longest entry lifetime in the policy.
+    /// server sets this from the longest entry lifetime in the policy. It only grows:
+    /// entries stored under an earlier policy with longer TTLs are still around.
     pub fn set_generation_ttl(&self, ttl: Duration) {
         self.generation_ttl_ms
-            .store(ttl.as_millis() as u64, Ordering::Relaxed);
+            .fetch_max(ttl.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Applies an invalidation: every named base gets a new generation (so none of its

@@ -2,8 +2,10 @@
 //! `Cache-Status` header (RFC 9211), in the logs and (later) in metric labels, so a header a
 //! user sees with curl points straight at the code path that produced it.
 
+use crate::route::Route;
 use http::HeaderValue;
 use std::fmt::{self, Write};
+use std::sync::Arc;
 
 /// The request's cache phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +85,10 @@ impl Reason {
 pub struct CacheStatus {
     pub phase: Phase,
     pub reason: Option<Reason>,
-    /// The route's name, when it has one.
-    pub route: Option<String>,
+    /// The route's name, when it has one (shown in `detail`).
+    pub route: Option<Arc<str>>,
+    /// The route's label for logs and metrics (its name, else its `match`), if a route matched.
+    pub label: Option<Arc<str>>,
     /// Seconds of freshness left, for responses served from a stored entry.
     pub ttl: Option<u64>,
     /// The origin's status, when the origin was asked.
@@ -99,6 +103,7 @@ impl CacheStatus {
             phase,
             reason: None,
             route: None,
+            label: None,
             ttl: None,
             fwd_status: None,
             stored: false,
@@ -110,8 +115,9 @@ impl CacheStatus {
         self
     }
 
-    pub fn on_route(mut self, route: Option<&str>) -> Self {
-        self.route = route.map(str::to_string);
+    pub fn on_route(mut self, route: &Route) -> Self {
+        self.route = route.name.clone();
+        self.label = Some(Arc::clone(&route.label));
         self
     }
 
@@ -168,7 +174,8 @@ mod tests {
 
     #[test]
     fn renders_the_documented_forms() {
-        let mut hit = CacheStatus::new(Phase::Hit).on_route(Some("credential"));
+        let mut hit = CacheStatus::new(Phase::Hit);
+        hit.route = Some(Arc::from("credential"));
         hit.ttl = Some(540);
         assert_eq!(hit.to_string(), "cachalot; hit; ttl=540; detail=credential");
 
@@ -180,9 +187,8 @@ mod tests {
             "cachalot; fwd=uri-miss; fwd-status=200; stored"
         );
 
-        let bypass = CacheStatus::new(Phase::Bypass)
-            .because(Reason::Authorization)
-            .on_route(Some("c"));
+        let mut bypass = CacheStatus::new(Phase::Bypass).because(Reason::Authorization);
+        bypass.route = Some(Arc::from("c"));
         assert_eq!(
             bypass.to_string(),
             "cachalot; fwd=bypass; detail=c/authorization"

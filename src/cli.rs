@@ -1,7 +1,10 @@
-//! The command line: `cachalot check` and `cachalot run`.
+//! The command line: `cachalot check`, `run`, `explain` and `purge`.
 
-use crate::policy::Policy;
+use crate::explain::{Probe, explain};
+use crate::invalidate::Invalidation;
+use crate::policy::{Policy, redact};
 use crate::server::Server;
+use crate::store::{Applied, Store};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,6 +31,35 @@ enum Command {
         #[arg(short, long, env = "CACHALOT_CONFIG")]
         config: PathBuf,
     },
+    /// Show what the proxy does with one request: route, Redis key, TTL, tags, and what a
+    /// write there invalidates. Sends nothing.
+    Explain {
+        /// The policy file.
+        #[arg(short, long, env = "CACHALOT_CONFIG")]
+        config: PathBuf,
+        /// "METHOD /path?query", or "/path" for a GET.
+        request: String,
+    },
+    /// Drop cached entries in Redis and announce it on the invalidation channel, so every
+    /// running instance hears it.
+    Purge {
+        /// The policy file (for Redis and the channel; REDIS_URL wins, as for run).
+        #[arg(short, long, env = "CACHALOT_CONFIG")]
+        config: PathBuf,
+        /// A key as the proxy stores it, without the prefix (credential:abc123); drops all
+        /// its variants. Repeatable.
+        #[arg(long = "key", value_name = "KEY")]
+        keys: Vec<String>,
+        /// Drops every entry carrying this tag. Repeatable.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Drops every key starting with this (user:42:).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Why, for the instances' logs.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 impl Cli {
@@ -36,6 +68,22 @@ impl Cli {
         match self.command {
             Command::Check { config } => check(&config),
             Command::Run { config } => run(&config),
+            Command::Explain { config, request } => explain_request(&config, &request),
+            Command::Purge {
+                config,
+                keys,
+                tags,
+                prefix,
+                reason,
+            } => purge(
+                &config,
+                &Invalidation {
+                    keys,
+                    tags,
+                    prefix,
+                    reason,
+                },
+            ),
         }
     }
 }
@@ -94,6 +142,95 @@ fn run(config: &Path) -> ExitCode {
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+fn explain_request(config: &Path, request: &str) -> ExitCode {
+    let probe = match Probe::parse(request) {
+        Ok(probe) => probe,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match load(config) {
+        Ok(policy) => {
+            print!("{}", explain(&policy, &probe));
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// Applies the invalidation in Redis itself (so it holds even with no instance running),
+/// then publishes it: running instances log and count it, and apply tags and prefixes once
+/// more after fills that were already running have finished.
+fn purge(config: &Path, invalidation: &Invalidation) -> ExitCode {
+    if let Err(e) = invalidation.validate() {
+        eprintln!("error: nothing to purge: {e} (--key, --tag, --prefix)");
+        return ExitCode::FAILURE;
+    }
+    let policy = match load(config) {
+        Ok(policy) => policy,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let redis = redact(&policy.redis.url);
+    runtime.block_on(async {
+        let store = match Store::connect(&policy.redis).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("error: redis {redis}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if !store.is_healthy() {
+            eprintln!("error: redis {redis} is unreachable; nothing was purged");
+            return ExitCode::FAILURE;
+        }
+        store.set_generation_ttl(crate::server::generation_ttl(&policy));
+        let dropped = match store.invalidate(invalidation).await {
+            Applied::Dropped(n) => n,
+            Applied::Queued => {
+                eprintln!("error: redis {redis} stopped answering; the purge may be incomplete: run it again");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "invalidated {} (each with all its variants) in {redis} (prefix \"{}\")",
+            count(dropped, "key"),
+            policy.redis.prefix
+        );
+        let channel = &policy.invalidation.channel;
+        match store.publish_invalidation(channel, invalidation).await {
+            Ok(heard) => {
+                let heard = count(heard.max(0) as usize, "subscriber");
+                println!("published on \"{channel}\": {heard} heard it");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: purged, but not published on \"{channel}\": {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// "1 key", "2 keys".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Logs go to stderr; `RUST_LOG` chooses the level (info by default; debug shows one line

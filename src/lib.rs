@@ -11,6 +11,7 @@ pub mod cache_status;
 pub mod cli;
 pub mod collapse;
 pub mod entry;
+pub mod explain;
 mod fill;
 pub mod invalidate;
 pub mod key;

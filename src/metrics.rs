@@ -9,10 +9,19 @@ use std::sync::OnceLock;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Histogram buckets in seconds: a Redis hit takes well under a millisecond, a legacy
+/// origin tens to thousands.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Installs the recorder once per process (several proxies in one test process share it).
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .expect("bucket list is not empty")
+            .build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; then ours renders nothing
         // new, which is what a library embedded in a bigger program should accept.

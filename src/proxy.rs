@@ -30,6 +30,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use metrics::SharedString;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -87,7 +88,7 @@ impl Cacheable {
     }
 
     pub fn status(&self, phase: Phase) -> CacheStatus {
-        CacheStatus::new(phase).on_route(self.route.name.as_deref())
+        CacheStatus::new(phase).on_route(&self.route)
     }
 }
 
@@ -118,11 +119,12 @@ impl Proxy {
         response
             .headers_mut()
             .insert(CACHE_STATUS.clone(), status.header_value());
+        record(&status, started.elapsed());
         if let Some((method, uri)) = logged {
             tracing::debug!(
                 %method,
                 target = uri.path_and_query().map_or("/", |p| p.as_str()),
-                route = status.route.as_deref().unwrap_or("-"),
+                route = status.label.as_deref().unwrap_or("-"),
                 phase = status.phase.as_str(),
                 reason = status.reason.map_or("-", Reason::as_str),
                 status = response.status().as_u16(),
@@ -178,7 +180,7 @@ impl Proxy {
             };
         };
         let route = Arc::clone(matched.route);
-        let status = |phase| CacheStatus::new(phase).on_route(route.name.as_deref());
+        let status = |phase| CacheStatus::new(phase).on_route(&route);
         let forward = |status: CacheStatus| Decision::Forward {
             status,
             invalidate: writes.then(|| {
@@ -435,6 +437,20 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Counts the request under its route and cache phase, the words of `Cache-Status`.
+fn record(status: &CacheStatus, elapsed: std::time::Duration) {
+    let route = status
+        .label
+        .clone()
+        .map_or_else(|| SharedString::const_str("-"), SharedString::from_shared);
+    let phase = status.phase.as_str();
+    let reason = status.reason.map_or("-", Reason::as_str);
+    metrics::counter!("cachalot_requests_total", "route" => route.clone(), "phase" => phase, "reason" => reason)
+        .increment(1);
+    metrics::histogram!("cachalot_request_duration_seconds", "route" => route, "phase" => phase)
+        .record(elapsed.as_secs_f64());
 }
 
 /// A response from a stored entry: the origin's status, headers and body, plus `Age`.

@@ -1,6 +1,7 @@
 //! A running proxy: both listeners, Redis, the origin client. `main` starts one; tests start
 //! several in one process, each with its own Redis connections, as separate instances would.
 
+use crate::admin::AdminConfig;
 use crate::collapse::Flights;
 use crate::invalidate::{Invalidation, Source};
 use crate::origin::Origin;
@@ -43,9 +44,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds both listeners and starts serving. Redis being down is not an error: the
-    /// proxy serves from the origin until it is back.
+    /// Binds both listeners and starts serving, with the purge API's token from the
+    /// environment (`CACHALOT_ADMIN_TOKEN`). Redis being down is not an error: the proxy
+    /// serves from the origin until it is back.
     pub async fn start(policy: Policy) -> Result<Self, StartError> {
+        Self::start_with(policy, AdminConfig::from_env()).await
+    }
+
+    /// As [`Server::start`], with the admin listener's settings given: tests run several
+    /// instances in one process, each with its own token.
+    pub async fn start_with(policy: Policy, admin_config: AdminConfig) -> Result<Self, StartError> {
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
                 .await
@@ -103,7 +111,9 @@ impl Server {
         let admin_proxy = Arc::clone(&proxy);
         let admin_task = tokio::spawn(listener::serve(
             admin_listener,
-            move |request, _peer| admin::handle(Arc::clone(&admin_proxy), request),
+            move |request, _peer| {
+                admin::handle(Arc::clone(&admin_proxy), admin_config.clone(), request)
+            },
             stop,
         ));
         tracing::info!(%addr, admin = %admin_addr, origin = %proxy.policy().origin.url, "cachalot is serving");

@@ -230,14 +230,20 @@ impl Store {
     async fn exec<T>(&self, command: impl Future<Output = Result<T, Error>>) -> Result<T, Failure> {
         // The client's own timeout does not cover every command (EVALSHA), so bound it here too.
         let result = tokio::time::timeout(self.settings.timeout, command).await;
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if is_reply_error(&e) => Err(Failure::Reply(e.to_string())),
-            Ok(Err(e)) => Err(Failure::Outage(self.mark_down(e.to_string()))),
-            Err(_) => Err(Failure::Outage(
+        let failure = match result {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if is_reply_error(&e) => Failure::Reply(e.to_string()),
+            Ok(Err(e)) => Failure::Outage(self.mark_down(e.to_string())),
+            Err(_) => Failure::Outage(
                 self.mark_down(format!("no answer within {:?}", self.settings.timeout)),
-            )),
-        }
+            ),
+        };
+        let kind = match failure {
+            Failure::Reply(_) => "reply",
+            Failure::Outage(_) => "outage",
+        };
+        metrics::counter!("cachalot_redis_errors_total", "kind" => kind).increment(1);
+        Err(failure)
     }
 
     fn mark_down(&self, reason: String) -> Unavailable {
@@ -332,7 +338,7 @@ impl Store {
                     .await?;
                 // Entries that expired drop out of their tag sets here, so the sets stay small.
                 pipeline
-                    .zremrangebyscore::<(), _, _, _>(&tag_key, "-inf", now)
+                    .zremrangebyscore::<(), _, _, _>(&tag_key, "-inf", now as f64)
                     .await?;
                 pipeline
                     .pexpire::<(), _>(&tag_key, keep_ms, Some(ExpireOptions::NX))

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
 
@@ -443,7 +444,8 @@ fn compile_route(
             }
         }
         return Ok(Route {
-            name,
+            label: route_label(name.as_deref(), section.pattern.get_ref()),
+            name: name.map(Arc::from),
             methods,
             pattern,
             action: Action::Pass,
@@ -539,7 +541,8 @@ fn compile_route(
 
     let tags = templates(section.tags.as_ref(), &params, &field("tags"), locate)?;
     Ok(Route {
-        name,
+        label: route_label(name.as_deref(), section.pattern.get_ref()),
+        name: name.map(Arc::from),
         methods,
         pattern,
         line,
@@ -554,6 +557,11 @@ fn compile_route(
         }),
         invalidate,
     })
+}
+
+/// The route's label in logs and metrics: its name, else its `match` text.
+fn route_label(name: Option<&str>, pattern: &str) -> Arc<str> {
+    Arc::from(name.unwrap_or(pattern))
 }
 
 /// A list of key or tag templates over the route's path parameters.

@@ -119,8 +119,11 @@ pub enum Action {
 /// One `[[route]]` from the policy.
 #[derive(Debug)]
 pub struct Route {
-    /// The route's `name`, if it has one: used in logs, metrics and `Cache-Status`.
-    pub name: Option<String>,
+    /// The route's `name`, if it has one: shown in `Cache-Status`.
+    pub name: Option<Arc<str>>,
+    /// The name, else the `match` text: the route's label in logs and metrics (bounded by
+    /// the policy, never a request's path).
+    pub label: Arc<str>,
     pub methods: MethodSet,
     pub pattern: PathPattern,
     pub action: Action,
@@ -128,13 +131,6 @@ pub struct Route {
     pub invalidate: InvalidateRule,
     /// The line of the policy file the route starts on, for messages about it.
     pub line: usize,
-}
-
-impl Route {
-    /// A short label for tables and logs: the name, else the pattern.
-    pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or(self.pattern.as_str())
-    }
 }
 
 /// A route a request matched, with its parameters.

@@ -1,0 +1,299 @@
+//! `cachalot explain`: what the proxy would do with one request, without sending it.
+//!
+//! A policy author asks "which route takes `GET /api/credentials/abc?x=1`, under which Redis
+//! key, for how long, and what does a revoke there drop?". The answer is computed with the
+//! functions the proxy itself routes and keys with (`path::normalize`, `RouteTable::find`,
+//! `KeyTemplate::build`, `QueryRule::forwarded`), in the order its decision takes them, so
+//! what `explain` prints is what the proxy does.
+
+use crate::cache_status::Reason;
+use crate::invalidate::base_key;
+use crate::key::{KeyTemplate, QueryRule};
+use crate::path;
+use crate::policy::Policy;
+use crate::route::{Action, CacheRule, Matched, Route};
+use http::{Method, Uri};
+use std::fmt::Write;
+
+/// A request as `explain` takes it: `"GET /path?query"`, or `"/path"` for a GET. A request
+/// line copied from a log (`GET /path HTTP/1.1`) works too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub method: Method,
+    pub uri: Uri,
+}
+
+impl Probe {
+    /// Parses the request; the error says what would be valid.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let usage =
+            "expected \"METHOD /path?query\" or \"/path\", e.g. \"GET /api/credentials/abc?x=1\"";
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let (method, target) = match words.as_slice() {
+            [target] => (Method::GET, *target),
+            [method, target] => (parse_method(method)?, *target),
+            [method, target, version] if version.starts_with("HTTP/") => {
+                (parse_method(method)?, *target)
+            }
+            [] => return Err(format!("no request given; {usage}")),
+            _ => return Err(format!("{text:?} is not one request; {usage}")),
+        };
+        if !target.starts_with('/') && !target.contains("://") {
+            return Err(format!("{target:?}: the path must start with '/'; {usage}"));
+        }
+        let uri: Uri = target
+            .parse()
+            .map_err(|e| format!("{target:?} is not a request target ({e}); {usage}"))?;
+        Ok(Self { method, uri })
+    }
+
+    /// Path and query, as a client sends them to the proxy.
+    fn target(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+}
+
+fn parse_method(text: &str) -> Result<Method, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "method {text:?}: HTTP methods are upper case, e.g. GET, POST, DELETE"
+        ));
+    }
+    Method::from_bytes(text.as_bytes()).map_err(|e| format!("method {text:?}: {e}"))
+}
+
+/// What the proxy does with `probe` under `policy`, as lines of `label  value`.
+pub fn explain(policy: &Policy, probe: &Probe) -> String {
+    let mut out = Lines::default();
+    let method = &probe.method;
+    let query = probe.uri.query();
+    let path = path::normalize(probe.uri.path());
+    let segments = path::segments(&path);
+    out.line("request", format!("{method} {}", probe.target()));
+
+    let matched = policy.routes.find(method, &path, &segments);
+    let route = matched.as_ref().map(|m| m.route.as_ref());
+    match &matched {
+        None => out.line("route", format!("none: no route takes {method} {path}")),
+        Some(m) => {
+            out.line("route", describe_route(m.route, &policy.file));
+            if !m.params.is_empty() {
+                let params: Vec<String> =
+                    m.params.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                out.line("params", params.join(" "));
+            }
+        }
+    }
+
+    let untouched = format!("{method} {} (untouched)", probe.target());
+    match (&matched, route.map(|r| &r.action)) {
+        (Some(m), Some(Action::Cache(rule))) if matches!(*method, Method::GET | Method::HEAD) => {
+            let head = if *method == Method::HEAD {
+                " (HEAD is answered from the GET entry)"
+            } else {
+                ""
+            };
+            out.line("action", format!("cached: a hit is served from Redis, a miss is fetched from the origin once and stored{head}"));
+            let key = rule.key.build(&m.params, &path, query, &rule.query);
+            out.line("key", format!("{}:{key}", policy.redis.prefix));
+            out.line("ttl", ttl_line(rule));
+            out.line("tags", tags_line(rule, m, &path));
+            let origin_target = match rule.query.forwarded(query) {
+                Some(q) => format!("{}?{q}", probe.uri.path()),
+                None => probe.uri.path().to_string(),
+            };
+            out.line(
+                "origin",
+                format!("GET {origin_target}{}", query_note(&rule.query, query)),
+            );
+            out.line("bypass", bypass_line(rule));
+        }
+        (None, _) => out.pass(Reason::NoRoute, "no route matches", &untouched),
+        (Some(_), Some(Action::Cache(_))) => out.pass(
+            Reason::Method,
+            &format!("only GET and HEAD are cached, this is {method}"),
+            &untouched,
+        ),
+        (Some(m), _) => {
+            let why = if m.route.methods.allows_reads() {
+                "the route says cache = false"
+            } else {
+                "the route takes only writes"
+            };
+            out.pass(Reason::RoutePass, why, &untouched);
+        }
+    }
+
+    if !method.is_safe() {
+        out.line(
+            "on 2xx/3xx",
+            "before the response reaches the client, drops:".into(),
+        );
+        let mut named = false;
+        if let Some(m) = &matched {
+            let build = |t: &KeyTemplate| t.build(&m.params, &path, None, &QueryRule::Ignore);
+            for key in m.route.invalidate.keys.iter().map(build) {
+                out.line(
+                    "  key",
+                    format!(
+                        "{}:{} and its variants (invalidate)",
+                        policy.redis.prefix,
+                        base_key(&key)
+                    ),
+                );
+                named = true;
+            }
+            for tag in m.route.invalidate.tags.iter().map(build) {
+                out.line(
+                    "  tag",
+                    format!("{tag}: every entry carrying it (invalidate_tags)"),
+                );
+                named = true;
+            }
+        }
+        match own_uri_key(policy, &path, &segments, query) {
+            Some(key) => {
+                out.line(
+                    "  key",
+                    format!(
+                        "{}:{} and its variants (RFC 9111 §4.4: a GET of the same URI)",
+                        policy.redis.prefix,
+                        base_key(&key)
+                    ),
+                );
+            }
+            None if !named => out.line(
+                "  nothing",
+                format!("no invalidate rule, and no cached route takes GET {path}"),
+            ),
+            None => {}
+        }
+        out.line("  also", "the entry for the response's Location or Content-Location, if on the same host and cached".into());
+    }
+    out.text
+}
+
+/// The key a GET of the same path and query is cached under (what a successful write
+/// there invalidates, RFC 9111 §4.4).
+fn own_uri_key(
+    policy: &Policy,
+    path: &str,
+    segments: &[&str],
+    query: Option<&str>,
+) -> Option<String> {
+    let matched = policy.routes.find(&Method::GET, path, segments)?;
+    match &matched.route.action {
+        Action::Cache(rule) => Some(rule.key.build(&matched.params, path, query, &rule.query)),
+        Action::Pass => None,
+    }
+}
+
+fn describe_route(route: &Route, file: &str) -> String {
+    let name = route
+        .name
+        .as_deref()
+        .map_or(String::new(), |n| format!("{n}: "));
+    format!(
+        "{name}\"{} {}\" ({file}:{})",
+        route.methods, route.pattern, route.line
+    )
+}
+
+fn ttl_line(rule: &CacheRule) -> String {
+    let statuses: Vec<String> = rule.statuses.iter().map(u16::to_string).collect();
+    format!(
+        "{} (stores statuses {}; bodies up to {})",
+        humantime::format_duration(rule.ttl),
+        statuses.join(", "),
+        bytesize::ByteSize::b(rule.max_object_size)
+    )
+}
+
+fn tags_line(rule: &CacheRule, matched: &Matched<'_, '_>, path: &str) -> String {
+    let tags: Vec<String> = rule
+        .tags
+        .iter()
+        .map(|t| t.build(&matched.params, path, None, &QueryRule::Ignore))
+        .collect();
+    let extra = "the origin may add more with Surrogate-Key or Cache-Tag";
+    if tags.is_empty() {
+        format!("none from the route; {extra}")
+    } else {
+        format!("{}; {extra}", tags.join(", "))
+    }
+}
+
+fn query_note(rule: &QueryRule, query: Option<&str>) -> &'static str {
+    match (rule, query) {
+        (_, None) | (QueryRule::Sorted, _) => "",
+        (QueryRule::Ignore, Some(_)) => {
+            "  (query = \"ignore\": the query is neither sent nor part of the key)"
+        }
+        (QueryRule::Allow(_), Some(_)) => {
+            "  (query lists parameters: only those are sent and keyed)"
+        }
+    }
+}
+
+fn bypass_line(rule: &CacheRule) -> String {
+    if rule.ignore_cookies {
+        "a request with Authorization or Upgrade goes to the origin uncached; Cookie is stripped (ignore_cookies)".into()
+    } else {
+        "a request with Authorization, Cookie or Upgrade goes to the origin uncached".into()
+    }
+}
+
+/// Aligned `label  value` lines.
+#[derive(Default)]
+struct Lines {
+    text: String,
+}
+
+impl Lines {
+    fn line(&mut self, label: &str, value: String) {
+        let _ = writeln!(self.text, "{label:<11} {value}");
+    }
+
+    /// A request the cache does not handle; `reason` is the word `Cache-Status` shows.
+    fn pass(&mut self, reason: Reason, why: &str, untouched: &str) {
+        self.line(
+            "action",
+            format!(
+                "forwarded, not cached: {why} (Cache-Status detail {})",
+                reason.as_str()
+            ),
+        );
+        self.line("origin", untouched.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_forms_people_type() {
+        let probe = Probe::parse("GET /api/x?y=1").unwrap();
+        assert_eq!(
+            (&probe.method, probe.target()),
+            (&Method::GET, "/api/x?y=1")
+        );
+        assert_eq!(Probe::parse("/a").unwrap().method, Method::GET);
+        assert_eq!(
+            Probe::parse("DELETE /a HTTP/1.1").unwrap().method,
+            Method::DELETE
+        );
+        assert_eq!(Probe::parse("http://host/a?b").unwrap().target(), "/a?b");
+        for bad in [
+            "",
+            "get /a",
+            "GET",
+            "GET a",
+            "GET /a b c",
+            "GET /a\u{7f}",
+            "GET /a HTTP/1.1 x",
+        ] {
+            assert!(Probe::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,18 +1,17 @@
 //! `cachalot explain`: what the proxy would do with one request, without sending it.
 //!
 //! A policy author asks "which route takes `GET /api/credentials/abc?x=1`, under which Redis
-//! key, for how long, and what does a revoke there drop?". The answer is computed with the
-//! functions the proxy itself routes and keys with (`path::normalize`, `RouteTable::find`,
-//! `KeyTemplate::build`, `QueryRule::forwarded`), in the order its decision takes them, so
-//! what `explain` prints is what the proxy does.
+//! key, for how long, and what does a revoke there drop?". The answer is the proxy's own
+//! decision (`decision::decide`), so what `explain` prints is what the proxy does.
 
 use crate::cache_status::Reason;
+use crate::decision::{self, Decision};
 use crate::invalidate::base_key;
-use crate::key::{KeyTemplate, QueryRule};
+use crate::key::QueryRule;
 use crate::path;
 use crate::policy::Policy;
-use crate::route::{Action, CacheRule, Matched, Route};
-use http::{Method, Uri};
+use crate::route::{Action, CacheRule, Route};
+use http::{HeaderMap, Method, Uri};
 use std::fmt::Write;
 
 /// A request as `explain` takes it: `"GET /path?query"`, or `"/path"` for a GET. A request
@@ -62,17 +61,16 @@ fn parse_method(text: &str) -> Result<Method, String> {
     Method::from_bytes(text.as_bytes()).map_err(|e| format!("method {text:?}: {e}"))
 }
 
-/// What the proxy does with `probe` under `policy`, as lines of `label  value`.
+/// What the proxy does with `probe` under `policy`, as lines of `label  value`. The answer
+/// is the proxy's own [`decision::decide`], so it cannot disagree with what it does.
 pub fn explain(policy: &Policy, probe: &Probe) -> String {
     let mut out = Lines::default();
     let method = &probe.method;
-    let query = probe.uri.query();
-    let path = path::normalize(probe.uri.path());
-    let segments = path::segments(&path);
     out.line("request", format!("{method} {}", probe.target()));
 
+    let path = path::normalize(probe.uri.path());
+    let segments = path::segments(&path);
     let matched = policy.routes.find(method, &path, &segments);
-    let route = matched.as_ref().map(|m| m.route.as_ref());
     match &matched {
         None => out.line("route", format!("none: no route takes {method} {path}")),
         Some(m) => {
@@ -85,107 +83,95 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
         }
     }
 
-    let untouched = format!("{method} {} (untouched)", probe.target());
-    match (&matched, route.map(|r| &r.action)) {
-        (Some(m), Some(Action::Cache(rule))) if matches!(*method, Method::GET | Method::HEAD) => {
+    match decision::decide(policy, method, &probe.uri, &HeaderMap::new()) {
+        Decision::Cache(plan) => {
+            let Action::Cache(rule) = &plan.route.action else {
+                unreachable!("a cache plan comes from a cached route")
+            };
             let head = if *method == Method::HEAD {
                 " (HEAD is answered from the GET entry)"
             } else {
                 ""
             };
-            out.line("action", format!("cached: a hit is served from Redis, a miss is fetched from the origin once and stored{head}"));
-            let key = rule.key.build(&m.params, &path, query, &rule.query);
-            out.line("key", format!("{}:{key}", policy.redis.prefix));
+            out.line(
+                "action",
+                format!("cached: a hit is served from Redis, a miss is fetched from the origin once and stored{head}"),
+            );
+            out.line("key", format!("{}:{}", policy.redis.prefix, plan.key));
             out.line("ttl", ttl_line(rule));
-            out.line("tags", tags_line(rule, m, &path));
-            let origin_target = match rule.query.forwarded(query) {
-                Some(q) => format!("{}?{q}", probe.uri.path()),
-                None => probe.uri.path().to_string(),
-            };
+            out.line("tags", tags_line(&plan.tags));
             out.line(
                 "origin",
-                format!("GET {origin_target}{}", query_note(&rule.query, query)),
+                format!(
+                    "GET {}{}",
+                    plan.origin_target,
+                    query_note(&rule.query, probe.uri.query())
+                ),
             );
             out.line("bypass", bypass_line(rule));
         }
-        (None, _) => out.pass(Reason::NoRoute, "no route matches", &untouched),
-        (Some(_), Some(Action::Cache(_))) => out.pass(
-            Reason::Method,
-            &format!("only GET and HEAD are cached, this is {method}"),
-            &untouched,
-        ),
-        (Some(m), _) => {
-            let why = if m.route.methods.allows_reads() {
-                "the route says cache = false"
-            } else {
-                "the route takes only writes"
+        Decision::Forward { status, invalidate } => {
+            let why = match status.reason {
+                Some(Reason::NoRoute) => "no route matches".to_string(),
+                Some(Reason::Method) => format!("only GET and HEAD are cached, this is {method}"),
+                Some(Reason::RoutePass)
+                    if matched
+                        .as_ref()
+                        .is_some_and(|m| !m.route.methods.allows_reads()) =>
+                {
+                    "the route takes only writes".to_string()
+                }
+                Some(Reason::RoutePass) => "the route says cache = false".to_string(),
+                Some(other) => format!("this request may not use the cache ({})", other.as_str()),
+                None => "forwarded".to_string(),
             };
-            out.pass(Reason::RoutePass, why, &untouched);
-        }
-    }
-
-    if !method.is_safe() {
-        out.line(
-            "on 2xx/3xx",
-            "before the response reaches the client, drops:".into(),
-        );
-        let mut named = false;
-        if let Some(m) = &matched {
-            let build = |t: &KeyTemplate| t.build(&m.params, &path, None, &QueryRule::Ignore);
-            for key in m.route.invalidate.keys.iter().map(build) {
+            out.line(
+                "action",
+                format!(
+                    "forwarded, not cached: {why} (Cache-Status detail {})",
+                    status.reason.map_or("-", Reason::as_str)
+                ),
+            );
+            out.line("origin", format!("{method} {} (untouched)", probe.target()));
+            if let Some(invalidation) = invalidate {
                 out.line(
-                    "  key",
-                    format!(
-                        "{}:{} and its variants (invalidate)",
-                        policy.redis.prefix,
-                        base_key(&key)
-                    ),
+                    "on 2xx/3xx",
+                    "before the response reaches the client, drops:".into(),
                 );
-                named = true;
-            }
-            for tag in m.route.invalidate.tags.iter().map(build) {
+                let own = decision::key_for_get(policy, &path, &segments, probe.uri.query());
+                for key in &invalidation.keys {
+                    let source = if own.as_ref() == Some(key) {
+                        "RFC 9111 §4.4: a GET of the same URI"
+                    } else {
+                        "invalidate"
+                    };
+                    let key = base_key(key);
+                    let prefix = &policy.redis.prefix;
+                    out.line(
+                        "  key",
+                        format!("{prefix}:{key} and its variants ({source})"),
+                    );
+                }
+                for tag in &invalidation.tags {
+                    out.line(
+                        "  tag",
+                        format!("{tag}: every entry carrying it (invalidate_tags)"),
+                    );
+                }
+                if invalidation.is_empty() {
+                    out.line(
+                        "  nothing",
+                        format!("no invalidate rule, and no cached route takes GET {path}"),
+                    );
+                }
                 out.line(
-                    "  tag",
-                    format!("{tag}: every entry carrying it (invalidate_tags)"),
+                    "  also",
+                    "the entry for the response's Location or Content-Location, if on the same host and cached".into(),
                 );
-                named = true;
             }
         }
-        match own_uri_key(policy, &path, &segments, query) {
-            Some(key) => {
-                out.line(
-                    "  key",
-                    format!(
-                        "{}:{} and its variants (RFC 9111 §4.4: a GET of the same URI)",
-                        policy.redis.prefix,
-                        base_key(&key)
-                    ),
-                );
-            }
-            None if !named => out.line(
-                "  nothing",
-                format!("no invalidate rule, and no cached route takes GET {path}"),
-            ),
-            None => {}
-        }
-        out.line("  also", "the entry for the response's Location or Content-Location, if on the same host and cached".into());
     }
     out.text
-}
-
-/// The key a GET of the same path and query is cached under (what a successful write
-/// there invalidates, RFC 9111 §4.4).
-fn own_uri_key(
-    policy: &Policy,
-    path: &str,
-    segments: &[&str],
-    query: Option<&str>,
-) -> Option<String> {
-    let matched = policy.routes.find(&Method::GET, path, segments)?;
-    match &matched.route.action {
-        Action::Cache(rule) => Some(rule.key.build(&matched.params, path, query, &rule.query)),
-        Action::Pass => None,
-    }
 }
 
 fn describe_route(route: &Route, file: &str) -> String {
@@ -209,12 +195,7 @@ fn ttl_line(rule: &CacheRule) -> String {
     )
 }
 
-fn tags_line(rule: &CacheRule, matched: &Matched<'_, '_>, path: &str) -> String {
-    let tags: Vec<String> = rule
-        .tags
-        .iter()
-        .map(|t| t.build(&matched.params, path, None, &QueryRule::Ignore))
-        .collect();
+fn tags_line(tags: &[String]) -> String {
     let extra = "the origin may add more with Surrogate-Key or Cache-Tag";
     if tags.is_empty() {
         format!("none from the route; {extra}")
@@ -252,18 +233,6 @@ struct Lines {
 impl Lines {
     fn line(&mut self, label: &str, value: String) {
         let _ = writeln!(self.text, "{label:<11} {value}");
-    }
-
-    /// A request the cache does not handle; `reason` is the word `Cache-Status` shows.
-    fn pass(&mut self, reason: Reason, why: &str, untouched: &str) {
-        self.line(
-            "action",
-            format!(
-                "forwarded, not cached: {why} (Cache-Status detail {})",
-                reason.as_str()
-            ),
-        );
-        self.line("origin", untouched.to_string());
     }
 }
 

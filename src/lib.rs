@@ -10,6 +10,7 @@ pub mod body;
 pub mod cache_status;
 pub mod cli;
 pub mod collapse;
+pub mod decision;
 pub mod entry;
 pub mod explain;
 mod fill;

@@ -12,15 +12,13 @@
 use crate::body::ProxyBody;
 use crate::cache_status::{CacheStatus, Phase, Reason};
 use crate::collapse::{self, Flights, Join, Landing};
+use crate::decision::{self, Decision, Plan};
 use crate::entry::{Entry, now_ms};
 use crate::fill;
 use crate::invalidate::{Invalidation, Source};
-use crate::key::QueryRule;
 use crate::origin::{self, Origin, OriginError};
-use crate::path;
 use crate::policy::Policy;
 use crate::route::{Action, CacheRule, Route};
-use crate::semantics;
 use crate::store::{Applied, Lookup, Store};
 use crate::tags;
 use crate::upgrade;
@@ -57,22 +55,6 @@ pub(crate) struct Cacheable {
     pub client: SocketAddr,
     /// The route's tags for this request (the origin may add more).
     pub tags: Vec<String>,
-}
-
-/// What the route says to do with a request.
-enum Decision {
-    /// Forward untouched; if the request is a write, what its success invalidates.
-    Forward {
-        status: CacheStatus,
-        invalidate: Option<Invalidation>,
-    },
-    /// A GET or HEAD the cache answers.
-    Cache {
-        route: Arc<Route>,
-        key: String,
-        origin_target: String,
-        tags: Vec<String>,
-    },
 }
 
 impl Cacheable {
@@ -140,16 +122,22 @@ impl Proxy {
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> (Response<ProxyBody>, CacheStatus) {
-        match self.decide(&request) {
+        let decided = decision::decide(
+            &self.policy(),
+            request.method(),
+            request.uri(),
+            request.headers(),
+        );
+        match decided {
             Decision::Forward { status, invalidate } => {
                 self.pass(request, client, status, invalidate).await
             }
-            Decision::Cache {
+            Decision::Cache(Plan {
                 route,
                 key,
                 origin_target,
                 tags,
-            } => {
+            }) => {
                 let (head, _body) = request.into_parts();
                 let cacheable = Cacheable {
                     route,
@@ -164,116 +152,10 @@ impl Proxy {
         }
     }
 
-    /// The route decides: forward (noting what a successful write invalidates) or use the
-    /// cache. Nothing has been sent anywhere yet.
-    fn decide(&self, request: &Request<Incoming>) -> Decision {
-        let method = request.method();
-        let query = request.uri().query();
-        let path = path::normalize(request.uri().path());
-        let segments = path::segments(&path);
-        let writes = !method.is_safe();
-        let policy = self.policy();
-        let Some(matched) = policy.routes.find(method, &path, &segments) else {
-            return Decision::Forward {
-                status: CacheStatus::new(Phase::Pass).because(Reason::NoRoute),
-                invalidate: writes.then(|| self.own_uri_invalidation(&path, &segments, query)),
-            };
-        };
-        let route = Arc::clone(matched.route);
-        let status = |phase| CacheStatus::new(phase).on_route(&route);
-        let forward = |status: CacheStatus| Decision::Forward {
-            status,
-            invalidate: writes.then(|| {
-                let mut planned = self.own_uri_invalidation(&path, &segments, query);
-                let build = |t: &crate::key::KeyTemplate| {
-                    t.build(&matched.params, &path, None, &QueryRule::Ignore)
-                };
-                planned.keys.extend(route.invalidate.keys.iter().map(build));
-                planned.tags.extend(route.invalidate.tags.iter().map(build));
-                planned
-            }),
-        };
-        match &route.action {
-            Action::Pass => forward(status(Phase::Pass).because(Reason::RoutePass)),
-            Action::Cache(_) if !matches!(*method, Method::GET | Method::HEAD) => {
-                forward(status(Phase::Pass).because(Reason::Method))
-            }
-            Action::Cache(rule) => match semantics::request_bypass(request.headers(), rule) {
-                Some(reason) => forward(status(Phase::Bypass).because(reason)),
-                None => Decision::Cache {
-                    key: rule.key.build(&matched.params, &path, query, &rule.query),
-                    origin_target: match rule.query.forwarded(query) {
-                        Some(q) => format!("{}?{q}", request.uri().path()),
-                        None => request.uri().path().to_string(),
-                    },
-                    tags: rule
-                        .tags
-                        .iter()
-                        .map(|t| t.build(&matched.params, &path, None, &QueryRule::Ignore))
-                        .collect(),
-                    route: Arc::clone(&route),
-                },
-            },
-        }
-    }
-
-    /// RFC 9111 §4.4: a successful unsafe request invalidates what a GET of the same URI
-    /// would have been served from.
-    fn own_uri_invalidation(
-        &self,
-        path: &str,
-        segments: &[&str],
-        query: Option<&str>,
-    ) -> Invalidation {
-        Invalidation {
-            keys: self
-                .key_for_get(path, segments, query)
-                .into_iter()
-                .collect(),
-            ..Invalidation::default()
-        }
-    }
-
-    /// The key a GET of this path and query is cached under, if a cached route takes it.
-    fn key_for_get(&self, path: &str, segments: &[&str], query: Option<&str>) -> Option<String> {
-        let policy = self.policy();
-        let matched = policy.routes.find(&Method::GET, path, segments)?;
-        match &matched.route.action {
-            Action::Cache(rule) => Some(rule.key.build(&matched.params, path, query, &rule.query)),
-            Action::Pass => None,
-        }
-    }
-
     /// The key a GET of `target` (path and query, e.g. `/api/credentials/abc?x=1`) is
     /// cached under, if a cached route takes it: what `PURGE <target>` drops.
     pub fn key_for_target(&self, target: &str) -> Option<String> {
-        let (raw_path, query) = match target.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (target, None),
-        };
-        let path = path::normalize(raw_path);
-        self.key_for_get(&path, &path::segments(&path), query)
-    }
-
-    /// The key for a `Location` or `Content-Location` value, when it names a resource on
-    /// the same host (RFC 9111 §4.4 invalidates those too).
-    fn key_for_location(
-        &self,
-        location: &HeaderValue,
-        host: Option<&HeaderValue>,
-    ) -> Option<String> {
-        let uri: http::Uri = location.to_str().ok()?.parse().ok()?;
-        if let Some(authority) = uri.authority() {
-            let host = host?.to_str().ok()?;
-            if !authority.as_str().eq_ignore_ascii_case(host) {
-                return None;
-            }
-        }
-        if !uri.path().starts_with('/') {
-            return None;
-        }
-        let path = path::normalize(uri.path());
-        self.key_for_get(&path, &path::segments(&path), uri.query())
+        decision::key_for_target(&self.policy(), target)
     }
 
     /// Drops what an invalidation names, in Redis for every instance; queued if Redis is
@@ -351,7 +233,7 @@ impl Proxy {
                 if let Some(key) = response
                     .headers()
                     .get(name)
-                    .and_then(|v| self.key_for_location(v, host))
+                    .and_then(|v| decision::key_for_location(&self.policy(), v, host))
                 {
                     planned.keys.push(key);
                 }

@@ -1,0 +1,142 @@
+//! The decision: what the proxy does with a request, from the policy and the request head
+//! alone, before anything is sent anywhere. The proxy acts on it and `cachalot explain`
+//! prints it, so the two cannot disagree.
+
+use crate::cache_status::{CacheStatus, Phase, Reason};
+use crate::invalidate::Invalidation;
+use crate::key::{KeyTemplate, QueryRule};
+use crate::path;
+use crate::policy::Policy;
+use crate::route::{Action, Route};
+use crate::semantics;
+use http::{HeaderMap, HeaderValue, Method, Uri};
+use std::sync::Arc;
+
+/// What the route says to do with a request.
+pub enum Decision {
+    /// Forward untouched; if the request is a write, what its success invalidates.
+    Forward {
+        status: CacheStatus,
+        invalidate: Option<Invalidation>,
+    },
+    /// A GET or HEAD the cache answers.
+    Cache(Plan),
+}
+
+/// How the cache answers a GET or HEAD.
+pub struct Plan {
+    pub route: Arc<Route>,
+    /// The Redis key, without the prefix.
+    pub key: String,
+    /// Path and query as the origin sees them (the route's query rule applied).
+    pub origin_target: String,
+    /// The route's tags for this request (the origin may add more).
+    pub tags: Vec<String>,
+}
+
+/// Decides for one request.
+pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) -> Decision {
+    let query = uri.query();
+    let path = path::normalize(uri.path());
+    let segments = path::segments(&path);
+    let writes = !method.is_safe();
+    let Some(matched) = policy.routes.find(method, &path, &segments) else {
+        return Decision::Forward {
+            status: CacheStatus::new(Phase::Pass).because(Reason::NoRoute),
+            invalidate: writes.then(|| own_uri_invalidation(policy, &path, &segments, query)),
+        };
+    };
+    let route = Arc::clone(matched.route);
+    let build = |t: &KeyTemplate| t.build(&matched.params, &path, None, &QueryRule::Ignore);
+    let status = |phase| CacheStatus::new(phase).on_route(&route);
+    let forward = |status: CacheStatus| Decision::Forward {
+        status,
+        invalidate: writes.then(|| {
+            let mut planned = own_uri_invalidation(policy, &path, &segments, query);
+            planned.keys.extend(route.invalidate.keys.iter().map(build));
+            planned.tags.extend(route.invalidate.tags.iter().map(build));
+            planned
+        }),
+    };
+    match &route.action {
+        Action::Pass => forward(status(Phase::Pass).because(Reason::RoutePass)),
+        Action::Cache(_) if !matches!(*method, Method::GET | Method::HEAD) => {
+            forward(status(Phase::Pass).because(Reason::Method))
+        }
+        Action::Cache(rule) => match semantics::request_bypass(headers, rule) {
+            Some(reason) => forward(status(Phase::Bypass).because(reason)),
+            None => Decision::Cache(Plan {
+                key: rule.key.build(&matched.params, &path, query, &rule.query),
+                origin_target: match rule.query.forwarded(query) {
+                    Some(q) => format!("{}?{q}", uri.path()),
+                    None => uri.path().to_string(),
+                },
+                tags: rule.tags.iter().map(build).collect(),
+                route: Arc::clone(&route),
+            }),
+        },
+    }
+}
+
+/// RFC 9111 §4.4: a successful unsafe request invalidates what a GET of the same URI
+/// would have been served from.
+fn own_uri_invalidation(
+    policy: &Policy,
+    path: &str,
+    segments: &[&str],
+    query: Option<&str>,
+) -> Invalidation {
+    Invalidation {
+        keys: key_for_get(policy, path, segments, query)
+            .into_iter()
+            .collect(),
+        ..Invalidation::default()
+    }
+}
+
+/// The key a GET of this normalised path and query is cached under, if a cached route
+/// takes it.
+pub fn key_for_get(
+    policy: &Policy,
+    path: &str,
+    segments: &[&str],
+    query: Option<&str>,
+) -> Option<String> {
+    let matched = policy.routes.find(&Method::GET, path, segments)?;
+    match &matched.route.action {
+        Action::Cache(rule) => Some(rule.key.build(&matched.params, path, query, &rule.query)),
+        Action::Pass => None,
+    }
+}
+
+/// The key a GET of `target` (path and query, e.g. `/api/credentials/abc?x=1`) is cached
+/// under, if a cached route takes it: what `PURGE <target>` drops.
+pub fn key_for_target(policy: &Policy, target: &str) -> Option<String> {
+    let (raw_path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let path = path::normalize(raw_path);
+    key_for_get(policy, &path, &path::segments(&path), query)
+}
+
+/// The key for a `Location` or `Content-Location` value, when it names a resource on the
+/// same host (RFC 9111 §4.4 invalidates those too).
+pub fn key_for_location(
+    policy: &Policy,
+    location: &HeaderValue,
+    host: Option<&HeaderValue>,
+) -> Option<String> {
+    let uri: Uri = location.to_str().ok()?.parse().ok()?;
+    if let Some(authority) = uri.authority() {
+        let host = host?.to_str().ok()?;
+        if !authority.as_str().eq_ignore_ascii_case(host) {
+            return None;
+        }
+    }
+    if !uri.path().starts_with('/') {
+        return None;
+    }
+    let path = path::normalize(uri.path());
+    key_for_get(policy, &path, &path::segments(&path), uri.query())
+}

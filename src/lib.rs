@@ -26,6 +26,7 @@ pub mod reload;
 pub mod route;
 pub mod semantics;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod tags;
 pub mod upgrade;

@@ -19,6 +19,7 @@ use crate::invalidate::{Invalidation, Source};
 use crate::origin::{self, Origin, OriginError};
 use crate::policy::Policy;
 use crate::route::{Action, CacheRule, Route};
+use crate::stats::Stats;
 use crate::store::{Applied, Lookup, Store};
 use crate::tags;
 use crate::upgrade;
@@ -42,6 +43,8 @@ pub struct Proxy {
     pub(crate) store: Arc<Store>,
     pub(crate) origin: Origin,
     pub(crate) flights: Arc<Flights>,
+    /// Per-route summary for the status page.
+    pub(crate) stats: Stats,
 }
 
 /// A GET or HEAD on a cached route, with everything the cache needs to answer it.
@@ -80,6 +83,11 @@ impl Proxy {
         self.policy.load()
     }
 
+    /// Per-route statistics since start (the status page's numbers).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// Swaps in a validated policy; requests in flight keep the one they started with.
     pub fn replace_policy(&self, policy: Policy) {
         self.store
@@ -101,7 +109,9 @@ impl Proxy {
         response
             .headers_mut()
             .insert(CACHE_STATUS.clone(), status.header_value());
-        record(&status, started.elapsed());
+        let elapsed = started.elapsed();
+        record(&status, elapsed);
+        self.stats.record(&status, elapsed);
         if let Some((method, uri)) = logged {
             tracing::debug!(
                 %method,

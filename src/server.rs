@@ -8,6 +8,7 @@ use crate::origin::Origin;
 use crate::policy::Policy;
 use crate::proxy::Proxy;
 use crate::route::Action;
+use crate::stats::Stats;
 use crate::store::Store;
 use crate::{admin, listener, reload};
 use arc_swap::ArcSwap;
@@ -98,6 +99,7 @@ impl Server {
             policy: ArcSwap::from_pointee(policy),
             store,
             flights,
+            stats: Stats::default(),
         });
         tokio::spawn(apply_messages(Arc::clone(&proxy), inbox));
 

@@ -53,6 +53,7 @@ pub enum Reason {
     TooLarge,
     CollapseTimeout,
     NotShared,
+    Invalidated,
     OriginError,
 }
 
@@ -75,6 +76,7 @@ impl Reason {
             Reason::TooLarge => "too-large",
             Reason::CollapseTimeout => "collapse-timeout",
             Reason::NotShared => "not-shared",
+            Reason::Invalidated => "invalidated-during-fill",
             Reason::OriginError => "origin-error",
         }
     }

@@ -43,6 +43,8 @@ pub struct Flight {
     flights: Arc<Flights>,
     key: String,
     sender: watch::Sender<Landing>,
+    /// Whether the flight has left the map already.
+    left: bool,
 }
 
 impl Flights {
@@ -62,6 +64,7 @@ impl Flights {
             flights: Arc::clone(self),
             key: key.to_string(),
             sender,
+            left: false,
         })
     }
 
@@ -95,24 +98,35 @@ impl Flights {
 }
 
 impl Flight {
-    pub fn key(&self) -> &str {
-        &self.key
+    /// Ends the flight: the next miss starts a new flight, and waiters see `landing`. The
+    /// flight leaves the map first, so a waiter that decides to fly again never rejoins it.
+    pub fn land(mut self, landing: Landing) {
+        self.leave();
+        self.sender.send_replace(landing);
     }
 
-    /// Ends the flight: waiters see `landing`, and the next miss starts a new flight.
-    pub fn land(self, landing: Landing) {
-        self.sender.send_replace(landing);
-        // Drop removes the map entry.
+    /// Removes this flight (and only this one) from the map.
+    fn leave(&mut self) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        let mut inflight = self.flights.inflight.lock().expect("flight map poisoned");
+        if inflight
+            .get(&self.key)
+            .is_some_and(|receiver| receiver.same_channel(&self.sender.subscribe()))
+        {
+            inflight.remove(&self.key);
+        }
     }
 }
 
 impl Drop for Flight {
     fn drop(&mut self) {
+        self.leave();
         if matches!(*self.sender.borrow(), Landing::Pending) {
             self.sender.send_replace(Landing::Failed);
         }
-        let mut inflight = self.flights.inflight.lock().expect("flight map poisoned");
-        inflight.remove(&self.key);
     }
 }
 

@@ -176,6 +176,7 @@ async fn fetch(
 ) -> (Answer, Option<(Arc<Entry>, bool)>) {
     let rule = request.rule();
     let started = Instant::now();
+    let started_ms = now_ms();
     let mut status = request.status(Phase::Miss);
     let mut outgoing = origin_request(proxy, request, Method::GET);
     // Stored bodies are served to every client, so ask for one that every client can read.
@@ -255,16 +256,25 @@ async fn fetch(
     });
     let mut all_tags = request.tags.clone();
     all_tags.extend(origin_tags);
-    let stored = proxy
+    let put = proxy
         .store
-        .put(&request.key, &entry, rule.ttl, &all_tags)
-        .await
-        .is_ok();
-    if stored {
-        status.stored = true;
-    } else {
-        status.reason = Some(Reason::RedisUnavailable);
-    }
+        .put(&request.key, &entry, rule.ttl, &all_tags, started_ms)
+        .await;
+    let stored = match put {
+        Ok(true) => true,
+        // One of its tags was purged while the fetch ran: this response may predate the
+        // purge, so it is neither stored nor shared with waiters.
+        Ok(false) => {
+            status.reason = Some(Reason::Invalidated);
+            let response = from_entry(&entry, request, &mut status);
+            return ((response, status), None);
+        }
+        Err(_) => {
+            status.reason = Some(Reason::RedisUnavailable);
+            false
+        }
+    };
+    status.stored = stored;
     let response = from_entry(&entry, request, &mut status);
     ((response, status), Some((entry, stored)))
 }

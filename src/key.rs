@@ -13,7 +13,7 @@ use crate::route::Params;
 use std::fmt::Write;
 
 /// First components of a key that the proxy keeps for itself.
-pub const RESERVED_NAMESPACES: &[&str] = &["lock", "tag", "gen"];
+pub const RESERVED_NAMESPACES: &[&str] = &["lock", "tag", "gen", "purged"];
 
 /// The `key` setting of a route.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -169,8 +169,10 @@ impl Proxy {
     }
 
     /// Drops what an invalidation names, in Redis for every instance; queued if Redis is
-    /// down. Tags and prefixes are applied a second time once any fill that was already
-    /// running has finished, so such a fill cannot slip an old response back in.
+    /// down. A prefix is applied a second time once any fill that was already running has
+    /// finished: a prefix purge cannot know the keys of fills in flight, so one of them could
+    /// otherwise slip an old response back in. (Keys have generations and tags purge marks,
+    /// which stop such fills from storing at all.)
     pub async fn invalidate(
         self: &Arc<Self>,
         invalidation: &Invalidation,
@@ -192,12 +194,10 @@ impl Proxy {
             ?applied,
             "invalidated"
         );
-        if matches!(applied, Applied::Dropped(_))
-            && (!invalidation.tags.is_empty() || invalidation.prefix.is_some())
-        {
+        if matches!(applied, Applied::Dropped(_)) && invalidation.prefix.is_some() {
             let again = Invalidation {
-                keys: Vec::new(),
-                ..invalidation.clone()
+                prefix: invalidation.prefix.clone(),
+                ..Invalidation::default()
             };
             let proxy = Arc::clone(self);
             let settle = self.origin.timeout() + self.policy().redis.timeout * 2;
@@ -317,10 +317,13 @@ impl Proxy {
                 // asking the origin before that would be the stampede collapsing prevents.
                 let wait = self.policy().collapse.wait + self.origin.timeout();
                 match tokio::time::timeout(wait, collapse::landing(receiver)).await {
-                    Ok(Landing::Stored(entry)) => {
+                    Ok(Landing::Stored(entry)) if entry.generation >= generation => {
                         let mut status = request.status(Phase::Collapsed);
                         (from_entry(&entry, &request, &mut status), status)
                     }
+                    // The flight started before an invalidation this request already saw:
+                    // its response is older than what the request may be served. Fly again.
+                    Ok(Landing::Stored(_)) => Box::pin(self.miss(request, generation)).await,
                     // The response waited for may not be shared (Set-Cookie, an error):
                     // each waiter asks the origin for its own.
                     Ok(_) => fill::fetch_uncached(self, &request, Reason::NotShared).await,

@@ -171,7 +171,8 @@ async fn apply_messages(proxy: Arc<Proxy>, mut inbox: mpsc::Receiver<Bytes>) {
                 proxy.invalidate(&invalidation, Source::PubSub).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, message = %String::from_utf8_lossy(&message), "ignoring a malformed invalidation message")
+                metrics::counter!("cachalot_invalidation_messages_malformed_total").increment(1);
+                tracing::warn!(error = %e, message = %String::from_utf8_lossy(&message), "ignoring a malformed invalidation message");
             }
         }
     }

@@ -14,6 +14,7 @@
 //! | `<prefix>:lock:K` | the collapse lock's token |
 //! | `<prefix>:gen:B` | B's invalidation generation (absent = 0) |
 //! | `<prefix>:tag:T` | sorted set of the bases tagged T, scored by when their entries expire |
+//! | `<prefix>:purged:T` | when tag T was last purged (ms), so fills that started before skip storing |
 //!
 //! **Invalidation is a generation bump.** A lookup reads the generation and the entry in one
 //! `MGET`; an entry counts only if it was fetched under the current generation. Invalidating
@@ -53,7 +54,7 @@ const SCAN_BATCH: u32 = 500;
 /// came back is distrusted instead (the cache refills on demand).
 const MAX_PENDING: usize = 10_000;
 /// Namespaces under the prefix that hold the proxy's own data, never entries.
-const OWN_NAMESPACES: [&str; 3] = ["lock:", "gen:", "tag:"];
+const OWN_NAMESPACES: [&str; 4] = ["lock:", "gen:", "tag:", "purged:"];
 
 /// Redis could not be used for this request; the caller goes to the origin.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -202,6 +203,10 @@ impl Store {
         format!("{}:gen:{base}", self.settings.prefix)
     }
 
+    fn purged_key(&self, tag: &str) -> String {
+        format!("{}:purged:{tag}", self.settings.prefix)
+    }
+
     fn tag_key(&self, tag: &str) -> String {
         format!("{}:tag:{tag}", self.settings.prefix)
     }
@@ -286,17 +291,37 @@ impl Store {
     }
 
     /// Stores an entry that Redis drops by itself after `keep`, and records it under its
-    /// tags. The entry carries the generation its fetch started under.
+    /// tags. The entry carries the generation its fetch started under; a tagged entry whose
+    /// fetch started before one of its tags was purged is not stored (false), since a tag
+    /// purge cannot know the keys of fills still running.
     pub async fn put(
         &self,
         key: &str,
         entry: &Entry,
         keep: Duration,
         tags: &[String],
-    ) -> Result<(), Unavailable> {
+        fetch_started_ms: u64,
+    ) -> Result<bool, Unavailable> {
         let client = self.pool.next().with_options(&self.options);
         let value = Bytes::from(entry.encode());
         let keep_ms = keep.as_millis().max(1) as i64;
+        if !tags.is_empty() {
+            let marks: Vec<String> = tags.iter().map(|tag| self.purged_key(tag)).collect();
+            let purged: Vec<Option<String>> = self
+                .run(client.mget(marks))
+                .await
+                .map_err(Unavailable::from)?;
+            let last_purge = purged
+                .iter()
+                .flatten()
+                .filter_map(|t| t.parse::<u64>().ok())
+                .max();
+            // Instants from different instances' clocks, assumed synchronised (NTP): a
+            // clock running ahead by more than a fill's duration would let a racing fill store.
+            if last_purge.is_some_and(|at| at > fetch_started_ms) {
+                return Ok(false);
+            }
+        }
         if tags.is_empty() {
             return self
                 .run(client.set::<(), _, _>(
@@ -307,6 +332,7 @@ impl Store {
                     false,
                 ))
                 .await
+                .map(|()| true)
                 .map_err(Unavailable::from);
         }
         let base = base_key(key).to_string();
@@ -349,7 +375,10 @@ impl Store {
             }
             pipeline.all::<Vec<Value>>().await
         };
-        self.run(queued).await.map(drop).map_err(Unavailable::from)
+        self.run(queued)
+            .await
+            .map(|_| true)
+            .map_err(Unavailable::from)
     }
 
     /// `SET <prefix>:lock:<key> <token> NX PX <ttl>`: true when we are the leader.
@@ -519,8 +548,19 @@ impl Store {
                     .await?;
                 pipeline.del::<(), _>(self.entry_key(base)).await?;
             }
+            let now = now_ms().to_string();
             for tag in &invalidation.tags {
                 pipeline.del::<(), _>(self.tag_key(tag)).await?;
+                let expiry = Expiration::PX(generation_ttl);
+                pipeline
+                    .set::<(), _, _>(
+                        self.purged_key(tag),
+                        now.as_str(),
+                        Some(expiry),
+                        None,
+                        false,
+                    )
+                    .await?;
             }
             pipeline.all::<Vec<Value>>().await
         };

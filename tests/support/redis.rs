@@ -150,28 +150,36 @@ impl RedisServer {
     }
 }
 
-/// Whether a RESP reply has arrived completely (enough for the replies tests read).
+/// Whether a RESP reply has arrived completely: parses it, nested arrays included.
 fn complete(reply: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(reply);
-    match text.chars().next() {
-        Some('*') => {
-            let count: i64 = text[1..]
-                .split("\r\n")
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            count <= 0 || text.matches("\r\n").count() as i64 > 2 * count
+    resp_end(reply, 0).is_some()
+}
+
+/// Where the RESP value starting at `at` ends, if all of it has arrived.
+fn resp_end(reply: &[u8], at: usize) -> Option<usize> {
+    let line_len = reply.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let line = &reply[at + 1..at + line_len];
+    let after_line = at + line_len + 2;
+    let number = || -> Option<i64> { std::str::from_utf8(line).ok()?.parse().ok() };
+    match reply[at] {
+        b'$' => {
+            let len = number()?;
+            if len < 0 {
+                return Some(after_line);
+            }
+            let end = after_line + len as usize + 2;
+            (reply.len() >= end).then_some(end)
         }
-        Some('$') => {
-            let len: i64 = text[1..]
-                .split("\r\n")
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(-1);
-            len < 0 || text.matches("\r\n").count() >= 2
+        b'*' => {
+            let count = number()?;
+            let mut end = after_line;
+            for _ in 0..count.max(0) {
+                end = resp_end(reply, end)?;
+            }
+            Some(end)
         }
-        Some(_) => text.ends_with("\r\n"),
-        None => false,
+        // Simple strings, errors, integers.
+        _ => Some(after_line),
     }
 }
 

@@ -140,7 +140,11 @@ pub enum Applied {
 
 /// The proxy's Redis.
 pub struct Store {
+    /// Lookups: the hit path's one command per request, pipelined over a few connections.
     pool: Pool,
+    /// Everything else (locks, fills, notices, invalidations) on its own connection, so a
+    /// leader's lock never queues behind a burst of lookups.
+    control: Client,
     settings: RedisSettings,
     options: Options,
     healthy: AtomicBool,
@@ -161,10 +165,19 @@ impl Store {
         let pool = builder(settings)?
             .build_pool(pool_size())
             .map_err(|e| Unavailable(e.to_string()))?;
+        let control = builder(settings)?
+            .build()
+            .map_err(|e| Unavailable(e.to_string()))?;
         pool.connect();
-        let connected = tokio::time::timeout(settings.timeout, pool.wait_for_connect()).await;
+        control.connect();
+        let connected = tokio::time::timeout(settings.timeout, async {
+            pool.wait_for_connect().await?;
+            control.wait_for_connect().await
+        })
+        .await;
         let store = Arc::new(Self {
             pool,
+            control,
             settings: settings.clone(),
             options: Options {
                 timeout: Some(settings.timeout),
@@ -302,7 +315,7 @@ impl Store {
         tags: &[String],
         fetch_started_ms: u64,
     ) -> Result<bool, Unavailable> {
-        let client = self.pool.next().with_options(&self.options);
+        let client = self.control.with_options(&self.options);
         let value = Bytes::from(entry.encode());
         let keep_ms = keep.as_millis().max(1) as i64;
         if !tags.is_empty() {
@@ -388,7 +401,7 @@ impl Store {
         token: &str,
         ttl: Duration,
     ) -> Result<bool, Unavailable> {
-        let client = self.pool.next().with_options(&self.options);
+        let client = self.control.with_options(&self.options);
         let expiry = Expiration::PX(ttl.as_millis().max(1) as i64);
         let reply: Option<String> = self
             .run(client.set(
@@ -405,7 +418,7 @@ impl Store {
 
     /// Releases our lock (compare-and-delete on the token).
     pub async fn unlock(&self, key: &str, token: &str) -> Result<(), Unavailable> {
-        let client = self.pool.next();
+        let client = &self.control;
         let keys = vec![self.lock_key(key)];
         self.run(self.unlock.evalsha_with_reload::<i64, _, _>(
             client,
@@ -419,7 +432,7 @@ impl Store {
 
     /// Tells every instance's waiters what happened to `key`.
     pub async fn publish(&self, notice: &FillNotice) -> Result<(), Unavailable> {
-        let client = self.pool.next().with_options(&self.options);
+        let client = self.control.with_options(&self.options);
         self.run(client.publish::<i64, _, _>(self.fill_channel(), notice.encode()))
             .await
             .map(drop)
@@ -519,7 +532,7 @@ impl Store {
     }
 
     async fn apply(&self, invalidation: &Invalidation) -> Result<usize, Failure> {
-        let client = self.pool.next().with_options(&self.options);
+        let client = self.control.with_options(&self.options);
         let mut bases: BTreeSet<String> = invalidation
             .keys
             .iter()
@@ -571,7 +584,7 @@ impl Store {
     /// The bases of every entry whose key starts with `prefix`, by SCAN in bounded batches
     /// (never KEYS, which blocks Redis for the whole keyspace).
     async fn scan_bases(&self, prefix: &str) -> Result<BTreeSet<String>, Failure> {
-        let client = self.pool.next().with_options(&self.options);
+        let client = self.control.with_options(&self.options);
         let own = format!("{}:", self.settings.prefix);
         let pattern = format!("{own}{}*", glob_escape(prefix));
         let mut bases = BTreeSet::new();
@@ -679,7 +692,7 @@ impl Store {
         channel: &str,
         invalidation: &Invalidation,
     ) -> Result<i64, Unavailable> {
-        let client = self.pool.next().with_options(&self.options);
+        let client = self.control.with_options(&self.options);
         let message = serde_json::to_string(invalidation).expect("an invalidation serializes");
         self.exec(client.publish::<i64, _, _>(channel, message))
             .await

@@ -1,7 +1,9 @@
-//! The admin listener: health for load balancers and people, metrics, and the purge API.
-//! Never served on the public port, so nothing here is reachable through the proxy.
+//! The admin listener: health for load balancers and people, metrics, the live status page,
+//! and the purge API. Never served on the public port, so nothing here is reachable through
+//! the proxy.
 //!
-//! Health and metrics are open: a load balancer has no token. Purging is not: it needs
+//! Health, metrics and the status page (`/`, `/status.json`) are open: a load balancer has
+//! no token, and the numbers hold no secret. Purging is not: it needs
 //! `Authorization: Bearer <token>`, with the token from `CACHALOT_ADMIN_TOKEN`. Without a
 //! configured token the purge API is off and says so (403); it is never open by default.
 //!
@@ -17,6 +19,7 @@
 use crate::body::ProxyBody;
 use crate::invalidate::{Invalidation, Source};
 use crate::proxy::Proxy;
+use crate::status_page;
 use crate::store::Applied;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -105,7 +108,28 @@ pub async fn handle(
     }
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
     match path {
-        "/healthz" | "/health/cache" | "/metrics" if !read => allow("GET, HEAD", "use GET\n"),
+        "/" | "/status.json" | "/healthz" | "/health/cache" | "/metrics" if !read => {
+            allow("GET, HEAD", "use GET\n")
+        }
+        "/" => {
+            let mut response = text(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                status_page::PAGE,
+            );
+            response.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(status_page::PAGE_CSP),
+            );
+            response
+        }
+        "/status.json" => {
+            let status = status_page::snapshot(&proxy).await;
+            json_response(
+                StatusCode::OK,
+                &serde_json::to_value(status).expect("the status serializes"),
+            )
+        }
         // The process is up and accepting: it serves, with or without Redis.
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
         // Whether the cache works right now; the proxy keeps serving either way.
@@ -128,7 +152,7 @@ pub async fn handle(
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /healthz, /health/cache, /metrics, POST /purge or PURGE <path>\n",
+            "not found; try /, /status.json, /healthz, /health/cache, /metrics, POST /purge or PURGE <path>\n",
         ),
     }
 }

@@ -55,6 +55,7 @@ pub enum Reason {
     NotShared,
     Invalidated,
     OriginError,
+    L1,
 }
 
 impl Reason {
@@ -78,6 +79,7 @@ impl Reason {
             Reason::NotShared => "not-shared",
             Reason::Invalidated => "invalidated-during-fill",
             Reason::OriginError => "origin-error",
+            Reason::L1 => "l1",
         }
     }
 }

@@ -5,7 +5,8 @@ use crate::invalidate::Invalidation;
 use crate::policy::{Policy, redact};
 use crate::server::Server;
 use crate::store::{Applied, Store};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -30,6 +31,10 @@ enum Command {
         /// The policy file.
         #[arg(short, long, env = "CACHALOT_CONFIG")]
         config: PathBuf,
+        /// How log lines look on stderr: text for people, json (one object per line) for a
+        /// log pipeline.
+        #[arg(long, value_enum, default_value_t, env = "CACHALOT_LOG_FORMAT")]
+        log_format: LogFormat,
     },
     /// Show what the proxy does with one request: route, Redis key, TTL, tags, and what a
     /// write there invalidates. Sends nothing.
@@ -67,7 +72,7 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         match self.command {
             Command::Check { config } => check(&config),
-            Command::Run { config } => run(&config),
+            Command::Run { config, log_format } => run(&config, log_format),
             Command::Explain { config, request } => explain_request(&config, &request),
             Command::Purge {
                 config,
@@ -109,8 +114,8 @@ fn check(config: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(config: &Path) -> ExitCode {
-    init_logging();
+fn run(config: &Path, log_format: LogFormat) -> ExitCode {
+    init_logging(log_format);
     let policy = match load(config) {
         Ok(policy) => policy,
         Err(code) => return code,
@@ -129,6 +134,7 @@ fn run(config: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let stop = stop_signal();
         let mut server = match Server::start(policy).await {
             Ok(server) => server,
             Err(e) => {
@@ -137,7 +143,7 @@ fn run(config: &Path) -> ExitCode {
             }
         };
         server.watch_policy(config.to_path_buf());
-        wait_for_signal().await;
+        stop.await;
         tracing::info!("shutting down: finishing in-flight requests");
         server.shutdown().await;
         ExitCode::SUCCESS
@@ -185,7 +191,7 @@ fn purge(config: &Path, invalidation: &Invalidation) -> ExitCode {
     };
     let redis = redact(&policy.redis.url);
     runtime.block_on(async {
-        let store = match Store::connect(&policy.redis).await {
+        let store = match Store::connect(&policy.redis, None).await {
             Ok(store) => store,
             Err(e) => {
                 eprintln!("error: redis {redis}: {e}");
@@ -233,34 +239,55 @@ fn count(n: usize, noun: &str) -> String {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` chooses the level (info by default; debug shows one line
-/// per request).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level next to `timestamp`,
+    /// `level`, `target` and `message`, as log shippers expect them.
+    Json,
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Logs go to stderr; `RUST_LOG` chooses the level (info by default, which includes the
+/// access log: one line per request, target `cachalot::access`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        // Colours only for a person at a terminal, not in a file or the journal.
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+/// Registers for SIGTERM (and Ctrl-C) at once, before the listeners open: a SIGTERM that
+/// arrived before registration would kill the process instead of draining it. The returned
+/// future resolves at the first of them.
+fn stop_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        if let Some(term) = term.as_mut() {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+            return;
         }
+        let _ = ctrl_c.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

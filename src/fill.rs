@@ -71,7 +71,7 @@ async fn wait_for_holder(
     let mut first = true;
     let mut gave_up = Reason::CollapseTimeout;
     loop {
-        match proxy.store.get(&request.key).await {
+        match proxy.store.get(&request.key, false).await {
             Ok(lookup) => match lookup.entry {
                 Some(entry) if entry.is_fresh(now_ms()) => {
                     return serve_filled(flight, request, entry);
@@ -93,7 +93,7 @@ async fn wait_for_holder(
         {
             drop(notices);
             // The holder may have stored and unlocked between our read and our lock.
-            if let Ok(lookup) = proxy.store.get(&request.key).await {
+            if let Ok(lookup) = proxy.store.get(&request.key, false).await {
                 match lookup.entry {
                     Some(entry) if entry.is_fresh(now_ms()) => {
                         let _ = proxy.store.unlock(&request.key, &token).await;
@@ -132,8 +132,7 @@ async fn wait_for_holder(
 }
 
 /// Serves another instance's fill to this request and to the flight's waiters.
-fn serve_filled(flight: Flight, request: &Cacheable, entry: Entry) -> Answer {
-    let entry = Arc::new(entry);
+fn serve_filled(flight: Flight, request: &Cacheable, entry: Arc<Entry>) -> Answer {
     let mut status = request.status(Phase::Collapsed);
     let response = from_entry(&entry, request, &mut status);
     flight.land(Landing::Stored(entry));
@@ -258,7 +257,14 @@ async fn fetch(
     all_tags.extend(origin_tags);
     let put = proxy
         .store
-        .put(&request.key, &entry, rule.ttl, &all_tags, started_ms)
+        .put(
+            &request.key,
+            &entry,
+            rule.ttl,
+            &all_tags,
+            started_ms,
+            request.l1_epoch,
+        )
         .await;
     let stored = match put {
         Ok(true) => true,

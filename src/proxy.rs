@@ -18,6 +18,7 @@ use crate::fill;
 use crate::invalidate::{Invalidation, Source};
 use crate::origin::{self, Origin, OriginError};
 use crate::policy::Policy;
+use crate::request_id;
 use crate::route::{Action, CacheRule, Route};
 use crate::stats::Stats;
 use crate::store::{Applied, Lookup, Store};
@@ -35,6 +36,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// The access log's target: one line per request at info, with its own target so that
+/// `RUST_LOG=info,cachalot::access=warn` keeps the other logs and drops these.
+pub const ACCESS_LOG: &str = "cachalot::access";
 
 /// The proxy's shared state: the policy, Redis, the origin client and the flights.
 pub struct Proxy {
@@ -58,6 +63,8 @@ pub(crate) struct Cacheable {
     pub client: SocketAddr,
     /// The route's tags for this request (the origin may add more).
     pub tags: Vec<String>,
+    /// For routes in the in-process tier: its invalidation count before the lookup.
+    pub l1_epoch: Option<u64>,
 }
 
 impl Cacheable {
@@ -98,12 +105,15 @@ impl Proxy {
     /// Answers one client request. Never fails: origin and Redis problems become responses.
     pub async fn handle(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        // The access line is at debug: copy the target only when it will be logged.
-        let logged = tracing::enabled!(tracing::Level::DEBUG)
+        // Goes to the origin with the request, back with the response, and into the log.
+        let request_id = request_id::ensure(request.headers_mut());
+        // Copy the target only when the access line will be written (RUST_LOG=warn, or
+        // cachalot::access=warn, turns it off).
+        let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
             .then(|| (request.method().clone(), request.uri().clone()));
         let (mut response, status) = self.route(request, client).await;
         response
@@ -113,17 +123,29 @@ impl Proxy {
         record(&status, elapsed);
         self.stats.record(&status, elapsed);
         if let Some((method, uri)) = logged {
-            tracing::debug!(
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            // The cached routes' key, found again rather than carried out of the cache
+            // path: it costs one route match, and only when the line is written.
+            let key = (status.phase != Phase::Pass)
+                .then(|| decision::key_for_target(&self.policy(), path))
+                .flatten();
+            tracing::info!(
+                target: ACCESS_LOG,
+                request_id = request_id.to_str().unwrap_or("-"),
                 %method,
-                target = uri.path_and_query().map_or("/", |p| p.as_str()),
+                path,
                 route = status.label.as_deref().unwrap_or("-"),
-                phase = status.phase.as_str(),
+                outcome = status.phase.as_str(),
                 reason = status.reason.map_or("-", Reason::as_str),
+                key = key.as_deref().unwrap_or("-"),
                 status = response.status().as_u16(),
                 latency_us = started.elapsed().as_micros() as u64,
                 "request"
             );
         }
+        response
+            .headers_mut()
+            .insert(request_id::X_REQUEST_ID.clone(), request_id);
         response
     }
 
@@ -156,6 +178,7 @@ impl Proxy {
                     origin_target,
                     client,
                     tags,
+                    l1_epoch: None,
                 };
                 self.lookup(cacheable).await
             }
@@ -271,18 +294,30 @@ impl Proxy {
     }
 
     /// Looks the key up in Redis: a fresh entry is a hit, anything else a miss.
-    async fn lookup(self: &Arc<Self>, request: Cacheable) -> (Response<ProxyBody>, CacheStatus) {
+    async fn lookup(
+        self: &Arc<Self>,
+        mut request: Cacheable,
+    ) -> (Response<ProxyBody>, CacheStatus) {
         if !self.store.is_healthy() {
             return fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await;
         }
-        match self.store.get(&request.key).await {
+        let use_l1 = request.rule().l1;
+        match self.store.get(&request.key, use_l1).await {
             Ok(Lookup {
-                entry: Some(entry), ..
+                entry: Some(entry),
+                from_l1,
+                ..
             }) if entry.is_fresh(now_ms()) => {
                 let mut status = request.status(Phase::Hit);
+                if from_l1 {
+                    status.reason = Some(Reason::L1);
+                }
                 (from_entry(&entry, &request, &mut status), status)
             }
-            Ok(lookup) => self.miss(request, lookup.generation).await,
+            Ok(lookup) => {
+                request.l1_epoch = use_l1.then_some(lookup.l1_epoch);
+                self.miss(request, lookup.generation).await
+            }
             Err(_) => fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await,
         }
     }

@@ -42,11 +42,13 @@ pub fn watch(proxy: Arc<Proxy>, path: PathBuf) -> Watch {
     let watcher = watch_file(&path, wake.clone())
         .map_err(|e| tracing::warn!(file = %path.display(), error = %e, "cannot watch the policy file; reload with SIGHUP"))
         .ok();
+    // Registered before the task starts: a SIGHUP must never find the default action
+    // (terminate) in place once reloading is on.
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
+        .ok();
     let task = tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
-            .ok();
         loop {
             #[cfg(unix)]
             let hangup = async {

@@ -105,6 +105,7 @@ mod tests {
             ignore_cookies: false,
             max_object_size: 100,
             tags: Vec::new(),
+            l1: false,
         }
     }
 

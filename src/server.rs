@@ -76,7 +76,7 @@ impl Server {
             })?;
 
         crate::metrics::install();
-        let store = Store::connect(&policy.redis).await?;
+        let store = Store::connect(&policy.redis, policy.l1).await?;
         store.set_generation_ttl(generation_ttl(&policy));
         let flights = Flights::new();
         let (messages, inbox) = mpsc::channel(INVALIDATION_QUEUE);

@@ -24,6 +24,7 @@
 
 use crate::entry::{DecodeError, Entry, now_ms};
 use crate::invalidate::{Invalidation, base_key};
+use crate::l1::L1;
 use crate::policy::RedisSettings;
 use bytes::Bytes;
 use fred::clients::SubscriberClient;
@@ -123,10 +124,15 @@ impl FillNotice {
 /// What a lookup found: the entry, if one counts, and the generation to fill under.
 #[derive(Debug)]
 pub struct Lookup {
-    pub entry: Option<Entry>,
+    pub entry: Option<Arc<Entry>>,
     /// The key's invalidation generation now. A fill stores its entry with this value, so
     /// an invalidation that lands while the fill runs makes the fill's entry not count.
     pub generation: u64,
+    /// Whether the entry came from the in-process tier rather than Redis.
+    pub from_l1: bool,
+    /// The in-process tier's invalidation count before this lookup: a fill passes it back
+    /// to [`Store::put`], so that an invalidation during the fill keeps it out of the tier.
+    pub l1_epoch: u64,
 }
 
 /// What an invalidation did.
@@ -156,12 +162,19 @@ pub struct Store {
     generation_ttl_ms: AtomicU64,
     /// Invalidations that could not reach Redis yet.
     pending: Mutex<Vec<Invalidation>>,
+    /// The in-process tier, when the policy sizes one.
+    l1: Option<L1>,
+    /// Whether the pub/sub subscription is up (the in-process tier is trusted only then).
+    feed_up: AtomicBool,
 }
 
 impl Store {
     /// Starts connecting. Never fails because Redis is down: the proxy must start and serve
     /// from the origin without it. Fails only on a URL the client cannot use.
-    pub async fn connect(settings: &RedisSettings) -> Result<Arc<Self>, Unavailable> {
+    pub async fn connect(
+        settings: &RedisSettings,
+        l1_bytes: Option<u64>,
+    ) -> Result<Arc<Self>, Unavailable> {
         let pool = builder(settings)?
             .build_pool(pool_size())
             .map_err(|e| Unavailable(e.to_string()))?;
@@ -190,6 +203,8 @@ impl Store {
             valid_after_ms: AtomicU64::new(0),
             generation_ttl_ms: AtomicU64::new(Duration::from_secs(24 * 3600).as_millis() as u64),
             pending: Mutex::new(Vec::new()),
+            l1: l1_bytes.map(L1::new),
+            feed_up: AtomicBool::new(false),
         });
         if !store.is_healthy() {
             tracing::warn!(url = %crate::policy::redact(&settings.url), "redis is not reachable; serving from the origin until it is");
@@ -265,6 +280,9 @@ impl Store {
     }
 
     fn mark_down(&self, reason: String) -> Unavailable {
+        if let Some(l1) = &self.l1 {
+            l1.distrust();
+        }
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::error!(%reason, "redis unavailable; requests go to the origin until it answers again");
         }
@@ -274,7 +292,17 @@ impl Store {
     /// The entry for `key` if one counts (fetched under the key's current generation and
     /// stored after any gap in this process's invalidation feed), and the generation. A
     /// value that is not a valid entry is a miss. One round trip.
-    pub async fn get(&self, key: &str) -> Result<Lookup, Unavailable> {
+    pub async fn get(&self, key: &str, use_l1: bool) -> Result<Lookup, Unavailable> {
+        let l1 = self.l1.as_ref().filter(|_| use_l1);
+        let l1_epoch = l1.map_or(0, L1::epoch);
+        if let Some(entry) = l1.and_then(|l1| l1.get(key)) {
+            return Ok(Lookup {
+                entry: Some(entry),
+                generation: 0,
+                from_l1: true,
+                l1_epoch,
+            });
+        }
         let client = self.pool.next().with_options(&self.options);
         let keys = vec![self.generation_key(base_key(key)), self.entry_key(key)];
         let (generation, raw) = match self.run(client.mget::<Vec<Option<Bytes>>, _>(keys)).await {
@@ -299,8 +327,18 @@ impl Store {
             }
         };
         let valid_after = self.valid_after_ms.load(Ordering::Relaxed);
-        let entry = entry.filter(|e| e.generation == generation && e.stored_at_ms >= valid_after);
-        Ok(Lookup { entry, generation })
+        let entry = entry
+            .filter(|e| e.generation == generation && e.stored_at_ms >= valid_after)
+            .map(Arc::new);
+        if let (Some(l1), Some(entry)) = (l1, &entry) {
+            l1.insert(key, Arc::clone(entry), l1_epoch);
+        }
+        Ok(Lookup {
+            entry,
+            generation,
+            from_l1: false,
+            l1_epoch,
+        })
     }
 
     /// Stores an entry that Redis drops by itself after `keep`, and records it under its
@@ -308,6 +346,24 @@ impl Store {
     /// fetch started before one of its tags was purged is not stored (false), since a tag
     /// purge cannot know the keys of fills still running.
     pub async fn put(
+        &self,
+        key: &str,
+        entry: &Arc<Entry>,
+        keep: Duration,
+        tags: &[String],
+        fetch_started_ms: u64,
+        l1_epoch: Option<u64>,
+    ) -> Result<bool, Unavailable> {
+        let stored = self
+            .put_in_redis(key, entry, keep, tags, fetch_started_ms)
+            .await?;
+        if stored && let (Some(l1), Some(seen)) = (&self.l1, l1_epoch) {
+            l1.insert(key, Arc::clone(entry), seen);
+        }
+        Ok(stored)
+    }
+
+    async fn put_in_redis(
         &self,
         key: &str,
         entry: &Entry,
@@ -493,6 +549,32 @@ impl Store {
         if !self.healthy.swap(true, Ordering::Relaxed) {
             tracing::info!("redis is back; caching resumes");
         }
+        self.trust_l1();
+    }
+
+    /// Records whether the pub/sub feed is up; the in-process tier is flushed when it goes
+    /// down and trusted again (empty) when it is back.
+    fn feed(&self, up: bool) {
+        self.feed_up.store(up, Ordering::Release);
+        match (&self.l1, up) {
+            (Some(l1), false) => l1.distrust(),
+            (Some(_), true) => self.trust_l1(),
+            (None, _) => {}
+        }
+    }
+
+    /// Uses the in-process tier again (flushed first) if Redis and the feed are both up.
+    fn trust_l1(&self) {
+        if let Some(l1) = &self.l1
+            && self.is_healthy()
+            && self.feed_up.load(Ordering::Acquire)
+        {
+            l1.trust();
+        }
+    }
+
+    fn dropped_channel(&self) -> String {
+        format!("{}:dropped", self.settings.prefix)
     }
 
     /// Entries stored before `instant_ms` no longer count in this process: it may have
@@ -575,9 +657,20 @@ impl Store {
                     )
                     .await?;
             }
+            if !bases.is_empty() {
+                let dropped = serde_json::to_string(&bases).expect("strings serialize");
+                pipeline
+                    .publish::<(), _, _>(self.dropped_channel(), dropped)
+                    .await?;
+            }
             pipeline.all::<Vec<Value>>().await
         };
         self.exec(queued).await?;
+        // This instance's tier drops them now, before the caller answers anyone; the
+        // others hear the published list.
+        if let Some(l1) = &self.l1 {
+            l1.drop_bases(&bases.iter().cloned().collect::<Vec<_>>());
+        }
         Ok(bases.len())
     }
 
@@ -628,7 +721,12 @@ impl Store {
         let _resubscribe = subscriber.manage_subscriptions();
         let mut messages = subscriber.message_rx();
         let fill_channel = self.fill_channel();
-        let channels = vec![fill_channel.clone(), invalidation_channel.clone()];
+        let dropped_channel = self.dropped_channel();
+        let channels = vec![
+            fill_channel.clone(),
+            dropped_channel.clone(),
+            invalidation_channel.clone(),
+        ];
         // Redis may be down now: subscribe in the background, retrying until it answers.
         let sub = subscriber.clone();
         let store = Arc::downgrade(self);
@@ -637,14 +735,31 @@ impl Store {
                 tracing::debug!(error = %e, "not subscribed yet; waiters poll meanwhile");
                 tokio::time::sleep(PROBE_INTERVAL).await;
             }
-            // Only reconnects after the first subscription are gaps in the feed.
+            // Only reconnects and errors after the first subscription are gaps in the feed.
             let mut reconnects = sub.reconnect_rx();
-            while reconnects.recv().await.is_ok() {
-                let Some(store) = store.upgrade() else { return };
-                tracing::warn!(
-                    "pub/sub reconnected: invalidations may have been missed; distrusting entries stored before now"
-                );
-                store.distrust_before(now_ms());
+            let mut errors = sub.error_rx();
+            if let Some(store) = store.upgrade() {
+                store.feed(true);
+            }
+            loop {
+                tokio::select! {
+                    reconnected = reconnects.recv() => {
+                        if reconnected.is_err() { return }
+                        let Some(store) = store.upgrade() else { return };
+                        tracing::warn!(
+                            "pub/sub reconnected: invalidations may have been missed; distrusting entries stored before now"
+                        );
+                        store.distrust_before(now_ms());
+                        store.feed(true);
+                    }
+                    error = errors.recv() => {
+                        if matches!(error, Err(RecvError::Closed)) { return }
+                        let Some(store) = store.upgrade() else { return };
+                        // The connection may be gone: until it is back, nothing published
+                        // reaches this process.
+                        store.feed(false);
+                    }
+                }
             }
         });
         let store = Arc::downgrade(self);
@@ -652,6 +767,22 @@ impl Store {
             let _keep_alive = subscriber;
             loop {
                 match messages.recv().await {
+                    Ok(message) if message.channel.as_bytes() == dropped_channel.as_bytes() => {
+                        let Some(store) = store.upgrade() else { break };
+                        let bases: Option<Vec<String>> = message
+                            .value
+                            .as_bytes()
+                            .and_then(|raw| serde_json::from_slice(raw).ok());
+                        match (bases, &store.l1) {
+                            (Some(bases), Some(l1)) => l1.drop_bases(&bases),
+                            (None, Some(_)) => {
+                                // Unreadable: which entries it named is unknown.
+                                store.feed(false);
+                                store.feed(true);
+                            }
+                            (_, None) => {}
+                        }
+                    }
                     Ok(message) if message.channel.as_bytes() == fill_channel.as_bytes() => {
                         let notice = message
                             .value
@@ -676,6 +807,8 @@ impl Store {
                         );
                         if let Some(store) = store.upgrade() {
                             store.distrust_before(now_ms());
+                            store.feed(false);
+                            store.feed(true);
                         }
                     }
                     Err(RecvError::Closed) => break,

@@ -19,6 +19,7 @@ pub(crate) struct PolicyFile {
     pub collapse: CollapseSection,
     #[serde(default)]
     pub invalidation: InvalidationSection,
+    pub l1: Option<L1Section>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
 }
@@ -52,6 +53,12 @@ pub(crate) struct CollapseSection {
     pub wait: Option<Spanned<String>>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct L1Section {
+    pub size: Spanned<SizeSetting>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InvalidationSection {
@@ -73,6 +80,7 @@ pub(crate) struct RouteSection {
     pub ignore_cookies: Option<bool>,
     pub max_object_size: Option<Spanned<SizeSetting>>,
     pub tags: Option<Spanned<Vec<String>>>,
+    pub l1: Option<Spanned<bool>>,
     pub invalidate: Option<Spanned<Vec<String>>>,
     pub invalidate_tags: Option<Spanned<Vec<String>>>,
 }

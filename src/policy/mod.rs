@@ -37,6 +37,8 @@ pub struct Policy {
     pub collapse: CollapseSettings,
     pub routes: RouteTable,
     pub invalidation: InvalidationSettings,
+    /// The in-process tier's size in bytes, when the policy has an `[l1]` section.
+    pub l1: Option<u64>,
     /// Things that are valid but probably not meant (printed by `check` and at start).
     pub warnings: Vec<String>,
 }
@@ -307,11 +309,25 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         forward_tag_headers: raw.invalidation.forward_tag_headers.unwrap_or(false),
     };
 
+    let l1 = match &raw.l1 {
+        None => None,
+        Some(section) => Some(size(&section.size, "l1.size", locate)?),
+    };
+
     let mut warnings = Vec::new();
     let mut names = HashSet::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (index, section) in raw.routes.iter().enumerate() {
         let route = compile_route(index, section, locate, &mut names, &mut warnings)?;
+        if l1.is_none()
+            && let Some(flag) = section.l1.as_ref().filter(|flag| *flag.get_ref())
+        {
+            return Err(locate.at(
+                Some(flag.span()),
+                format!("route[{index}].l1"),
+                "the in-process tier is off: size it first with [l1] size = \"64MiB\"",
+            ));
+        }
         routes.push(route);
     }
     warn_on_uniform_ttl(&routes, &mut warnings);
@@ -330,6 +346,7 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         collapse,
         routes,
         invalidation,
+        l1,
         warnings,
     })
 }
@@ -413,7 +430,8 @@ fn compile_route(
     }
 
     let cache = section.cache.as_ref().is_none_or(|c| *c.get_ref());
-    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 7] = [
+    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 8] = [
+        ("l1", section.l1.as_ref().map(Spanned::span)),
         ("tags", section.tags.as_ref().map(Spanned::span)),
         ("ttl", section.ttl.as_ref().map(Spanned::span)),
         ("key", section.key.as_ref().map(Spanned::span)),
@@ -521,22 +539,7 @@ fn compile_route(
 
     let max_object_size = match &section.max_object_size {
         None => DEFAULT_MAX_OBJECT_SIZE,
-        Some(size) => {
-            let bytes = match size.get_ref() {
-                SizeSetting::Bytes(n) => Ok(*n),
-                SizeSetting::Text(text) => text.parse::<bytesize::ByteSize>().map(|b| b.as_u64()),
-            };
-            match bytes {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    return Err(locate.at(
-                        Some(size.span()),
-                        field("max_object_size"),
-                        "expected a size such as \"8MiB\", \"512KiB\" or a number of bytes above 0",
-                    ));
-                }
-            }
-        }
+        Some(setting) => size(setting, &field("max_object_size"), locate)?,
     };
 
     let tags = templates(section.tags.as_ref(), &params, &field("tags"), locate)?;
@@ -554,9 +557,30 @@ fn compile_route(
             ignore_cookies: section.ignore_cookies.unwrap_or(false),
             max_object_size,
             tags,
+            l1: section.l1.as_ref().is_some_and(|flag| *flag.get_ref()),
         }),
         invalidate,
     })
+}
+
+/// A size such as `"8MiB"`, `"512KiB"` or a number of bytes, above zero.
+fn size(
+    setting: &Spanned<SizeSetting>,
+    field: &str,
+    locate: &Locator<'_>,
+) -> Result<u64, PolicyError> {
+    let bytes = match setting.get_ref() {
+        SizeSetting::Bytes(n) => Ok(*n),
+        SizeSetting::Text(text) => text.parse::<bytesize::ByteSize>().map(|b| b.as_u64()),
+    };
+    match bytes {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(locate.at(
+            Some(setting.span()),
+            field,
+            "expected a size such as \"8MiB\", \"512KiB\" or a number of bytes above 0",
+        )),
+    }
 }
 
 /// The route's label in logs and metrics: its name, else its `match` text.

@@ -96,6 +96,8 @@ pub struct CacheRule {
     pub max_object_size: u64,
     /// Tags every stored entry of the route carries (templates over path parameters).
     pub tags: Vec<KeyTemplate>,
+    /// Whether entries are also kept in the in-process tier (`[l1]`).
+    pub l1: bool,
 }
 
 /// What a successful write on a route drops, besides the entry for its own URI.

@@ -112,3 +112,24 @@ fn reserved_route_names_are_rejected() {
     assert_eq!(err.field, "route[0].name");
     assert!(err.message.contains("reserved"), "{err}");
 }
+
+#[test]
+fn the_in_process_tier_must_be_sized_before_a_route_uses_it() {
+    let err = error(&GOOD.replace(
+        "key = \"credential:{id}\"",
+        "key = \"credential:{id}\"\nl1 = true",
+    ));
+    assert_eq!(err.field, "route[0].l1");
+    assert!(err.message.contains("[l1] size"), "{err}");
+    let sized = format!(
+        "[l1]\nsize = \"32MiB\"\n{}",
+        GOOD.replace(
+            "key = \"credential:{id}\"",
+            "key = \"credential:{id}\"\nl1 = true"
+        )
+    );
+    assert_eq!(
+        Policy::parse(&sized, "p.toml").unwrap().l1,
+        Some(32 * 1024 * 1024)
+    );
+}

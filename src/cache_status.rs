@@ -125,6 +125,14 @@ impl CacheStatus {
         self
     }
 
+    /// The route's label as a metric label value (`-` when no route matched).
+    pub fn metric_route(&self) -> metrics::SharedString {
+        self.label.clone().map_or_else(
+            || metrics::SharedString::const_str("-"),
+            metrics::SharedString::from_shared,
+        )
+    }
+
     /// The header value, e.g. `cachalot; hit; ttl=540; detail=credential`.
     pub fn header_value(&self) -> HeaderValue {
         HeaderValue::from_str(&self.to_string())

@@ -48,7 +48,11 @@ pub(crate) async fn lead(
             flight.land(landing);
             answer
         }
-        Ok(false) => wait_for_holder(proxy, flight, request, token).await,
+        Ok(false) => {
+            metrics::counter!("cachalot_collapse_waiters_total", "scope" => "instances")
+                .increment(1);
+            wait_for_holder(proxy, flight, request, token).await
+        }
         Err(_) => {
             flight.land(Landing::Failed);
             fetch_uncached(proxy, request, Reason::RedisUnavailable).await
@@ -122,6 +126,9 @@ async fn wait_for_holder(
         }
     }
     drop(notices);
+    if gave_up == Reason::CollapseTimeout {
+        metrics::counter!("cachalot_collapse_timeouts_total").increment(1);
+    }
     tracing::debug!(key = %request.key, reason = gave_up.as_str(), "no fill from the lock holder; asking the origin");
     let ((response, mut status), landing) = fetch_and_store(proxy, request, None, generation).await;
     if status.reason.is_none() {
@@ -183,7 +190,7 @@ async fn fetch(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    let response = match proxy.origin.send(outgoing).await {
+    let response = match proxy.origin.send(outgoing, request.metric_route()).await {
         Ok(response) => response,
         Err(e) => {
             tracing::warn!(key = %request.key, error = %e, "origin request failed");
@@ -299,7 +306,10 @@ pub(crate) async fn fetch_uncached(
     let mut status = request.status(phase).because(reason);
     match proxy
         .origin
-        .send(origin_request(proxy, request, request.head.method.clone()))
+        .send(
+            origin_request(proxy, request, request.head.method.clone()),
+            status.metric_route(),
+        )
         .await
     {
         Ok(response) => {

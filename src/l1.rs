@@ -59,7 +59,10 @@ impl L1 {
         if !self.trusted.load(Ordering::Acquire) {
             return None;
         }
-        self.cache.get(key).filter(|entry| entry.is_fresh(now_ms()))
+        let found = self.cache.get(key).filter(|entry| entry.is_fresh(now_ms()));
+        let result = if found.is_some() { "hit" } else { "miss" };
+        metrics::counter!("cachalot_l1_lookups_total", "result" => result).increment(1);
+        found
     }
 
     /// The invalidation count now; pass it to [`L1::insert`] for an entry read after this.
@@ -73,6 +76,8 @@ impl L1 {
         let epoch = self.epoch.read().expect("l1 epoch poisoned");
         if *epoch == seen && self.trusted.load(Ordering::Acquire) {
             self.cache.insert(key.to_string(), entry);
+            metrics::gauge!("cachalot_l1_entries").set(self.cache.entry_count() as f64);
+            metrics::gauge!("cachalot_l1_bytes").set(self.cache.weighted_size() as f64);
         }
     }
 

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::policy::OriginSettings;
+use metrics::SharedString;
 
 /// What the proxy sends to the origin: a client's streamed body, or nothing (for fills).
 pub type OriginBody = Either<Incoming, Empty<Bytes>>;
@@ -94,16 +95,30 @@ impl Origin {
     }
 
     /// Sends a request and waits for the response head, at most `timeout`.
+    /// `route` labels the request in metrics (the route's label, or `-`).
     pub async fn send(
         &self,
         request: Request<OriginBody>,
+        route: SharedString,
     ) -> Result<Response<Incoming>, OriginError> {
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => Err(OriginError::Timeout(self.timeout)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(OriginError::Connect(error_chain(&e))),
             Ok(Err(e)) => Err(OriginError::Failed(error_chain(&e))),
-        }
+        };
+        let status: SharedString = match &result {
+            Ok(response) => response.status().as_u16().to_string().into(),
+            Err(OriginError::Timeout(_)) => SharedString::const_str("timeout"),
+            Err(OriginError::Connect(_)) => SharedString::const_str("unreachable"),
+            Err(OriginError::Failed(_)) => SharedString::const_str("failed"),
+        };
+        metrics::counter!("cachalot_origin_requests_total", "route" => route.clone(), "status" => status)
+            .increment(1);
+        metrics::histogram!("cachalot_origin_duration_seconds", "route" => route)
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 }
 

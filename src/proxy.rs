@@ -30,7 +30,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use metrics::SharedString;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,6 +72,11 @@ impl Cacheable {
             Action::Cache(rule) => rule,
             Action::Pass => unreachable!("only cached routes build a Cacheable"),
         }
+    }
+
+    /// The route's label as a metric label value.
+    pub fn metric_route(&self) -> metrics::SharedString {
+        metrics::SharedString::from_shared(Arc::clone(&self.route.label))
     }
 
     pub fn head_only(&self) -> bool {
@@ -120,7 +124,7 @@ impl Proxy {
             .headers_mut()
             .insert(CACHE_STATUS.clone(), status.header_value());
         let elapsed = started.elapsed();
-        record(&status, elapsed);
+        record(&status, &response, elapsed);
         self.stats.record(&status, elapsed);
         if let Some((method, uri)) = logged {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -250,7 +254,7 @@ impl Proxy {
         if let Some((protocol, _)) = &upgrade {
             upgrade::keep(outgoing.headers_mut(), protocol.clone());
         }
-        let mut response = match self.origin.send(outgoing).await {
+        let mut response = match self.origin.send(outgoing, status.metric_route()).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!(error = %e, "origin request failed");
@@ -348,6 +352,8 @@ impl Proxy {
                 }
             }
             Join::Wait(receiver) => {
+                metrics::counter!("cachalot_collapse_waiters_total", "scope" => "process")
+                    .increment(1);
                 // The flight's leader answers within the lock wait plus one origin fetch;
                 // asking the origin before that would be the stampede collapsing prevents.
                 let wait = self.policy().collapse.wait + self.origin.timeout();
@@ -362,25 +368,33 @@ impl Proxy {
                     // The response waited for may not be shared (Set-Cookie, an error):
                     // each waiter asks the origin for its own.
                     Ok(_) => fill::fetch_uncached(self, &request, Reason::NotShared).await,
-                    Err(_) => fill::fetch_uncached(self, &request, Reason::CollapseTimeout).await,
+                    Err(_) => {
+                        metrics::counter!("cachalot_collapse_timeouts_total").increment(1);
+                        fill::fetch_uncached(self, &request, Reason::CollapseTimeout).await
+                    }
                 }
             }
         }
     }
 }
 
-/// Counts the request under its route and cache phase, the words of `Cache-Status`.
-fn record(status: &CacheStatus, elapsed: std::time::Duration) {
-    let route = status
-        .label
-        .clone()
-        .map_or_else(|| SharedString::const_str("-"), SharedString::from_shared);
+/// Counts the request under its route and cache phase, the words of `Cache-Status`, and
+/// the body bytes it was answered with (when their length is known) by where they came from.
+fn record(status: &CacheStatus, response: &Response<ProxyBody>, elapsed: std::time::Duration) {
+    let route = status.metric_route();
     let phase = status.phase.as_str();
     let reason = status.reason.map_or("-", Reason::as_str);
     metrics::counter!("cachalot_requests_total", "route" => route.clone(), "phase" => phase, "reason" => reason)
         .increment(1);
     metrics::histogram!("cachalot_request_duration_seconds", "route" => route, "phase" => phase)
         .record(elapsed.as_secs_f64());
+    if let Some(bytes) = http_body::Body::size_hint(response.body()).exact() {
+        let source = match status.phase {
+            Phase::Hit | Phase::Collapsed => "cache",
+            Phase::Miss | Phase::Pass | Phase::Bypass => "origin",
+        };
+        metrics::counter!("cachalot_response_bytes_total", "source" => source).increment(bytes);
+    }
 }
 
 /// A response from a stored entry: the origin's status, headers and body, plus `Age`.

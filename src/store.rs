@@ -248,21 +248,32 @@ impl Store {
     }
 
     /// Runs one command if Redis is healthy, recording Redis's health from its result.
-    async fn run<T>(&self, command: impl Future<Output = Result<T, Error>>) -> Result<T, Failure> {
+    async fn run<T>(
+        &self,
+        name: &'static str,
+        command: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Failure> {
         if !self.is_healthy() {
             return Err(Failure::Outage(Unavailable(
                 "marked down after a failed command".into(),
             )));
         }
-        self.exec(command).await
+        self.exec(name, command).await
     }
 
     /// Runs one command whatever the health flag says. Only failures of the connection mark
     /// Redis down; an error reply about one key (WRONGTYPE) is that key's problem, not an
     /// outage for every request.
-    async fn exec<T>(&self, command: impl Future<Output = Result<T, Error>>) -> Result<T, Failure> {
+    async fn exec<T>(
+        &self,
+        name: &'static str,
+        command: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Failure> {
+        let started = std::time::Instant::now();
         // The client's own timeout does not cover every command (EVALSHA), so bound it here too.
         let result = tokio::time::timeout(self.settings.timeout, command).await;
+        metrics::histogram!("cachalot_redis_command_duration_seconds", "command" => name)
+            .record(started.elapsed().as_secs_f64());
         let failure = match result {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) if is_reply_error(&e) => Failure::Reply(e.to_string()),
@@ -305,7 +316,10 @@ impl Store {
         }
         let client = self.pool.next().with_options(&self.options);
         let keys = vec![self.generation_key(base_key(key)), self.entry_key(key)];
-        let (generation, raw) = match self.run(client.mget::<Vec<Option<Bytes>>, _>(keys)).await {
+        let (generation, raw) = match self
+            .run("mget", client.mget::<Vec<Option<Bytes>>, _>(keys))
+            .await
+        {
             Ok(mut values) if values.len() == 2 => {
                 let raw = values.pop().flatten();
                 let generation = values.pop().flatten();
@@ -377,7 +391,7 @@ impl Store {
         if !tags.is_empty() {
             let marks: Vec<String> = tags.iter().map(|tag| self.purged_key(tag)).collect();
             let purged: Vec<Option<String>> = self
-                .run(client.mget(marks))
+                .run("mget", client.mget(marks))
                 .await
                 .map_err(Unavailable::from)?;
             let last_purge = purged
@@ -393,13 +407,16 @@ impl Store {
         }
         if tags.is_empty() {
             return self
-                .run(client.set::<(), _, _>(
-                    self.entry_key(key),
-                    value,
-                    Some(Expiration::PX(keep_ms)),
-                    None,
-                    false,
-                ))
+                .run(
+                    "set",
+                    client.set::<(), _, _>(
+                        self.entry_key(key),
+                        value,
+                        Some(Expiration::PX(keep_ms)),
+                        None,
+                        false,
+                    ),
+                )
                 .await
                 .map(|()| true)
                 .map_err(Unavailable::from);
@@ -444,7 +461,7 @@ impl Store {
             }
             pipeline.all::<Vec<Value>>().await
         };
-        self.run(queued)
+        self.run("put", queued)
             .await
             .map(|_| true)
             .map_err(Unavailable::from)
@@ -460,13 +477,16 @@ impl Store {
         let client = self.control.with_options(&self.options);
         let expiry = Expiration::PX(ttl.as_millis().max(1) as i64);
         let reply: Option<String> = self
-            .run(client.set(
-                self.lock_key(key),
-                token,
-                Some(expiry),
-                Some(SetOptions::NX),
-                false,
-            ))
+            .run(
+                "lock",
+                client.set(
+                    self.lock_key(key),
+                    token,
+                    Some(expiry),
+                    Some(SetOptions::NX),
+                    false,
+                ),
+            )
             .await
             .map_err(Unavailable::from)?;
         Ok(reply.is_some())
@@ -476,11 +496,11 @@ impl Store {
     pub async fn unlock(&self, key: &str, token: &str) -> Result<(), Unavailable> {
         let client = &self.control;
         let keys = vec![self.lock_key(key)];
-        self.run(self.unlock.evalsha_with_reload::<i64, _, _>(
-            client,
-            keys,
-            vec![token.to_string()],
-        ))
+        self.run(
+            "unlock",
+            self.unlock
+                .evalsha_with_reload::<i64, _, _>(client, keys, vec![token.to_string()]),
+        )
         .await
         .map(drop)
         .map_err(Unavailable::from)
@@ -489,17 +509,20 @@ impl Store {
     /// Tells every instance's waiters what happened to `key`.
     pub async fn publish(&self, notice: &FillNotice) -> Result<(), Unavailable> {
         let client = self.control.with_options(&self.options);
-        self.run(client.publish::<i64, _, _>(self.fill_channel(), notice.encode()))
-            .await
-            .map(drop)
-            .map_err(Unavailable::from)
+        self.run(
+            "publish",
+            client.publish::<i64, _, _>(self.fill_channel(), notice.encode()),
+        )
+        .await
+        .map(drop)
+        .map_err(Unavailable::from)
     }
 
     /// Asks Redis whether it answers (for `/health/cache`). Marking it up again is the
     /// probe's job, after queued invalidations are applied.
     pub async fn ping(&self) -> Result<(), Unavailable> {
         let client = self.pool.next().with_options(&self.options);
-        self.exec(client.ping::<String>(None))
+        self.exec("ping", client.ping::<String>(None))
             .await
             .map(drop)
             .map_err(Unavailable::from)
@@ -622,7 +645,10 @@ impl Store {
             .collect();
         for tag in &invalidation.tags {
             let members: Vec<String> = self
-                .exec(client.zrangebyscore(self.tag_key(tag), "-inf", "+inf", false, None))
+                .exec(
+                    "zrangebyscore",
+                    client.zrangebyscore(self.tag_key(tag), "-inf", "+inf", false, None),
+                )
                 .await?;
             bases.extend(members);
         }
@@ -665,7 +691,7 @@ impl Store {
             }
             pipeline.all::<Vec<Value>>().await
         };
-        self.exec(queued).await?;
+        self.exec("invalidate", queued).await?;
         // This instance's tier drops them now, before the caller answers anyone; the
         // others hear the published list.
         if let Some(l1) = &self.l1 {
@@ -684,7 +710,10 @@ impl Store {
         let mut cursor = "0".to_string();
         loop {
             let (next, keys): (String, Vec<String>) = self
-                .exec(client.scan_page(cursor.as_str(), pattern.as_str(), Some(SCAN_BATCH), None))
+                .exec(
+                    "scan",
+                    client.scan_page(cursor.as_str(), pattern.as_str(), Some(SCAN_BATCH), None),
+                )
                 .await?;
             for key in keys {
                 let Some(key) = key.strip_prefix(&own) else {
@@ -827,7 +856,7 @@ impl Store {
     ) -> Result<i64, Unavailable> {
         let client = self.control.with_options(&self.options);
         let message = serde_json::to_string(invalidation).expect("an invalidation serializes");
-        self.exec(client.publish::<i64, _, _>(channel, message))
+        self.exec("publish", client.publish::<i64, _, _>(channel, message))
             .await
             .map_err(Unavailable::from)
     }

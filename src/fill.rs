@@ -185,11 +185,24 @@ async fn fetch(
     let started_ms = now_ms();
     let mut status = request.status(Phase::Miss);
     let mut outgoing = origin_request(proxy, request, Method::GET);
-    // Stored bodies are served to every client, so ask for one that every client can read.
-    outgoing.headers_mut().insert(
+    // Stored bodies are served to every client, so ask for one that every client can read,
+    // whole and unconditional: the client's own validators and ranges are answered from the
+    // stored entry, not passed on to shape what everyone gets.
+    let headers = outgoing.headers_mut();
+    headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        headers.remove(name);
+    }
     let response = match proxy.origin.send(outgoing, request.metric_route()).await {
         Ok(response) => response,
         Err(e) => {

@@ -20,6 +20,7 @@ use crate::origin::{self, Origin, OriginError};
 use crate::policy::Policy;
 use crate::request_id;
 use crate::route::{Action, CacheRule, Route};
+use crate::semantics;
 use crate::stats::Stats;
 use crate::store::{Applied, Lookup, Store};
 use crate::tags;
@@ -406,6 +407,11 @@ pub(crate) fn from_entry(
 ) -> Response<ProxyBody> {
     let now = now_ms();
     status.ttl = Some(entry.ttl_left(now));
+    if entry.status == StatusCode::OK
+        && semantics::not_modified(&request.head.headers, &entry.headers)
+    {
+        return not_modified(entry, now);
+    }
     let body = if request.head_only() {
         ProxyBody::Empty
     } else {
@@ -415,6 +421,29 @@ pub(crate) fn from_entry(
     *response.status_mut() = entry.status;
     let headers = response.headers_mut();
     headers.clone_from(&entry.headers);
+    headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
+    response
+}
+
+/// A 304 for a client that already holds the entry's representation: the headers RFC 9110
+/// §15.4.5 asks a 304 to repeat, and no body.
+fn not_modified(entry: &Entry, now: u64) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Empty);
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    let headers = response.headers_mut();
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::LAST_MODIFIED,
+        header::VARY,
+    ] {
+        for value in entry.headers.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
     headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
     response
 }

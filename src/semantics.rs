@@ -69,6 +69,32 @@ fn vary_is_safe(headers: &HeaderMap) -> bool {
     only_encoding && !encoded
 }
 
+/// Whether a client's conditional GET is answered by a 304 from a stored 200 (RFC 9110
+/// §13.1): `If-None-Match` against the entry's `ETag` (weak comparison, `*` matches), else
+/// `If-Modified-Since` against its `Last-Modified`.
+pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    if request.contains_key(header::IF_NONE_MATCH) {
+        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+        let ours = opaque(etag);
+        return request
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|tag| tag.trim() == "*" || opaque(tag) == ours);
+    }
+    let since = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+    let modified = stored
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+}
+
 /// The directives of every `Cache-Control` header, trimmed.
 fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
@@ -151,6 +177,41 @@ mod tests {
             not_storable(StatusCode::OK, &with("vary", "Accept-Encoding"), &r),
             None
         );
+    }
+
+    #[test]
+    fn conditional_requests_match_validators() {
+        let stored = {
+            let mut h = with("etag", "W/\"v1\"");
+            h.insert(
+                "last-modified",
+                HeaderValue::from_static("Tue, 01 Jan 2030 00:00:00 GMT"),
+            );
+            h
+        };
+        assert!(not_modified(&with("if-none-match", "\"v1\""), &stored));
+        assert!(not_modified(
+            &with("if-none-match", "\"v0\", W/\"v1\""),
+            &stored
+        ));
+        assert!(not_modified(&with("if-none-match", "*"), &stored));
+        assert!(!not_modified(&with("if-none-match", "\"v2\""), &stored));
+        assert!(not_modified(
+            &with("if-modified-since", "Tue, 01 Jan 2030 00:00:00 GMT"),
+            &stored
+        ));
+        assert!(!not_modified(
+            &with("if-modified-since", "Mon, 31 Dec 2029 00:00:00 GMT"),
+            &stored
+        ));
+        assert!(!not_modified(&HeaderMap::new(), &stored));
+        // If-None-Match wins over If-Modified-Since.
+        let mut both = with("if-none-match", "\"v2\"");
+        both.insert(
+            "if-modified-since",
+            HeaderValue::from_static("Tue, 01 Jan 2030 00:00:00 GMT"),
+        );
+        assert!(!not_modified(&both, &stored));
     }
 
     #[test]

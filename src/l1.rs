@@ -76,9 +76,16 @@ impl L1 {
         let epoch = self.epoch.read().expect("l1 epoch poisoned");
         if *epoch == seen && self.trusted.load(Ordering::Acquire) {
             self.cache.insert(key.to_string(), entry);
-            metrics::gauge!("cachalot_l1_entries").set(self.cache.entry_count() as f64);
-            metrics::gauge!("cachalot_l1_bytes").set(self.cache.weighted_size() as f64);
+            self.report_size();
         }
+    }
+
+    /// Sets the size gauges. moka counts lazily: its pending work runs first, so the
+    /// gauges show what the tier holds now.
+    fn report_size(&self) {
+        self.cache.run_pending_tasks();
+        metrics::gauge!("cachalot_l1_entries").set(self.cache.entry_count() as f64);
+        metrics::gauge!("cachalot_l1_bytes").set(self.cache.weighted_size() as f64);
     }
 
     /// Drops every entry (all variants) of these bases.
@@ -96,6 +103,8 @@ impl L1 {
         {
             self.cache.invalidate_all();
         }
+        drop(epoch);
+        self.report_size();
     }
 
     /// Flushes the tier and stops using it until [`L1::trust`]: the invalidation feed
@@ -105,6 +114,8 @@ impl L1 {
         *epoch += 1;
         self.trusted.store(false, Ordering::Release);
         self.cache.invalidate_all();
+        drop(epoch);
+        self.report_size();
     }
 
     /// The feed is up again (after a flush): use the tier.
@@ -113,6 +124,8 @@ impl L1 {
         *epoch += 1;
         self.cache.invalidate_all();
         self.trusted.store(true, Ordering::Release);
+        drop(epoch);
+        self.report_size();
     }
 }
 

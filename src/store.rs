@@ -77,17 +77,35 @@ impl From<Failure> for Unavailable {
     }
 }
 
-/// Error replies that concern the command or its key (WRONGTYPE, a bad argument), as
-/// opposed to failures of the connection or the server.
+/// Error replies that concern the command or its key (WRONGTYPE, `ERR value is not an
+/// integer`), as opposed to failures of the connection or of the server as a whole. Those
+/// count as an outage: Redis is skipped, and invalidations are queued until it recovers.
 fn is_reply_error(error: &Error) -> bool {
-    matches!(
-        error.kind(),
+    match error.kind() {
         ErrorKind::InvalidArgument
-            | ErrorKind::InvalidCommand
-            | ErrorKind::Parse
-            | ErrorKind::NotFound
-    )
+        | ErrorKind::InvalidCommand
+        | ErrorKind::Parse
+        | ErrorKind::NotFound => true,
+        // fred files every reply it has no kind for (`ERR ...`, `OOM ...`) here.
+        ErrorKind::Unknown => !SERVER_STATE_ERRORS
+            .iter()
+            .any(|prefix| error.details().trim_start().starts_with(prefix)),
+        _ => false,
+    }
 }
+
+/// Replies that say the server cannot serve now (loading, read-only replica after a
+/// failover, out of memory, busy script), not that this command was wrong.
+const SERVER_STATE_ERRORS: [&str; 8] = [
+    "LOADING",
+    "READONLY",
+    "OOM",
+    "BUSY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOREPLICAS",
+];
 
 /// What a leader tells waiting instances about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]

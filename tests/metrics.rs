@@ -1,0 +1,1275 @@
+//! `GET /metrics` after real traffic: every metric family the code defines is on the admin
+//! listener, with the labels it is defined with, in valid Prometheus text format; route
+//! labels are route names (or the `match` text of unnamed routes), never request paths.
+//!
+//! The recorder is process-wide (every proxy in this test binary shares it), so the checks
+//! are presence and increases between a scrape before and one after the traffic, never
+//! exact totals; and all the traffic runs in one test so that nothing else in this binary
+//! adds to the numbers it compares (the other tests here record nothing in this process:
+//! they check the checker, read `src/`, or run the real binary as a process of its own).
+
+mod support;
+
+use bytes::Bytes;
+use cachalot::admin::AdminConfig;
+use cachalot::{Policy, Server};
+use http::Method;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::{Got, Origin, RedisServer, Reply, get, policy_text, send};
+
+const TOKEN: &str = "t";
+
+const ROUTES: &str = r#"
+[l1]
+size = "16MiB"
+
+[[route]]
+name = "item"
+match = "GET|POST /items/{id}"
+ttl = "1m"
+key = "item:{id}"
+tags = ["items"]
+
+[[route]]
+match = "GET /things/{id}"
+ttl = "2m"
+
+[[route]]
+name = "hot"
+match = "GET /hot/{id}"
+ttl = "3m"
+key = "hot:{id}"
+l1 = true
+
+[[route]]
+name = "revoke"
+match = "POST /items/{id}/revoke"
+invalidate = ["item:{id}"]
+
+[[route]]
+match = "/auth/{*rest}"
+cache = false
+"#;
+
+/// Every route label this test's policy can produce, plus `-` (no route matched).
+const ROUTE_LABELS: &[&str] = &[
+    "item",
+    "GET /things/{id}",
+    "hot",
+    "revoke",
+    "/auth/{*rest}",
+    "-",
+];
+
+/// The metric families the code defines: name, type, label names. The test also reads
+/// `src/` and fails if the code defines a family (or labels) this table does not list.
+const FAMILIES: &[(&str, &str, &[&str])] = &[
+    (
+        "cachalot_requests_total",
+        "counter",
+        &["route", "phase", "reason"],
+    ),
+    (
+        "cachalot_request_duration_seconds",
+        "histogram",
+        &["route", "phase"],
+    ),
+    ("cachalot_response_bytes_total", "counter", &["source"]),
+    (
+        "cachalot_origin_requests_total",
+        "counter",
+        &["route", "status"],
+    ),
+    ("cachalot_origin_duration_seconds", "histogram", &["route"]),
+    (
+        "cachalot_redis_command_duration_seconds",
+        "histogram",
+        &["command"],
+    ),
+    ("cachalot_redis_errors_total", "counter", &["kind"]),
+    ("cachalot_collapse_waiters_total", "counter", &["scope"]),
+    ("cachalot_collapse_timeouts_total", "counter", &[]),
+    (
+        "cachalot_invalidations_total",
+        "counter",
+        &["source", "outcome"],
+    ),
+    (
+        "cachalot_invalidation_messages_malformed_total",
+        "counter",
+        &[],
+    ),
+    ("cachalot_policy_reloads_total", "counter", &["outcome"]),
+    ("cachalot_l1_lookups_total", "counter", &["result"]),
+    ("cachalot_l1_entries", "gauge", &[]),
+    ("cachalot_l1_bytes", "gauge", &[]),
+];
+
+/// A request id nobody else uses: if it shows up in `/metrics`, a raw path leaked into a label.
+fn fresh_id(ids: &mut Vec<String>) -> String {
+    let id = format!("q{:032x}", rand::random::<u128>());
+    ids.push(id.clone());
+    id
+}
+
+/// The origin: slow for `slow-` ids (so concurrent misses overlap), 404 for `missing-`
+/// things, otherwise a small JSON body naming the target.
+async fn origin() -> Origin {
+    Origin::start(|seen, n| {
+        let reply = Reply::ok(format!("{{\"target\":\"{}\",\"n\":{n}}}", seen.target));
+        if seen.target.contains("/missing-") {
+            reply.status(404)
+        } else if seen.target.contains("/slow-") {
+            reply.delay(Duration::from_millis(1000))
+        } else {
+            reply
+        }
+    })
+    .await
+}
+
+fn policy_file(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let mut file = std::fs::File::create(&path).expect("create policy file");
+    file.write_all(text.as_bytes()).expect("write policy file");
+    path
+}
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+async fn purge(admin: SocketAddr, body: &str) -> Got {
+    send(
+        admin,
+        Method::POST,
+        "/purge",
+        &[("authorization", &bearer())],
+        Bytes::from(body.to_string()),
+    )
+    .await
+}
+
+/// `PUBLISH channel message`, repeated until a subscriber heard it.
+async fn publish(redis: &RedisServer, channel: &str, message: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = redis
+            .command(&["PUBLISH", channel, message])
+            .expect("PUBLISH");
+        if reply.starts_with(':') && !reply.starts_with(":0") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody subscribed to {channel}: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads until the in-process tier answers (it is trusted once the pub/sub feed is up).
+async fn until_l1(addr: SocketAddr, path: &str) -> Got {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = get(addr, path, &[]).await;
+        if got.cache_status().contains("; hit") && got.cache_status().ends_with("/l1") {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served from the tier: {}",
+            got.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Scrapes until the tier's gauges (`cachalot_l1_entries`, `cachalot_l1_bytes`) satisfy
+/// `ok`, for up to 5 s (the tier's own counts may settle a moment after a change); else
+/// their last values. Only this test's proxy has a tier in this process, so the gauges are
+/// its tier's.
+async fn l1_gauges_until(
+    admin: SocketAddr,
+    ok: impl Fn(f64, f64) -> bool,
+) -> Result<(), (f64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = scrape(admin).await;
+        let entries = now.sum("cachalot_l1_entries", &[]);
+        let bytes = now.sum("cachalot_l1_bytes", &[]);
+        if ok(entries, bytes) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err((entries, bytes));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The Prometheus text format, parsed strictly enough to catch a malformed exposition.
+
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+#[derive(Debug)]
+struct Scrape {
+    text: String,
+    samples: Vec<Sample>,
+    /// `# TYPE` per family name.
+    types: BTreeMap<String, String>,
+}
+
+impl Scrape {
+    /// The sum of samples named `name` whose labels include every `(key, value)` given;
+    /// 0 when there is none.
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name)
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .sum::<f64>()
+            + 0.0
+    }
+
+    fn named(&self, name: &str) -> impl Iterator<Item = &Sample> {
+        self.samples.iter().filter(move |s| s.name == name)
+    }
+}
+
+async fn scrape(admin: SocketAddr) -> Scrape {
+    let got = get(admin, "/metrics", &[]).await;
+    assert_eq!(got.status, 200, "/metrics: {}", got.text());
+    let content_type = got.header("content-type");
+    assert!(
+        content_type.starts_with("text/plain"),
+        "/metrics content-type: {content_type}"
+    );
+    parse(&got.text())
+}
+
+fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn parse_value(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ if text
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+-.eE".contains(c)) =>
+        {
+            text.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// One sample line: `name{label="value",...} value [timestamp]`.
+fn parse_sample(line: &str) -> Result<Sample, String> {
+    let name_end = line.find(['{', ' ', '\t']).ok_or("no value")?;
+    let name = &line[..name_end];
+    if !valid_metric_name(name) {
+        return Err(format!("invalid metric name {name:?}"));
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = BTreeMap::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        let mut chars = after.char_indices().peekable();
+        let mut consumed = None;
+        loop {
+            // Label name up to '=' (or the closing brace, after a trailing comma or none).
+            let mut label = String::new();
+            let mut closed = false;
+            for (i, c) in chars.by_ref() {
+                match c {
+                    '=' => break,
+                    '}' if label.is_empty() => {
+                        consumed = Some(i + 1);
+                        closed = true;
+                        break;
+                    }
+                    _ => label.push(c),
+                }
+            }
+            if closed {
+                break;
+            }
+            if !valid_label_name(&label) {
+                return Err(format!("invalid label name {label:?}"));
+            }
+            if chars.next().map(|(_, c)| c) != Some('"') {
+                return Err(format!("label {label} has no quoted value"));
+            }
+            let mut value = String::new();
+            let mut terminated = false;
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next().map(|(_, c)| c) {
+                        Some('\\') => value.push('\\'),
+                        Some('"') => value.push('"'),
+                        Some('n') => value.push('\n'),
+                        other => return Err(format!("bad escape \\{other:?} in label {label}")),
+                    },
+                    '"' => {
+                        terminated = true;
+                        break;
+                    }
+                    '\n' => return Err("raw newline in a label value".into()),
+                    _ => value.push(c),
+                }
+            }
+            if !terminated {
+                return Err(format!("unterminated value of label {label}"));
+            }
+            if labels.insert(label.clone(), value).is_some() {
+                return Err(format!("label {label} appears twice"));
+            }
+            match chars.next() {
+                Some((_, ',')) => {}
+                Some((i, '}')) => {
+                    consumed = Some(i + 1);
+                    break;
+                }
+                other => return Err(format!("expected , or }} after a label, got {other:?}")),
+            }
+        }
+        rest = &after[consumed.ok_or("unterminated label set")?..];
+    }
+    let rest = rest.strip_prefix(' ').ok_or("no space before the value")?;
+    let mut fields = rest.split_whitespace();
+    let value_text = fields.next().ok_or("no value")?;
+    let value = parse_value(value_text).ok_or_else(|| format!("bad value {value_text:?}"))?;
+    if let Some(timestamp) = fields.next()
+        && timestamp.parse::<i64>().is_err()
+    {
+        return Err(format!("bad timestamp {timestamp:?}"));
+    }
+    if fields.next().is_some() {
+        return Err("trailing fields".into());
+    }
+    Ok(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
+}
+
+/// The family a sample belongs to: a histogram's or summary's `_bucket`, `_sum`, `_count`
+/// belong to the declared family.
+fn family_of<'a>(name: &'a str, types: &BTreeMap<String, String>) -> &'a str {
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(base) = name.strip_suffix(suffix)
+            && matches!(
+                types.get(base).map(String::as_str),
+                Some("histogram" | "summary")
+            )
+        {
+            return base;
+        }
+    }
+    name
+}
+
+/// Parses and validates an exposition; panics naming the line at the first violation.
+fn parse(text: &str) -> Scrape {
+    try_parse(text).unwrap_or_else(|why| panic!("/metrics {why}\n---\n{text}"))
+}
+
+/// Parses and validates an exposition: the first violation, naming its line.
+fn try_parse(text: &str) -> Result<Scrape, String> {
+    let mut samples = Vec::new();
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut helps = BTreeSet::new();
+    let mut with_samples = BTreeSet::new();
+    let mut closed: BTreeSet<String> = BTreeSet::new();
+    let mut current: Option<String> = None;
+    let mut series = BTreeSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let fail = |why: &str| Err(format!("line {}: {why}: {line:?}", n + 1));
+        if line.trim().is_empty() {
+            continue;
+        }
+        // The family this line belongs to; its lines must be together.
+        let family = if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.trim_start().splitn(3, ' ');
+            let keyword = words.next().unwrap_or("");
+            if keyword != "HELP" && keyword != "TYPE" {
+                continue; // other comments are allowed
+            }
+            let name = words.next().unwrap_or("");
+            if !valid_metric_name(name) {
+                return fail("HELP or TYPE for an invalid name");
+            }
+            if with_samples.contains(name) {
+                return fail("HELP or TYPE after the family's samples");
+            }
+            if keyword == "HELP" {
+                if !helps.insert(name.to_string()) {
+                    return fail("a second HELP for one family");
+                }
+            } else {
+                let kind = words.next().unwrap_or("");
+                if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                    return fail("unknown TYPE");
+                }
+                if types.insert(name.to_string(), kind.to_string()).is_some() {
+                    return fail("a second TYPE for one family");
+                }
+            }
+            name.to_string()
+        } else {
+            let sample = match parse_sample(line) {
+                Ok(sample) => sample,
+                Err(why) => return fail(&why),
+            };
+            let family = family_of(&sample.name, &types).to_string();
+            if !series.insert((sample.name.clone(), sample.labels.clone())) {
+                return fail("the same series twice");
+            }
+            let kind = types.get(&family).map(String::as_str);
+            if kind == Some("counter") && (sample.value.is_nan() || sample.value < 0.0) {
+                return fail("a counter below zero");
+            }
+            if matches!(kind, Some("counter" | "gauge")) && sample.name != family {
+                return fail("a counter or gauge sample named unlike its family");
+            }
+            with_samples.insert(family.clone());
+            samples.push(sample);
+            family
+        };
+        if current.as_deref() != Some(family.as_str()) {
+            if closed.contains(&family) {
+                return fail("a family's lines are not together");
+            }
+            if let Some(previous) = current.take() {
+                closed.insert(previous);
+            }
+            current = Some(family);
+        }
+    }
+    Ok(Scrape {
+        text: text.to_string(),
+        samples,
+        types,
+    })
+}
+
+/// Checks one histogram family; panics at the first violation.
+fn check_histogram(scrape: &Scrape, family: &str) {
+    if let Err(why) = try_check_histogram(scrape, family) {
+        panic!("{why}\n---\n{}", scrape.text);
+    }
+}
+
+/// Checks one histogram family: `_bucket` (with `le`), `_sum` and `_count` for every
+/// series, an `le="+Inf"` bucket equal to `_count`, buckets cumulative.
+fn try_check_histogram(scrape: &Scrape, family: &str) -> Result<(), String> {
+    macro_rules! ensure {
+        ($ok:expr, $($why:tt)+) => {
+            let ok: bool = $ok;
+            if !ok {
+                return Err(format!($($why)+));
+            }
+        };
+    }
+    let bucket = format!("{family}_bucket");
+    let mut buckets: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
+    for sample in scrape.named(&bucket) {
+        let mut labels = sample.labels.clone();
+        let le = labels.remove("le");
+        let le = le.as_deref().and_then(parse_value);
+        ensure!(le.is_some(), "{bucket} without a numeric le: {sample:?}");
+        buckets
+            .entry(labels)
+            .or_default()
+            .push((le.unwrap_or_default(), sample.value));
+    }
+    ensure!(!buckets.is_empty(), "{family}: no {bucket} samples");
+    let count = format!("{family}_count");
+    let sum = format!("{family}_sum");
+    ensure!(
+        scrape.named(&count).count() == buckets.len(),
+        "{family}: not one _count per series"
+    );
+    ensure!(
+        scrape.named(&sum).count() == buckets.len(),
+        "{family}: not one _sum per series"
+    );
+    ensure!(
+        scrape.named(family).count() == 0,
+        "{family}: a histogram has no bare samples"
+    );
+    for (labels, mut series) in buckets {
+        series.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let inf = series.iter().find(|(le, _)| *le == f64::INFINITY);
+        ensure!(inf.is_some(), "{family}{labels:?}: no le=\"+Inf\" bucket");
+        for pair in series.windows(2) {
+            ensure!(
+                pair[0].1 <= pair[1].1,
+                "{family}{labels:?}: buckets are not cumulative: {series:?}"
+            );
+        }
+        let with_labels = |s: &&Sample| s.labels == labels;
+        let counted = scrape.named(&count).find(with_labels);
+        ensure!(
+            counted.is_some_and(|c| inf.is_some_and(|inf| inf.1 == c.value)),
+            "{family}{labels:?}: no _count, or the le=\"+Inf\" bucket is not _count"
+        );
+        let summed = scrape.named(&sum).find(with_labels);
+        ensure!(
+            summed.is_some_and(|s| s.value >= 0.0),
+            "{family}{labels:?}: no _sum, or a negative one"
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The families the code defines, read from src/.
+
+/// Every `counter!`, `gauge!` and `histogram!` call in `src/`: name → (type, label names).
+fn families_in_source() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let mut found: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let code = std::fs::read_to_string(&path).expect("read source");
+            for (kind, macro_call) in [
+                ("counter", "counter!("),
+                ("gauge", "gauge!("),
+                ("histogram", "histogram!("),
+            ] {
+                for (at, _) in code.match_indices(macro_call) {
+                    let before = code[..at].chars().next_back();
+                    if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        continue; // describe_counter! and the like
+                    }
+                    let args = macro_args(&code[at + macro_call.len()..]);
+                    let where_ = format!("{}:{}", path.display(), code[..at].lines().count());
+                    let name = args
+                        .trim_start()
+                        .strip_prefix('"')
+                        .and_then(|rest| rest.split_once('"'))
+                        .map(|(name, _)| name.to_string())
+                        .unwrap_or_else(|| {
+                            panic!("{where_}: metric name is not a literal: {args}")
+                        });
+                    let labels = label_names(&args);
+                    let known = found
+                        .entry(name.clone())
+                        .or_insert_with(|| (kind.to_string(), labels.clone()));
+                    assert_eq!(
+                        known,
+                        &(kind.to_string(), labels),
+                        "{where_}: {name} is recorded with another type or other labels elsewhere"
+                    );
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The text up to the macro call's closing parenthesis.
+fn macro_args(code: &str) -> String {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in code.char_indices() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '(' => depth += 1,
+            ')' if depth == 0 => return code[..i].to_string(),
+            ')' => depth -= 1,
+            _ => {}
+        }
+    }
+    panic!("unterminated metrics macro call: {code:.80}")
+}
+
+/// The `"label" =>` names in a macro call's arguments.
+fn label_names(args: &str) -> BTreeSet<String> {
+    let mut labels = BTreeSet::new();
+    let mut rest = args;
+    while let Some(arrow) = rest.find("=>") {
+        let before = rest[..arrow].trim_end();
+        let label = before
+            .strip_suffix('"')
+            .and_then(|b| b.rfind('"').map(|q| &b[q + 1..]))
+            .unwrap_or_else(|| panic!("label name is not a literal in {args}"));
+        labels.insert(label.to_string());
+        rest = &rest[arrow + 2..];
+    }
+    labels
+}
+
+/// The checker itself: a valid exposition passes, each kind of damage is caught.
+#[test]
+fn the_format_checker_rejects_malformed_expositions() {
+    let valid = "# HELP a_total Things.\n# TYPE a_total counter\na_total{route=\"GET /x/{id}\",k=\"v\\\"q\"} 3\n\n\
+                 # TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.7\nh_count 2\n";
+    let scrape = parse(valid);
+    check_histogram(&scrape, "h");
+    assert_eq!(scrape.sum("a_total", &[("route", "GET /x/{id}")]), 3.0);
+    assert_eq!(scrape.sum("a_total", &[("k", "v\"q")]), 3.0);
+
+    let rejected = |text: &str| match try_parse(text) {
+        Err(_) => true,
+        Ok(scrape) => {
+            scrape.types.get("h").is_some_and(|t| t == "histogram")
+                && try_check_histogram(&scrape, "h").is_err()
+        }
+    };
+    assert!(!rejected(valid));
+    for bad in [
+        "a_total{route=GET} 1\n",               // unquoted label value
+        "a_total{route=\"x\"} one\n",           // not a number
+        "a total 1\n",                          // space in the name
+        "a_total{route=\"x\",route=\"y\"} 1\n", // a label twice
+        "a_total 1\na_total 2\n",               // a series twice
+        "a_total 1\nb 1\na_total{x=\"1\"} 1\n", // a family split
+        "# TYPE a_total counter\n# TYPE a_total gauge\na_total 1\n", // TYPE twice
+        "a_total 1\n# TYPE a_total counter\n",  // TYPE after samples
+        "# TYPE a_total counter\na_total -1\n", // a counter below zero
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n", // no +Inf
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 3\n", // +Inf != count
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 3\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\n",
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_count 2\n", // no _sum
+    ] {
+        assert!(rejected(bad), "accepted: {bad:?}");
+    }
+}
+
+#[test]
+fn the_family_table_lists_every_family_the_code_defines() {
+    let in_source = families_in_source();
+    let listed: BTreeMap<String, (String, BTreeSet<String>)> = FAMILIES
+        .iter()
+        .map(|(name, kind, labels)| {
+            (
+                name.to_string(),
+                (
+                    kind.to_string(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        in_source, listed,
+        "src/ defines (left) other metric families or labels than this test checks (right)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_metric_family_is_exported_with_its_labels_after_real_traffic() {
+    let mut redis = RedisServer::start();
+    let origin = origin().await;
+    // A short collapse wait, so that a lock held elsewhere times out quickly.
+    let text = policy_text(origin.addr(), &redis.url(), ROUTES)
+        .replace("wait = \"3s\"", "wait = \"300ms\"");
+    assert!(text.contains("wait = \"300ms\""));
+    let policy = Policy::parse(&text, "metrics.toml").expect("test policy is valid");
+    let server = Server::start_with(policy, AdminConfig::with_token(Some(TOKEN.into())))
+        .await
+        .expect("proxy starts");
+    let (addr, admin) = (server.addr(), server.admin_addr());
+    let mut ids = Vec::new();
+
+    let before = scrape(admin).await;
+
+    // Miss, then hit (a tagged route: stored with "put").
+    let a = fresh_id(&mut ids);
+    let item_a = format!("/items/{a}");
+    let miss = get(addr, &item_a, &[]).await;
+    assert!(miss.cache_status().contains("stored"), "{miss:?}");
+    let hit = get(addr, &item_a, &[]).await;
+    assert!(hit.cache_status().contains("; hit"), "{hit:?}");
+
+    // An unnamed route: labelled with its match text. Miss, hit, and a 404 not stored.
+    let b = fresh_id(&mut ids);
+    let things_b = format!("/things/{b}");
+    assert!(
+        get(addr, &things_b, &[])
+            .await
+            .cache_status()
+            .contains("stored")
+    );
+    assert!(
+        get(addr, &things_b, &[])
+            .await
+            .cache_status()
+            .contains("; hit")
+    );
+    let missing = format!("/things/missing-{}", fresh_id(&mut ids));
+    let not_found = get(addr, &missing, &[]).await;
+    assert_eq!(not_found.status, 404);
+    assert!(
+        not_found.cache_status().contains("status-not-stored"),
+        "{not_found:?}"
+    );
+
+    // Collapsed in this process: followers join the flight the leader is still fetching.
+    let slow = format!("/items/slow-{}", fresh_id(&mut ids));
+    let leader = tokio::spawn({
+        let slow = slow.clone();
+        async move { get(addr, &slow, &[]).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.count_of(&slow) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let followers: Vec<_> = (0..5)
+        .map(|_| {
+            let slow = slow.clone();
+            tokio::spawn(async move { get(addr, &slow, &[]).await })
+        })
+        .collect();
+    let mut collapsed = 0;
+    for follower in followers {
+        let got = follower.await.expect("follower");
+        assert_eq!(got.status, 200);
+        collapsed += usize::from(got.cache_status().contains("collapsed"));
+    }
+    assert!(
+        leader
+            .await
+            .expect("leader")
+            .cache_status()
+            .contains("stored")
+    );
+    assert!(collapsed > 0, "no follower was collapsed");
+    assert_eq!(origin.count_of(&slow), 1);
+
+    // Another instance holds the key's lock and never fills: this one waits, times out,
+    // and asks the origin itself.
+    let t = fresh_id(&mut ids);
+    let held = redis
+        .command(&[
+            "SET",
+            &format!("cachalot:lock:item:{t}"),
+            "someone-else",
+            "PX",
+            "60000",
+        ])
+        .expect("SET lock");
+    assert!(held.starts_with("+OK"), "{held}");
+    let timed_out = get(addr, &format!("/items/{t}"), &[]).await;
+    assert_eq!(timed_out.status, 200);
+    assert!(
+        timed_out.cache_status().contains("collapse-timeout"),
+        "{timed_out:?}"
+    );
+
+    // Passes: no route, and a cache = false route (unnamed: its match text).
+    let free = get(addr, &format!("/free/{}", fresh_id(&mut ids)), &[]).await;
+    assert!(free.cache_status().contains("detail=no-route"), "{free:?}");
+    let auth = get(addr, &format!("/auth/{}", fresh_id(&mut ids)), &[]).await;
+    assert!(
+        auth.cache_status().contains("detail=route-pass"),
+        "{auth:?}"
+    );
+
+    // Bypass: Authorization on a cached route.
+    let bypass = get(addr, &item_a, &[("authorization", "Bearer secret")]).await;
+    assert!(
+        bypass.cache_status().contains("detail=item/authorization"),
+        "{bypass:?}"
+    );
+
+    // Writes that invalidate: one on the cached route's own URI, one on the revoke route.
+    let write = send(addr, Method::POST, &item_a, &[], Bytes::new()).await;
+    assert!(
+        write.cache_status().contains("detail=item/method"),
+        "{write:?}"
+    );
+    let revoke = send(
+        addr,
+        Method::POST,
+        &format!("/items/{a}/revoke"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(revoke.status, 200);
+    assert!(
+        get(addr, &item_a, &[])
+            .await
+            .cache_status()
+            .contains("stored"),
+        "the write dropped the entry"
+    );
+
+    // The in-process tier: lookups miss, then hit. Its size gauges say what it holds: two
+    // entries, then none once a purge dropped them.
+    let hot: Vec<String> = (0..2).map(|_| fresh_id(&mut ids)).collect();
+    let from_l1 =
+        |got: &Got| got.cache_status().contains("; hit") && got.cache_status().ends_with("/l1");
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        for id in &hot {
+            until_l1(addr, &format!("/hot/{id}")).await;
+        }
+        let gauges = l1_gauges_until(admin, |entries, bytes| entries == 2.0 && bytes > 0.0).await;
+        // Both still answered from the tier: it held both the whole time (nothing else
+        // refills it), so the gauges must have said so.
+        let mut held = true;
+        for id in &hot {
+            held &= from_l1(&get(addr, &format!("/hot/{id}"), &[]).await);
+        }
+        match gauges {
+            Ok(()) => break,
+            Err((entries, bytes)) if held || attempts == 3 => panic!(
+                "the tier holds 2 entries (both served from it before and after), but \
+                 /metrics says cachalot_l1_entries {entries}, cachalot_l1_bytes {bytes}"
+            ),
+            // The tier was flushed meanwhile (Redis slow, the feed in doubt): again.
+            Err(_) => {}
+        }
+    }
+    let purged = purge(
+        admin,
+        &format!("{{\"keys\":[\"hot:{}\",\"hot:{}\"]}}", hot[0], hot[1]),
+    )
+    .await;
+    assert_eq!(purged.status, 200, "{purged:?}");
+    if let Err((entries, bytes)) =
+        l1_gauges_until(admin, |entries, bytes| entries == 0.0 && bytes == 0.0).await
+    {
+        panic!(
+            "a purge dropped the tier's only entries, but /metrics says \
+             cachalot_l1_entries {entries}, cachalot_l1_bytes {bytes}"
+        );
+    }
+    assert!(
+        !from_l1(&get(addr, &format!("/hot/{}", hot[0]), &[]).await),
+        "the purge dropped the entry"
+    );
+
+    // Pub/sub: a message other services publish, and a malformed one.
+    publish(
+        &redis,
+        "cache:invalidate",
+        &format!("{{\"keys\":[\"item:{a}\"],\"reason\":\"test\"}}"),
+    )
+    .await;
+    publish(&redis, "cache:invalidate", "this is not json").await;
+
+    // The purge API: keys, a tag (zrangebyscore) and a prefix (scan).
+    let purged = purge(
+        admin,
+        &format!(
+            "{{\"keys\":[\"item:{}\"],\"tags\":[\"items\"],\"prefix\":\"/things/\"}}",
+            fresh_id(&mut ids)
+        ),
+    )
+    .await;
+    assert_eq!(purged.status, 200, "{purged:?}");
+    // A key whose generation counter is not a counter: Redis answers WRONGTYPE, an error
+    // about one key, not an outage.
+    let wrong = fresh_id(&mut ids);
+    redis
+        .command(&["RPUSH", &format!("cachalot:gen:item:{wrong}"), "x"])
+        .expect("RPUSH");
+    let purged = purge(admin, &format!("{{\"keys\":[\"item:{wrong}\"]}}")).await;
+    assert_eq!(purged.status, 200, "{purged:?}");
+
+    // Reloads: one good file, one bad.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = policy_file(dir.path(), "good.toml", &text);
+    let bad = policy_file(
+        dir.path(),
+        "bad.toml",
+        &text.replace("ttl = \"2m\"", "ttl = \"two minutes\""),
+    );
+    cachalot::reload::reload(server.proxy(), &good).expect("the good policy reloads");
+    assert!(cachalot::reload::reload(server.proxy(), &bad).is_err());
+
+    // Health (ping).
+    assert_eq!(get(admin, "/health/cache", &[]).await.status, 200);
+
+    // Redis goes away for a moment: errors, requests served from the origin, and a write
+    // whose invalidation is queued.
+    redis.kill();
+    let down = format!("/items/{}", fresh_id(&mut ids));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = get(addr, &down, &[]).await;
+        assert_eq!(got.status, 200);
+        if got.cache_status().contains("redis-unavailable") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis killed, yet: {}",
+            got.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queued = send(
+        addr,
+        Method::POST,
+        &format!("{down}/revoke"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(queued.status, 200);
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = get(addr, &down, &[]).await;
+        if !got.cache_status().contains("redis-unavailable") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "caching never resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Pub/sub invalidations are applied by a task: wait for them to be counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let after = scrape(admin).await;
+        let counted = |name: &str, labels: &[(&str, &str)]| {
+            after.sum(name, labels) > before.sum(name, labels)
+        };
+        if counted(
+            "cachalot_invalidations_total",
+            &[("source", "pubsub"), ("outcome", "applied")],
+        ) && counted("cachalot_invalidation_messages_malformed_total", &[])
+        {
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pub/sub messages were never counted:\n{}",
+            after.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // Every family, with its labels and type; histograms complete.
+    let mut missing = Vec::new();
+    for (family, kind, labels) in FAMILIES {
+        let expected: BTreeSet<&str> = labels.iter().copied().collect();
+        if let Some(declared) = after.types.get(*family) {
+            assert_eq!(declared, kind, "# TYPE of {family}");
+        }
+        let sample_names: Vec<String> = if *kind == "histogram" {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{family}{s}"))
+                .collect()
+        } else {
+            vec![family.to_string()]
+        };
+        for name in &sample_names {
+            let samples: Vec<&Sample> = after.named(name).collect();
+            if samples.is_empty() {
+                missing.push(name.clone());
+            }
+            for sample in samples {
+                let keys: BTreeSet<&str> = sample
+                    .labels
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|k| !(name.ends_with("_bucket") && *k == "le"))
+                    .collect();
+                assert_eq!(keys, expected, "labels of {sample:?}");
+            }
+        }
+        if *kind == "histogram" && after.named(&format!("{family}_bucket")).next().is_some() {
+            check_histogram(&after, family);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing from /metrics after the traffic: {missing:?}\n{}",
+        after.text
+    );
+
+    // Nothing cachalot_* that the table does not know.
+    for sample in &after.samples {
+        if sample.name.starts_with("cachalot_") {
+            let family = family_of(&sample.name, &after.types);
+            assert!(
+                FAMILIES.iter().any(|(f, _, _)| *f == family),
+                "unknown family {family} in /metrics"
+            );
+        }
+    }
+
+    // Route labels: route names, or the match text of unnamed routes; never a path.
+    for sample in &after.samples {
+        if let Some(route) = sample.labels.get("route") {
+            assert!(
+                ROUTE_LABELS.contains(&route.as_str()),
+                "route label {route:?} is not a route's name or match: {sample:?}"
+            );
+        }
+    }
+    for id in &ids {
+        assert!(
+            !after.text.contains(id.as_str()),
+            "request id {id} (from a request path) appears in /metrics:\n{}",
+            after.text
+        );
+    }
+
+    // Each kind of traffic above counted under its labels.
+    let increased = |name: &str, labels: &[(&str, &str)]| {
+        let (was, is) = (before.sum(name, labels), after.sum(name, labels));
+        assert!(
+            is > was,
+            "{name}{labels:?} did not increase ({was} -> {is})\n{}",
+            after.text
+        );
+    };
+    let requests = "cachalot_requests_total";
+    for labels in [
+        &[("route", "item"), ("phase", "miss"), ("reason", "-")][..],
+        &[("route", "item"), ("phase", "hit"), ("reason", "-")],
+        &[("route", "item"), ("phase", "collapsed")],
+        &[
+            ("route", "item"),
+            ("phase", "miss"),
+            ("reason", "collapse-timeout"),
+        ],
+        &[
+            ("route", "item"),
+            ("phase", "bypass"),
+            ("reason", "authorization"),
+        ],
+        &[("route", "item"), ("phase", "pass"), ("reason", "method")],
+        &[("route", "item"), ("reason", "redis-unavailable")],
+        &[("route", "GET /things/{id}"), ("phase", "miss")],
+        &[("route", "GET /things/{id}"), ("phase", "hit")],
+        &[
+            ("route", "GET /things/{id}"),
+            ("reason", "status-not-stored"),
+        ],
+        &[("route", "hot"), ("phase", "hit"), ("reason", "l1")],
+        &[
+            ("route", "revoke"),
+            ("phase", "pass"),
+            ("reason", "route-pass"),
+        ],
+        &[
+            ("route", "/auth/{*rest}"),
+            ("phase", "pass"),
+            ("reason", "route-pass"),
+        ],
+        &[("route", "-"), ("phase", "pass"), ("reason", "no-route")],
+    ] {
+        increased(requests, labels);
+    }
+    let durations = "cachalot_request_duration_seconds_count";
+    for phase in ["hit", "miss", "collapsed", "pass", "bypass"] {
+        increased(durations, &[("phase", phase)]);
+    }
+    increased(durations, &[("route", "hot"), ("phase", "hit")]);
+    increased("cachalot_response_bytes_total", &[("source", "cache")]);
+    increased("cachalot_response_bytes_total", &[("source", "origin")]);
+    increased(
+        "cachalot_origin_requests_total",
+        &[("route", "item"), ("status", "200")],
+    );
+    increased(
+        "cachalot_origin_requests_total",
+        &[("route", "GET /things/{id}"), ("status", "404")],
+    );
+    increased(
+        "cachalot_origin_requests_total",
+        &[("route", "-"), ("status", "200")],
+    );
+    increased(
+        "cachalot_origin_requests_total",
+        &[("route", "revoke"), ("status", "200")],
+    );
+    for route in ["item", "GET /things/{id}", "-", "revoke", "/auth/{*rest}"] {
+        increased(
+            "cachalot_origin_duration_seconds_count",
+            &[("route", route)],
+        );
+    }
+    for command in [
+        "mget",
+        "put",
+        "set",
+        "lock",
+        "unlock",
+        "publish",
+        "ping",
+        "invalidate",
+        "zrangebyscore",
+        "scan",
+    ] {
+        increased(
+            "cachalot_redis_command_duration_seconds_count",
+            &[("command", command)],
+        );
+    }
+    increased("cachalot_redis_errors_total", &[("kind", "outage")]);
+    increased("cachalot_redis_errors_total", &[("kind", "reply")]);
+    increased("cachalot_collapse_waiters_total", &[("scope", "process")]);
+    increased("cachalot_collapse_waiters_total", &[("scope", "instances")]);
+    increased("cachalot_collapse_timeouts_total", &[]);
+    for (source, outcome) in [
+        ("write", "applied"),
+        ("pubsub", "applied"),
+        ("purge", "applied"),
+        ("write", "queued"),
+    ] {
+        increased(
+            "cachalot_invalidations_total",
+            &[("source", source), ("outcome", outcome)],
+        );
+    }
+    increased("cachalot_invalidation_messages_malformed_total", &[]);
+    increased("cachalot_policy_reloads_total", &[("outcome", "applied")]);
+    increased("cachalot_policy_reloads_total", &[("outcome", "rejected")]);
+    increased("cachalot_l1_lookups_total", &[("result", "hit")]);
+    increased("cachalot_l1_lookups_total", &[("result", "miss")]);
+
+    server.shutdown().await;
+}
+
+/// An error reply about one key (here `ERR value is not an integer`, from a generation
+/// counter that holds text) is that key's problem: counted as `kind="reply"`, and Redis
+/// stays in use for every other request. Run in its own process (the real binary), so its
+/// counters are its own and do not mix with the test above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_reply_about_one_key_is_counted_as_reply_and_caching_goes_on() {
+    let redis = RedisServer::start();
+    let origin = Origin::echo().await;
+    let (port, admin_port) = (support::redis::free_port(), support::redis::free_port());
+    let text = policy_text(
+        origin.addr(),
+        &redis.url(),
+        "[[route]]\nname = \"item\"\nmatch = \"GET /items/{id}\"\nttl = \"1m\"\nkey = \"item:{id}\"\n",
+    )
+    .replace(
+        "addr = \"127.0.0.1:0\"",
+        &format!("addr = \"127.0.0.1:{port}\""),
+    )
+    .replace(
+        "admin = \"127.0.0.1:0\"",
+        &format!("admin = \"127.0.0.1:{admin_port}\""),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = policy_file(dir.path(), "cachalot.toml", &text);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cachalot"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("REDIS_URL")
+        .env_remove("CACHALOT_CONFIG")
+        .env("CACHALOT_ADMIN_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cachalot starts");
+    let (addr, admin) = (
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from(([127, 0, 0, 1], admin_port)),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for listener in [addr, admin] {
+        while tokio::net::TcpStream::connect(listener).await.is_err() {
+            if Instant::now() >= deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                panic!("cachalot did not listen on {listener}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let outcome = async {
+        let first = get(addr, "/items/1", &[]).await;
+        assert!(first.cache_status().contains("stored"), "{first:?}");
+
+        redis
+            .command(&["SET", "cachalot:gen:item:broken", "not-a-number"])
+            .expect("SET");
+        let purged = purge(admin, "{\"keys\":[\"item:broken\"]}").await;
+
+        // Give the health probe time to act on whatever the error did.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let next = get(addr, "/items/2", &[]).await;
+        let metrics = scrape(admin).await;
+        (purged, next, metrics)
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let (purged, next, metrics) = outcome;
+
+    let reply = metrics.sum("cachalot_redis_errors_total", &[("kind", "reply")]);
+    let outage = metrics.sum("cachalot_redis_errors_total", &[("kind", "outage")]);
+    assert!(
+        reply >= 1.0 && outage == 0.0,
+        "an error reply counted as redis errors reply={reply}, outage={outage}"
+    );
+    assert_eq!(
+        purged.status,
+        200,
+        "the purge of a healthy Redis was not applied: {}",
+        purged.text()
+    );
+    assert!(
+        next.cache_status().contains("stored"),
+        "one key's error reply took Redis out of use for every request: {}",
+        next.cache_status()
+    );
+}

@@ -26,9 +26,24 @@ pub fn install() -> &'static PrometheusHandle {
         // Fails only if another recorder was installed first; then ours renders nothing
         // new, which is what a library embedded in a bigger program should accept.
         let _ = metrics::set_global_recorder(recorder);
+        // Histograms buffer samples until upkeep folds them into buckets: without it memory
+        // grows with every request while nobody scrapes /metrics.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("a thread can be started");
         handle
     })
 }
+
+/// How often buffered histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The current metrics in the Prometheus text format.
 pub fn render() -> String {

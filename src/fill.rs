@@ -160,12 +160,19 @@ async fn fetch_and_store(
         Some((_, true)) => FillNotice::Stored(key.clone()),
         _ => FillNotice::Failed(key.clone()),
     };
-    if token.is_some() || matches!(notice, FillNotice::Stored(_)) {
-        let _ = proxy.store.publish(&notice).await;
-    }
-    if let Some(token) = token {
-        let _ = proxy.store.unlock(key, token).await;
-    }
+    // Both go out together on the control connection, in this order (one round trip, and
+    // a waiter woken by the notice finds the entry, which was written before it).
+    let publish = async {
+        if token.is_some() || matches!(notice, FillNotice::Stored(_)) {
+            let _ = proxy.store.publish(&notice).await;
+        }
+    };
+    let unlock = async {
+        if let Some(token) = token {
+            let _ = proxy.store.unlock(key, token).await;
+        }
+    };
+    tokio::join!(publish, unlock);
     let landing = match stored {
         // Even if Redis refused the write, the response is shareable with this process's waiters.
         Some((entry, _)) => Landing::Stored(entry),

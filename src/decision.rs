@@ -28,8 +28,6 @@ pub struct Plan {
     pub route: Arc<Route>,
     /// The Redis key, without the prefix.
     pub key: String,
-    /// Path and query as the origin sees them (the route's query rule applied).
-    pub origin_target: String,
     /// The route's tags for this request (the origin may add more).
     pub tags: Vec<String>,
 }
@@ -67,14 +65,19 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
             Some(reason) => forward(status(Phase::Bypass).because(reason)),
             None => Decision::Cache(Plan {
                 key: rule.key.build(&matched.params, &path, query, &rule.query),
-                origin_target: match rule.query.forwarded(query) {
-                    Some(q) => format!("{}?{q}", uri.path()),
-                    None => uri.path().to_string(),
-                },
                 tags: rule.tags.iter().map(build).collect(),
                 route: Arc::clone(&route),
             }),
         },
+    }
+}
+
+/// Path and query as the origin sees them for a cached route: the route's query rule
+/// applied. Only misses need it, so it is not built on the hit path.
+pub fn origin_target(uri: &Uri, query: &QueryRule) -> String {
+    match query.forwarded(uri.query()) {
+        Some(q) => format!("{}?{q}", uri.path()),
+        None => uri.path().to_string(),
     }
 }
 

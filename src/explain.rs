@@ -104,7 +104,7 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
                 "origin",
                 format!(
                     "GET {}{}",
-                    plan.origin_target,
+                    decision::origin_target(&probe.uri, &rule.query),
                     query_note(&rule.query, probe.uri.query())
                 ),
             );

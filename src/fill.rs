@@ -355,7 +355,7 @@ fn origin_request(proxy: &Proxy, request: &Cacheable, method: Method) -> Request
     let mut builder = origin::request_head(
         &proxy.origin,
         &request.head,
-        &request.origin_target,
+        &request.origin_target(),
         request.client.ip(),
     )
     .method(method);

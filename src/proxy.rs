@@ -58,8 +58,6 @@ pub(crate) struct Cacheable {
     pub key: String,
     /// The client's request head (its body, if any, is not used: fills are GETs).
     pub head: http::request::Parts,
-    /// Path and query as the origin sees them (the route's query rule applied).
-    pub origin_target: String,
     pub client: SocketAddr,
     /// The route's tags for this request (the origin may add more).
     pub tags: Vec<String>,
@@ -73,6 +71,11 @@ impl Cacheable {
             Action::Cache(rule) => rule,
             Action::Pass => unreachable!("only cached routes build a Cacheable"),
         }
+    }
+
+    /// Path and query as the origin sees them (the route's query rule applied).
+    pub fn origin_target(&self) -> String {
+        decision::origin_target(&self.head.uri, &self.rule().query)
     }
 
     /// The route's label as a metric label value.
@@ -169,18 +172,12 @@ impl Proxy {
             Decision::Forward { status, invalidate } => {
                 self.pass(request, client, status, invalidate).await
             }
-            Decision::Cache(Plan {
-                route,
-                key,
-                origin_target,
-                tags,
-            }) => {
+            Decision::Cache(Plan { route, key, tags }) => {
                 let (head, _body) = request.into_parts();
                 let cacheable = Cacheable {
                     route,
                     key,
                     head,
-                    origin_target,
                     client,
                     tags,
                     l1_epoch: None,

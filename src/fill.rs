@@ -349,8 +349,26 @@ pub(crate) async fn fetch_uncached(
     }
 }
 
-/// The origin request for a cacheable route: the route's query rule applied, and `Cookie`
-/// removed where the route declared cookies irrelevant (so nothing stored is personalised).
+/// Request headers an origin may reflect into its response (absolute links, redirects,
+/// routing) that the cache key does not hold. On a cacheable route they never reach the
+/// origin: otherwise one client could plant a response for everyone (cache poisoning).
+const UNKEYED: [&str; 11] = [
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+];
+
+/// The origin request for a cacheable route: the route's query rule applied, `Cookie`
+/// removed where the route declared cookies irrelevant (so nothing stored is personalised),
+/// and headers the key does not hold removed (see [`UNKEYED`]).
 fn origin_request(proxy: &Proxy, request: &Cacheable, method: Method) -> Request<OriginBody> {
     let mut builder = origin::request_head(
         &proxy.origin,
@@ -363,6 +381,9 @@ fn origin_request(proxy: &Proxy, request: &Cacheable, method: Method) -> Request
         headers.remove(header::COOKIE);
         // The fill reads the whole body; a request body on a GET is not forwarded.
         headers.remove(header::CONTENT_LENGTH);
+        for name in UNKEYED {
+            headers.remove(name);
+        }
     }
     builder
         .body(Either::Right(Empty::new()))

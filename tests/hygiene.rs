@@ -524,3 +524,53 @@ cache = false
     }
     proxy.shutdown().await;
 }
+
+/// Cache poisoning through unkeyed inputs: headers an origin may reflect (X-Forwarded-Host,
+/// X-Original-URL, X-HTTP-Method-Override, Forwarded…) but the key does not hold never reach
+/// the origin on a cacheable route, so a stored response cannot depend on them. Routes the
+/// cache does not handle forward them untouched.
+#[tokio::test]
+async fn unkeyed_headers_never_reach_the_origin_on_cacheable_routes() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|seen, _| {
+        let host = seen
+            .headers
+            .get("x-forwarded-host")
+            .map_or("app.example", |v| v.to_str().unwrap_or("?"));
+        Reply::ok(format!("{{\"link\":\"https://{host}/next\"}}"))
+    })
+    .await;
+    let routes = "[[route]]\nname = \"page\"\nmatch = \"GET /pages/{id}\"\nttl = \"1m\"\n";
+    let proxy = start_proxy(&origin, &redis, routes).await;
+    let attack = [
+        ("x-forwarded-host", "evil.example"),
+        ("x-original-url", "/admin"),
+        ("x-http-method-override", "DELETE"),
+        ("forwarded", "host=evil.example"),
+    ];
+    let planted = get(proxy.addr(), "/pages/1", &attack).await;
+    assert!(planted.text().contains("app.example"), "{}", planted.text());
+    let victim = get(proxy.addr(), "/pages/1", &[]).await;
+    assert!(
+        victim.cache_status().contains("hit"),
+        "{}",
+        victim.cache_status()
+    );
+    assert!(!victim.text().contains("evil"), "{}", victim.text());
+    let seen = origin.seen();
+    for (name, _) in attack {
+        assert!(
+            !seen[0].headers.contains_key(name),
+            "{name} reached the origin"
+        );
+    }
+
+    // An unrouted request is forwarded untouched, headers and all.
+    get(proxy.addr(), "/elsewhere", &attack).await;
+    let forwarded = origin.seen().pop().unwrap();
+    assert_eq!(
+        forwarded.headers.get("x-forwarded-host").unwrap(),
+        "evil.example"
+    );
+    proxy.shutdown().await;
+}

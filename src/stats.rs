@@ -44,10 +44,10 @@ struct RouteStats {
     latency: [u64; BUCKETS_US.len()],
 }
 
-/// What the status page shows for one route.
-#[derive(Debug, Serialize, PartialEq)]
-pub struct RouteSummary {
-    pub route: String,
+/// Requests by cache phase and what follows from them: one definition for a route and for
+/// all routes together.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq)]
+pub struct Counts {
     pub requests: u64,
     pub hits: u64,
     pub misses: u64,
@@ -58,6 +58,47 @@ pub struct RouteSummary {
     pub hit_ratio: Option<f64>,
     /// Requests answered without their own origin request (hits and collapsed waiters).
     pub origin_requests_saved: u64,
+}
+
+impl Counts {
+    fn new(hits: u64, misses: u64, collapsed: u64, passed: u64, bypassed: u64) -> Self {
+        let cached = hits + misses + collapsed;
+        let saved = hits + collapsed;
+        Self {
+            requests: cached + passed + bypassed,
+            hits,
+            misses,
+            collapsed,
+            passed,
+            bypassed,
+            hit_ratio: (cached > 0).then(|| saved as f64 / cached as f64),
+            origin_requests_saved: saved,
+        }
+    }
+
+    /// All of them together (percentiles do not add up, so only counts have a total).
+    pub fn total<'a>(all: impl IntoIterator<Item = &'a Counts>) -> Self {
+        let mut phases = [0u64; 5];
+        for c in all {
+            for (sum, n) in
+                phases
+                    .iter_mut()
+                    .zip([c.hits, c.misses, c.collapsed, c.passed, c.bypassed])
+            {
+                *sum += n;
+            }
+        }
+        let [hits, misses, collapsed, passed, bypassed] = phases;
+        Self::new(hits, misses, collapsed, passed, bypassed)
+    }
+}
+
+/// What the status page shows for one route.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RouteSummary {
+    pub route: String,
+    #[serde(flatten)]
+    pub counts: Counts,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
 }
@@ -110,23 +151,11 @@ impl Stats {
         let routes = self.routes.lock().expect("stats poisoned").clone();
         routes
             .into_iter()
-            .map(|(label, s)| {
-                let requests = s.hits + s.misses + s.collapsed + s.passed + s.bypassed;
-                let cached = s.hits + s.misses + s.collapsed;
-                let saved = s.hits + s.collapsed;
-                RouteSummary {
-                    route: label.to_string(),
-                    requests,
-                    hits: s.hits,
-                    misses: s.misses,
-                    collapsed: s.collapsed,
-                    passed: s.passed,
-                    bypassed: s.bypassed,
-                    hit_ratio: (cached > 0).then(|| saved as f64 / cached as f64),
-                    origin_requests_saved: saved,
-                    p50_ms: percentile(&s.latency, 0.50),
-                    p99_ms: percentile(&s.latency, 0.99),
-                }
+            .map(|(label, s)| RouteSummary {
+                route: label.to_string(),
+                counts: Counts::new(s.hits, s.misses, s.collapsed, s.passed, s.bypassed),
+                p50_ms: percentile(&s.latency, 0.50),
+                p99_ms: percentile(&s.latency, 0.99),
             })
             .collect()
     }
@@ -185,12 +214,24 @@ mod tests {
         let summaries = stats.summaries();
         assert_eq!(summaries.len(), 2);
         let credential = summaries.iter().find(|s| s.route == "credential").unwrap();
-        assert_eq!(credential.requests, 10);
-        assert_eq!(credential.origin_requests_saved, 9);
-        assert_eq!(credential.hit_ratio, Some(0.9));
+        assert_eq!(credential.counts.requests, 10);
+        assert_eq!(credential.counts.origin_requests_saved, 9);
+        assert_eq!(credential.counts.hit_ratio, Some(0.9));
         assert_eq!(credential.p50_ms, Some(0.2));
         assert_eq!(credential.p99_ms, Some(51.2));
         let unrouted = summaries.iter().find(|s| s.route == "(no route)").unwrap();
-        assert_eq!(unrouted.hit_ratio, None);
+        assert_eq!(unrouted.counts.hit_ratio, None);
+    }
+
+    #[test]
+    fn totals_add_up_and_the_ratio_counts_cached_requests_only() {
+        let a = Counts::new(3, 1, 0, 1, 0);
+        let b = Counts::new(0, 4, 0, 1, 0);
+        let totals = Counts::total([&a, &b]);
+        assert_eq!(totals.requests, 10);
+        assert_eq!(totals.passed, 2);
+        assert_eq!(totals.origin_requests_saved, 3);
+        assert_eq!(totals.hit_ratio, Some(3.0 / 8.0));
+        assert_eq!(Counts::total([]).hit_ratio, None);
     }
 }

@@ -10,7 +10,7 @@
 //! one thing a connect can, that something accepts connections there.
 
 use crate::proxy::Proxy;
-use crate::stats::RouteSummary;
+use crate::stats::{Counts, RouteSummary};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,8 @@ pub struct Status {
     pub policy: PolicyInfo,
     pub redis: RedisHealth,
     pub origin: OriginHealth,
-    pub totals: Totals,
+    /// All routes together (no percentiles: they do not add up).
+    pub totals: Counts,
     pub routes: Vec<RouteSummary>,
 }
 
@@ -58,39 +59,6 @@ pub struct OriginHealth {
     pub error: Option<String>,
 }
 
-/// All routes together. Latency percentiles do not add up across routes, so there are none.
-#[derive(Debug, Default, Serialize)]
-pub struct Totals {
-    pub requests: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub collapsed: u64,
-    pub passed: u64,
-    pub bypassed: u64,
-    pub hit_ratio: Option<f64>,
-    pub origin_requests_saved: u64,
-}
-
-impl Totals {
-    fn of(routes: &[RouteSummary]) -> Self {
-        let mut totals = routes.iter().fold(Totals::default(), |mut t, r| {
-            t.requests += r.requests;
-            t.hits += r.hits;
-            t.misses += r.misses;
-            t.collapsed += r.collapsed;
-            t.passed += r.passed;
-            t.bypassed += r.bypassed;
-            t.origin_requests_saved += r.origin_requests_saved;
-            t
-        });
-        // The same definition as a route's: over the requests the cache handled.
-        let cached = totals.hits + totals.misses + totals.collapsed;
-        totals.hit_ratio =
-            (cached > 0).then(|| totals.origin_requests_saved as f64 / cached as f64);
-        totals
-    }
-}
-
 /// The numbers now.
 pub async fn snapshot(proxy: &Proxy) -> Status {
     let policy = proxy.policy();
@@ -105,7 +73,7 @@ pub async fn snapshot(proxy: &Proxy) -> Status {
             healthy: proxy.store.is_healthy(),
         },
         origin: probe_origin(&policy.origin.url).await,
-        totals: Totals::of(&routes),
+        totals: Counts::total(routes.iter().map(|r| &r.counts)),
         routes,
     }
 }
@@ -139,32 +107,6 @@ async fn probe_origin(url: &http::Uri) -> OriginHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn route(name: &str, hits: u64, misses: u64) -> RouteSummary {
-        RouteSummary {
-            route: name.into(),
-            requests: hits + misses + 1,
-            hits,
-            misses,
-            collapsed: 0,
-            passed: 1,
-            bypassed: 0,
-            hit_ratio: None,
-            origin_requests_saved: hits,
-            p50_ms: None,
-            p99_ms: None,
-        }
-    }
-
-    #[test]
-    fn totals_add_up_and_the_ratio_counts_cached_requests_only() {
-        let totals = Totals::of(&[route("a", 3, 1), route("b", 0, 4)]);
-        assert_eq!(totals.requests, 10);
-        assert_eq!(totals.passed, 2);
-        assert_eq!(totals.origin_requests_saved, 3);
-        assert_eq!(totals.hit_ratio, Some(3.0 / 8.0));
-        assert_eq!(Totals::of(&[]).hit_ratio, None);
-    }
 
     #[test]
     fn the_page_loads_nothing_from_elsewhere() {

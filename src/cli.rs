@@ -123,15 +123,9 @@ fn run(config: &Path, log_format: LogFormat) -> ExitCode {
     for warning in &policy.warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match started(tokio::runtime::Builder::new_multi_thread().enable_all()) {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let stop = stop_signal();
@@ -179,15 +173,9 @@ fn purge(config: &Path, invalidation: &Invalidation) -> ExitCode {
         Ok(policy) => policy,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match started(tokio::runtime::Builder::new_current_thread().enable_all()) {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let redis = redact(&policy.redis.url);
     runtime.block_on(async {
@@ -270,6 +258,14 @@ fn init_logging(format: LogFormat) {
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// Builds the async runtime; a failure is reported and becomes the exit code.
+fn started(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Registers for SIGTERM (and Ctrl-C) at once, before the listeners open: a SIGTERM that

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::Method;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::{Got, Origin, RedisServer, Reply, get, send, start_proxy};
+use support::{Got, Origin, RedisServer, Reply, get, pattern, send, start_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROUTES: &str = r#"
@@ -33,11 +33,6 @@ name = "profile"
 match = "/api/profiles/{id}"
 ttl = "5m"
 "#;
-
-/// A body of `len` bytes that is not one repeated byte, so a shifted or truncated copy shows.
-fn pattern(len: usize) -> Bytes {
-    (0..len).map(|i| (i * 31 % 251) as u8).collect()
-}
 
 /// Fails instead of hanging when the proxy never answers (a generous bound, not a latency
 /// check: "never a hang" is the promise).

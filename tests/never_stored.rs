@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use support::{Got, Origin, RedisServer, Reply, get, start_proxy};
+use support::{Origin, RedisServer, Reply, get, pattern, start_proxy};
 
 const CREDENTIAL: &str = r#"
 [[route]]
@@ -42,17 +42,6 @@ ttl = "10m"
 key = "credential:{id}"
 "#;
 
-/// Whether `Cache-Status` says the response was stored (the `stored` parameter, not a
-/// `detail` such as `status-not-stored`).
-fn stored(got: &Got) -> bool {
-    got.cache_status().split("; ").any(|part| part == "stored")
-}
-
-/// A body of `len` bytes that is not one repeated byte, so a shifted or truncated copy shows.
-fn pattern(len: usize) -> Bytes {
-    (0..len).map(|i| (i * 31 % 251) as u8).collect()
-}
-
 #[tokio::test]
 async fn authorization_is_never_answered_from_the_cache_nor_stored() {
     let redis = RedisServer::start();
@@ -60,7 +49,7 @@ async fn authorization_is_never_answered_from_the_cache_nor_stored() {
     let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
 
     let public = get(proxy.addr(), "/api/credentials/abc", &[]).await;
-    assert!(stored(&public));
+    assert!(public.stored());
 
     // An entry exists, but a request with credentials goes to the origin.
     let authorized = get(
@@ -111,7 +100,7 @@ async fn a_cookie_bypasses_the_cache_by_default() {
     let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
 
     let public = get(proxy.addr(), "/api/credentials/abc", &[]).await;
-    assert!(stored(&public));
+    assert!(public.stored());
 
     for n in [2, 3] {
         let with_cookie = get(
@@ -167,7 +156,7 @@ ignore_cookies = true
     .await;
     let alice = get(proxy.addr(), "/api/stats", &[("cookie", "session=alice")]).await;
     assert_eq!(alice.text(), "cookie=none n=1");
-    assert!(stored(&alice), "{}", alice.cache_status());
+    assert!(alice.stored(), "{}", alice.cache_status());
     let bob = get(proxy.addr(), "/api/stats", &[("cookie", "session=bob")]).await;
     assert!(
         bob.cache_status().starts_with("cachalot; hit"),
@@ -197,7 +186,7 @@ async fn assert_never_stored(reply: Reply, reason: &str) {
         }
         let status = got.cache_status();
         assert!(status.contains("fwd=uri-miss"), "round {round}: {status}");
-        assert!(!stored(&got), "round {round}: {status}");
+        assert!(!got.stored(), "round {round}: {status}");
         assert!(
             status.ends_with(&format!("detail=credential/{reason}")),
             "round {round}: {status}"
@@ -276,7 +265,7 @@ statuses = [200, 404]
     .await;
     let first = get(proxy.addr(), "/api/credentials/nope", &[]).await;
     assert_eq!(first.status, 404);
-    assert!(stored(&first), "{}", first.cache_status());
+    assert!(first.stored(), "{}", first.cache_status());
     let second = get(proxy.addr(), "/api/credentials/nope", &[]).await;
     assert_eq!(second.status, 404);
     assert!(
@@ -331,7 +320,7 @@ async fn a_body_over_max_object_size_is_streamed_whole_and_not_stored() {
     for size in [512usize, 1024] {
         let path = format!("/blobs/{size}");
         let first = get(proxy.addr(), &path, &[]).await;
-        assert!(stored(&first), "{path}: {}", first.cache_status());
+        assert!(first.stored(), "{path}: {}", first.cache_status());
         let second = get(proxy.addr(), &path, &[]).await;
         assert!(second.cache_status().starts_with("cachalot; hit"));
         assert!(second.body == pattern(size));
@@ -421,7 +410,7 @@ async fn a_chunked_body_over_max_object_size_is_streamed_whole_and_not_stored() 
     // A chunked body within the limit is read whole and stored.
     let small = get(proxy.addr(), "/blobs/900", &[]).await;
     assert!(small.body == pattern(900));
-    assert!(stored(&small), "{}", small.cache_status());
+    assert!(small.stored(), "{}", small.cache_status());
     let hit = get(proxy.addr(), "/blobs/900", &[]).await;
     assert!(hit.cache_status().starts_with("cachalot; hit"));
     assert!(hit.body == pattern(900));
@@ -478,7 +467,7 @@ async fn vary_on_accept_encoding_with_an_unencoded_body_is_stored() {
         &[("accept-encoding", "gzip")],
     )
     .await;
-    assert!(stored(&first), "{}", first.cache_status());
+    assert!(first.stored(), "{}", first.cache_status());
     assert_eq!(
         origin.seen()[0].headers["accept-encoding"],
         "identity",

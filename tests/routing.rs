@@ -30,12 +30,6 @@ fn route_of(got: &Got) -> String {
         .unwrap_or_default()
 }
 
-/// Whether `Cache-Status` says the response was stored (the `stored` parameter, not a
-/// `detail` such as `status-not-stored`).
-fn stored(got: &Got) -> bool {
-    got.cache_status().split("; ").any(|part| part == "stored")
-}
-
 /// The four kinds of segment for one path prefix, written least specific first.
 const ITEMS_LEAST_SPECIFIC_FIRST: &str = r#"
 [[route]]
@@ -274,7 +268,7 @@ key = "credential:{id}"
     .await;
     assert_eq!(head.status, 200);
     assert!(
-        head.cache_status().contains("fwd=uri-miss") && stored(&head),
+        head.cache_status().contains("fwd=uri-miss") && head.stored(),
         "{}",
         head.cache_status()
     );
@@ -478,7 +472,7 @@ ttl = "3m"
         "/api/stats/week",
     ] {
         let got = get(proxy.addr(), path, &[]).await;
-        assert!(stored(&got), "{path}: {}", got.cache_status());
+        assert!(got.stored(), "{path}: {}", got.cache_status());
     }
     assert_eq!(
         redis.entries(),
@@ -508,7 +502,7 @@ ttl = "1m"
     .await;
 
     let first = get(proxy.addr(), "/api/search?b=2&a=1", &[]).await;
-    assert!(stored(&first));
+    assert!(first.stored());
     let second = get(proxy.addr(), "/api/search?a=1&b=2", &[]).await;
     assert!(
         second.cache_status().starts_with("cachalot; hit"),
@@ -632,7 +626,7 @@ key = "credential:{id}"
     .await;
     let forged = get(proxy.addr(), "/api/credentials/a:b*", &[]).await;
     assert_eq!(forged.status, 200);
-    assert!(stored(&forged));
+    assert!(forged.stored());
     assert_eq!(redis.entries(), ["cachalot:credential:a%3Ab%2A"]);
 
     let plain = get(proxy.addr(), "/api/credentials/a", &[]).await;

@@ -60,6 +60,11 @@ wait = "3s"
     )
 }
 
+/// A body of `len` bytes that is not one repeated byte, so a shifted or truncated copy shows.
+pub fn pattern(len: usize) -> Bytes {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
 /// A response as a test sees it.
 #[derive(Debug)]
 pub struct Got {
@@ -77,6 +82,12 @@ impl Got {
 
     pub fn cache_status(&self) -> &str {
         self.header("cache-status")
+    }
+
+    /// Whether `Cache-Status` says the response was stored (the `stored` parameter, not a
+    /// `detail` such as `status-not-stored`).
+    pub fn stored(&self) -> bool {
+        self.cache_status().split("; ").any(|part| part == "stored")
     }
 
     pub fn text(&self) -> String {

@@ -286,8 +286,13 @@ fn entry_1k() -> Entry {
         body: Bytes::from(body),
         stored_at_ms: 1_795_000_000_000,
         fresh_until_ms: 1_795_000_600_000,
-        initial_age_s: 0,
+        initial_age_ms: 0,
         generation: 7,
+        stale_while_revalidate_ms: 0,
+        stale_if_error_ms: 0,
+        forbids_stale: false,
+        fetch_ms: 20,
+        selecting: Vec::new(),
     }
 }
 

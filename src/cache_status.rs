@@ -56,6 +56,13 @@ pub enum Reason {
     Invalidated,
     OriginError,
     L1,
+    NoFreshness,
+    StaleWhileRevalidate,
+    StaleIfError,
+    EarlyRefresh,
+    ClientMaxStale,
+    ClientNoStore,
+    OnlyIfCached,
 }
 
 impl Reason {
@@ -80,6 +87,13 @@ impl Reason {
             Reason::Invalidated => "invalidated-during-fill",
             Reason::OriginError => "origin-error",
             Reason::L1 => "l1",
+            Reason::NoFreshness => "no-freshness",
+            Reason::StaleWhileRevalidate => "stale-while-revalidate",
+            Reason::StaleIfError => "stale-if-error",
+            Reason::EarlyRefresh => "early-refresh",
+            Reason::ClientMaxStale => "max-stale",
+            Reason::ClientNoStore => "client-no-store",
+            Reason::OnlyIfCached => "only-if-cached",
         }
     }
 }
@@ -99,6 +113,8 @@ pub struct CacheStatus {
     pub fwd_status: Option<u16>,
     /// Whether this response was stored.
     pub stored: bool,
+    /// A stored response was found, but stale: it was revalidated, or served stale.
+    pub stale: bool,
 }
 
 impl CacheStatus {
@@ -111,6 +127,7 @@ impl CacheStatus {
             ttl: None,
             fwd_status: None,
             stored: false,
+            stale: false,
         }
     }
 
@@ -144,7 +161,12 @@ impl fmt::Display for CacheStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("cachalot")?;
         match self.phase {
+            // Served stale after the origin was asked and failed (stale-if-error).
+            Phase::Hit | Phase::Miss if self.stale && self.fwd_status.is_some() => {
+                f.write_str("; fwd=stale")?
+            }
             Phase::Hit => f.write_str("; hit")?,
+            Phase::Miss if self.stale => f.write_str("; fwd=stale")?,
             Phase::Pass if self.reason == Some(Reason::Method) => f.write_str("; fwd=method")?,
             Phase::Pass | Phase::Bypass if self.reason != Some(Reason::RedisUnavailable) => {
                 f.write_str("; fwd=bypass")?
@@ -210,6 +232,22 @@ mod tests {
         assert_eq!(
             down.to_string(),
             "cachalot; fwd=uri-miss; detail=redis-unavailable"
+        );
+
+        let mut revalidated = CacheStatus::new(Phase::Miss);
+        revalidated.stale = true;
+        revalidated.fwd_status = Some(304);
+        revalidated.stored = true;
+        assert_eq!(
+            revalidated.to_string(),
+            "cachalot; fwd=stale; fwd-status=304; stored"
+        );
+        let mut while_revalidating =
+            CacheStatus::new(Phase::Hit).because(Reason::StaleWhileRevalidate);
+        while_revalidating.stale = true;
+        assert_eq!(
+            while_revalidating.to_string(),
+            "cachalot; hit; detail=stale-while-revalidate"
         );
 
         let method = CacheStatus::new(Phase::Pass).because(Reason::Method);

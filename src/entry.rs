@@ -1,7 +1,8 @@
 //! A stored response: one Redis value, so a hit is one round trip.
 //!
 //! The value is a small versioned envelope (`CLT` + version byte, then postcard) holding the
-//! status, the end-to-end headers, the body and the timestamps freshness needs. Decoding
+//! status, the end-to-end headers, the body, the timestamps freshness needs, how stale it may
+//! be served, and for a response with `Vary` the request header values it was selected by. Decoding
 //! borrows from the bytes Redis returned: header values and the body are slices of that one
 //! buffer, never copies.
 
@@ -11,17 +12,23 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `CLT` and the envelope version. A proxy that meets another version treats it as a miss.
-const MAGIC: &[u8; 4] = b"CLT\x01";
+const MAGIC: &[u8; 4] = b"CLT\x02";
 
 #[derive(Serialize, Deserialize)]
 struct Envelope<'a> {
     status: u16,
     stored_at_ms: u64,
     fresh_until_ms: u64,
-    initial_age_s: u64,
+    initial_age_ms: u64,
     generation: u64,
+    stale_while_revalidate_ms: u64,
+    stale_if_error_ms: u64,
+    forbids_stale: bool,
+    fetch_ms: u64,
     #[serde(borrow)]
     headers: Vec<StoredHeader<'a>>,
+    #[serde(borrow)]
+    selecting: Vec<Selecting<'a>>,
     #[serde(borrow, with = "serde_bytes")]
     body: &'a [u8],
 }
@@ -31,6 +38,12 @@ struct StoredHeader<'a> {
     name: &'a str,
     #[serde(borrow, with = "serde_bytes")]
     value: &'a [u8],
+}
+
+#[derive(Serialize, Deserialize)]
+struct Selecting<'a> {
+    name: &'a str,
+    value: Option<&'a str>,
 }
 
 /// A cached response.
@@ -44,11 +57,22 @@ pub struct Entry {
     pub stored_at_ms: u64,
     /// Until when it may be served without asking the origin.
     pub fresh_until_ms: u64,
-    /// The `Age` the origin's response already had when it was stored.
-    pub initial_age_s: u64,
+    /// The age the response already had when it arrived (RFC 9111 §4.2.3).
+    pub initial_age_ms: u64,
     /// The key's invalidation generation when the fetch started: an invalidation since then
     /// bumped the generation in Redis, and the entry no longer counts (see `store`).
     pub generation: u64,
+    /// How long past `fresh_until_ms` it may be served while a refresh runs.
+    pub stale_while_revalidate_ms: u64,
+    /// How long past `fresh_until_ms` it may be served when the origin fails.
+    pub stale_if_error_ms: u64,
+    /// `must-revalidate` and kin: never served stale, whatever a client or route allows.
+    pub forbids_stale: bool,
+    /// How long the origin took to produce it (early refresh starts that much ahead).
+    pub fetch_ms: u64,
+    /// For a response with `Vary`: each named request header and the value it had (`None`:
+    /// absent) in the request the response answered. Empty when it does not vary.
+    pub selecting: Vec<(String, Option<String>)>,
 }
 
 /// Why bytes from Redis are not an entry.
@@ -75,9 +99,21 @@ impl Entry {
             status: self.status.as_u16(),
             stored_at_ms: self.stored_at_ms,
             fresh_until_ms: self.fresh_until_ms,
-            initial_age_s: self.initial_age_s,
+            initial_age_ms: self.initial_age_ms,
             generation: self.generation,
+            stale_while_revalidate_ms: self.stale_while_revalidate_ms,
+            stale_if_error_ms: self.stale_if_error_ms,
+            forbids_stale: self.forbids_stale,
+            fetch_ms: self.fetch_ms,
             headers,
+            selecting: self
+                .selecting
+                .iter()
+                .map(|(name, value)| Selecting {
+                    name,
+                    value: value.as_deref(),
+                })
+                .collect(),
             body: &self.body,
         };
         let mut out = Vec::with_capacity(self.body.len() + 256);
@@ -109,8 +145,17 @@ impl Entry {
             body: raw.slice_ref(envelope.body),
             stored_at_ms: envelope.stored_at_ms,
             fresh_until_ms: envelope.fresh_until_ms,
-            initial_age_s: envelope.initial_age_s,
+            initial_age_ms: envelope.initial_age_ms,
             generation: envelope.generation,
+            stale_while_revalidate_ms: envelope.stale_while_revalidate_ms,
+            stale_if_error_ms: envelope.stale_if_error_ms,
+            forbids_stale: envelope.forbids_stale,
+            fetch_ms: envelope.fetch_ms,
+            selecting: envelope
+                .selecting
+                .iter()
+                .map(|s| (s.name.to_string(), s.value.map(str::to_string)))
+                .collect(),
         })
     }
 
@@ -121,7 +166,29 @@ impl Entry {
 
     /// The `Age` header value at `now_ms`, in whole seconds.
     pub fn age(&self, now_ms: u64) -> u64 {
-        self.initial_age_s + now_ms.saturating_sub(self.stored_at_ms) / 1000
+        (self.initial_age_ms + now_ms.saturating_sub(self.stored_at_ms)) / 1000
+    }
+
+    /// How long ago it stopped being fresh (zero while fresh).
+    pub fn staleness_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.fresh_until_ms)
+    }
+
+    /// Whether it may be served at once while a refresh runs in the background.
+    pub fn within_stale_while_revalidate(&self, now_ms: u64) -> bool {
+        !self.forbids_stale && now_ms < self.fresh_until_ms + self.stale_while_revalidate_ms
+    }
+
+    /// Whether it may stand in for an origin that failed.
+    pub fn within_stale_if_error(&self, now_ms: u64) -> bool {
+        !self.forbids_stale && now_ms < self.fresh_until_ms + self.stale_if_error_ms
+    }
+
+    /// Whether the origin can be asked "has it changed?" instead of for the whole response.
+    pub fn has_validator(&self) -> bool {
+        self.status == StatusCode::OK
+            && (self.headers.contains_key(http::header::ETAG)
+                || self.headers.contains_key(http::header::LAST_MODIFIED))
     }
 
     /// Seconds of freshness left (the `ttl` in `Cache-Status`), rounded up: an entry stored
@@ -154,8 +221,16 @@ mod tests {
             body: Bytes::from_static(b"{\"status\":\"valid\"}"),
             stored_at_ms: 1_000,
             fresh_until_ms: 61_000,
-            initial_age_s: 3,
+            initial_age_ms: 3_000,
             generation: 7,
+            stale_while_revalidate_ms: 30_000,
+            stale_if_error_ms: 0,
+            forbids_stale: false,
+            fetch_ms: 20,
+            selecting: vec![
+                ("accept-language".into(), Some("de".into())),
+                ("x-team".into(), None),
+            ],
         }
     }
 
@@ -168,6 +243,10 @@ mod tests {
         assert_eq!(decoded.body, entry.body);
         assert_eq!(decoded.fresh_until_ms, 61_000);
         assert_eq!(decoded.generation, 7);
+        assert_eq!(decoded.selecting, entry.selecting);
+        assert!(decoded.within_stale_while_revalidate(90_999));
+        assert!(!decoded.within_stale_while_revalidate(91_000));
+        assert!(!decoded.within_stale_if_error(61_000));
         assert_eq!(decoded.age(11_500), 13);
         assert_eq!(decoded.ttl_left(11_000), 50);
         assert_eq!(decoded.ttl_left(60_800), 1);

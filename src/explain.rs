@@ -186,11 +186,19 @@ fn describe_route(route: &Route, file: &str) -> String {
 }
 
 fn ttl_line(rule: &CacheRule) -> String {
-    let statuses: Vec<String> = rule.statuses.iter().map(u16::to_string).collect();
+    let mut stale = String::new();
+    for (name, window) in [
+        ("stale-while-revalidate", rule.stale_while_revalidate),
+        ("stale-if-error", rule.stale_if_error),
+    ] {
+        if !window.is_zero() {
+            let _ = write!(stale, "; {name} {}", humantime::format_duration(window));
+        }
+    }
     format!(
-        "{} (stores statuses {}; bodies up to {})",
-        humantime::format_duration(rule.ttl),
-        statuses.join(", "),
+        "{}{stale} (stores statuses {}; bodies up to {})",
+        rule.ttl,
+        rule.statuses,
         bytesize::ByteSize::b(rule.max_object_size)
     )
 }

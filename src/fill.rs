@@ -9,16 +9,18 @@
 
 use crate::body::ProxyBody;
 use crate::cache_status::{CacheStatus, Phase, Reason};
-use crate::collapse::{Flight, Landing};
+use crate::collapse::{Flight, Join, Landing};
 use crate::entry::{Entry, now_ms};
+use crate::freshness::{self, Directives, Ttl};
 use crate::origin::{self, OriginBody, OriginError};
 use crate::proxy::{Cacheable, Proxy, error_response, from_entry};
 use crate::semantics;
 use crate::store::FillNotice;
 use crate::tags;
+use crate::vary;
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::Incoming;
 use std::collections::VecDeque;
@@ -32,26 +34,37 @@ const POLL_MAX: Duration = Duration::from_millis(400);
 
 type Answer = (Response<ProxyBody>, CacheStatus);
 
+/// A fetch's answer, and the entry it produced with whether Redis took it.
+type Fetched = (Answer, Option<(Arc<Entry>, bool)>);
+
 /// Leads the flight for a key: lock, then fetch and store, or wait for the lock holder.
-/// `generation` is the key's invalidation generation seen by the lookup that missed.
+/// `generation` is the key's invalidation generation seen by the lookup that missed;
+/// `stale` the stored response it found too old, if any (revalidated, or served if the
+/// origin fails and its `stale-if-error` window allows).
 pub(crate) async fn lead(
     proxy: &Arc<Proxy>,
     flight: Flight,
     request: &Cacheable,
     generation: u64,
+    stale: Option<Arc<Entry>>,
 ) -> Answer {
     let token = lock_token();
     let lock_ttl = proxy.policy().collapse.lock_ttl;
-    match proxy.store.try_lock(&request.key, &token, lock_ttl).await {
+    match proxy
+        .store
+        .try_lock(request.fill_key(), &token, lock_ttl)
+        .await
+    {
         Ok(true) => {
-            let (answer, landing) = fetch_and_store(proxy, request, Some(&token), generation).await;
+            let (answer, landing) =
+                fetch_and_store(proxy, request, Some(&token), generation, stale.as_ref()).await;
             flight.land(landing);
             answer
         }
         Ok(false) => {
             metrics::counter!("cachalot_collapse_waiters_total", "scope" => "instances")
                 .increment(1);
-            wait_for_holder(proxy, flight, request, token).await
+            wait_for_holder(proxy, flight, request, token, stale).await
         }
         Err(_) => {
             flight.land(Landing::Failed);
@@ -60,24 +73,62 @@ pub(crate) async fn lead(
     }
 }
 
+/// Refreshes a stale (or nearly stale) entry in the background while it is served: one
+/// refresh per key in this process (the flight) and across instances (the lock); when
+/// either is taken, someone is already at it.
+pub(crate) fn refresh(proxy: &Arc<Proxy>, request: Cacheable, generation: u64, stale: Arc<Entry>) {
+    let Join::Lead(flight) = proxy.flights.join(request.fill_key()) else {
+        return;
+    };
+    let proxy = Arc::clone(proxy);
+    tokio::spawn(async move {
+        let token = lock_token();
+        let lock_ttl = proxy.policy().collapse.lock_ttl;
+        let landing = match proxy
+            .store
+            .try_lock(request.fill_key(), &token, lock_ttl)
+            .await
+        {
+            Ok(true) => {
+                fetch_and_store(&proxy, &request, Some(&token), generation, Some(&stale))
+                    .await
+                    .1
+            }
+            _ => Landing::Failed,
+        };
+        metrics::counter!("cachalot_background_refreshes_total", "route" => request.metric_route())
+            .increment(1);
+        flight.land(landing);
+    });
+}
+
 /// Another instance holds the lock: wait for its fill, or take over when it is gone.
 async fn wait_for_holder(
     proxy: &Arc<Proxy>,
     flight: Flight,
     request: &Cacheable,
     token: String,
+    stale: Option<Arc<Entry>>,
 ) -> Answer {
     let mut generation;
+    let waiting_since = now_ms();
+    // The holder's fill: fresh, or stored since we started waiting (a response that must be
+    // revalidated on every use is never fresh, but is just as new), and for this request's
+    // header values when it varies.
+    let filled = |entry: &Entry| {
+        (entry.is_fresh(now_ms()) || entry.stored_at_ms >= waiting_since)
+            && vary::matches(entry, &request.head.headers, reaches_origin)
+    };
     let deadline = Instant::now() + proxy.policy().collapse.wait;
     // Register before looking again, so a notice sent in between is not missed.
-    let mut notices = proxy.flights.await_remote(&request.key);
+    let mut notices = proxy.flights.await_remote(request.fill_key());
     let mut pause = POLL_START;
     let mut first = true;
     let mut gave_up = Reason::CollapseTimeout;
     loop {
-        match proxy.store.get(&request.key, false).await {
+        match proxy.store.get(request.fill_key(), false).await {
             Ok(lookup) => match lookup.entry {
-                Some(entry) if entry.is_fresh(now_ms()) => {
+                Some(entry) if filled(&entry) => {
                     return serve_filled(flight, request, entry);
                 }
                 _ => generation = lookup.generation,
@@ -92,21 +143,22 @@ async fn wait_for_holder(
         if !first
             && let Ok(true) = proxy
                 .store
-                .try_lock(&request.key, &token, proxy.policy().collapse.lock_ttl)
+                .try_lock(request.fill_key(), &token, proxy.policy().collapse.lock_ttl)
                 .await
         {
             drop(notices);
             // The holder may have stored and unlocked between our read and our lock.
-            if let Ok(lookup) = proxy.store.get(&request.key, false).await {
+            if let Ok(lookup) = proxy.store.get(request.fill_key(), false).await {
                 match lookup.entry {
-                    Some(entry) if entry.is_fresh(now_ms()) => {
-                        let _ = proxy.store.unlock(&request.key, &token).await;
+                    Some(entry) if filled(&entry) => {
+                        let _ = proxy.store.unlock(request.fill_key(), &token).await;
                         return serve_filled(flight, request, entry);
                     }
                     _ => generation = lookup.generation,
                 }
             }
-            let (answer, landing) = fetch_and_store(proxy, request, Some(&token), generation).await;
+            let (answer, landing) =
+                fetch_and_store(proxy, request, Some(&token), generation, stale.as_ref()).await;
             flight.land(landing);
             return answer;
         }
@@ -130,7 +182,8 @@ async fn wait_for_holder(
         metrics::counter!("cachalot_collapse_timeouts_total").increment(1);
     }
     tracing::debug!(key = %request.key, reason = gave_up.as_str(), "no fill from the lock holder; asking the origin");
-    let ((response, mut status), landing) = fetch_and_store(proxy, request, None, generation).await;
+    let ((response, mut status), landing) =
+        fetch_and_store(proxy, request, None, generation, stale.as_ref()).await;
     if status.reason.is_none() {
         status.reason = Some(gave_up);
     }
@@ -153,12 +206,13 @@ async fn fetch_and_store(
     request: &Cacheable,
     token: Option<&str>,
     generation: u64,
+    stale: Option<&Arc<Entry>>,
 ) -> (Answer, Landing) {
-    let (answer, stored) = fetch(proxy, request, generation).await;
-    let key = &request.key;
+    let (answer, stored) = fetch(proxy, request, generation, stale).await;
+    let key = request.fill_key();
     let notice = match &stored {
-        Some((_, true)) => FillNotice::Stored(key.clone()),
-        _ => FillNotice::Failed(key.clone()),
+        Some((_, true)) => FillNotice::Stored(key.to_string()),
+        _ => FillNotice::Failed(key.to_string()),
     };
     // Both go out together on the control connection, in this order (one round trip, and
     // a waiter woken by the notice finds the entry, which was written before it).
@@ -182,15 +236,19 @@ async fn fetch_and_store(
 }
 
 /// One origin fetch for a fill; returns the entry and whether Redis took it, when storable.
+/// With a `stale` entry that has a validator the fetch is conditional, and a 304 refreshes
+/// the stored entry without its body crossing the network again (RFC 9111 §4.3.4).
 async fn fetch(
     proxy: &Arc<Proxy>,
     request: &Cacheable,
     generation: u64,
-) -> (Answer, Option<(Arc<Entry>, bool)>) {
+    stale: Option<&Arc<Entry>>,
+) -> Fetched {
     let rule = request.rule();
     let started = Instant::now();
-    let started_ms = now_ms();
+    let request_ms = now_ms();
     let mut status = request.status(Phase::Miss);
+    status.stale = stale.is_some();
     let mut outgoing = origin_request(proxy, request, Method::GET);
     // Stored bodies are served to every client, so ask for one that every client can read,
     // whole and unconditional: the client's own validators and ranges are answered from the
@@ -200,20 +258,27 @@ async fn fetch(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    for name in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-        header::RANGE,
-    ] {
+    for name in CONDITIONALS {
         headers.remove(name);
+    }
+    let revalidating = stale.filter(|entry| entry.has_validator());
+    if let Some(entry) = revalidating {
+        for (from, to) in [
+            (header::ETAG, header::IF_NONE_MATCH),
+            (header::LAST_MODIFIED, header::IF_MODIFIED_SINCE),
+        ] {
+            if let Some(value) = entry.headers.get(from) {
+                headers.insert(to, value.clone());
+            }
+        }
     }
     let response = match proxy.origin.send(outgoing, request.metric_route()).await {
         Ok(response) => response,
         Err(e) => {
             tracing::warn!(key = %request.key, error = %e, "origin request failed");
+            if let Some(answer) = stale_on_error(request, stale, &mut status) {
+                return answer;
+            }
             return (
                 (error_response(&e), status.because(Reason::OriginError)),
                 None,
@@ -221,14 +286,45 @@ async fn fetch(
         }
     };
     status.fwd_status = Some(response.status().as_u16());
+    if response.status().is_server_error()
+        && let Some(answer) = stale_on_error(request, stale, &mut status)
+    {
+        return answer;
+    }
     let (mut parts, body) = response.into_parts();
     origin::strip_hop_by_hop(&mut parts.headers);
     let origin_tags = tags::from_response(
         &mut parts.headers,
         proxy.policy().invalidation.forward_tag_headers,
     );
+    let times = Times {
+        request_ms,
+        response_ms: now_ms(),
+    };
 
-    if let Some(reason) = semantics::not_storable(parts.status, &parts.headers, rule) {
+    if let (StatusCode::NOT_MODIFIED, Some(entry)) = (parts.status, revalidating) {
+        let headers = updated_headers(&entry.headers, parts.headers);
+        let directives = Directives::parse(&headers);
+        let refreshed = build_entry(
+            request,
+            (entry.status, headers, entry.body.clone()),
+            &directives,
+            times,
+            generation,
+        );
+        let tags = request.tags.iter().cloned().chain(origin_tags).collect();
+        return store_and_answer(proxy, request, refreshed, tags, status).await;
+    }
+
+    let directives = Directives::parse(&parts.headers);
+    let explicit = freshness::explicit_lifetime(&parts.headers, &directives, times.response_ms);
+    if let Some(reason) = semantics::not_storable(
+        parts.status,
+        &parts.headers,
+        &directives,
+        explicit.is_some(),
+        rule,
+    ) {
         let body = if request.head_only() {
             ProxyBody::Empty
         } else {
@@ -264,52 +360,208 @@ async fn fetch(
             );
         }
     };
-
-    let now = now_ms();
-    let initial_age_s = parts
-        .headers
-        .remove(header::AGE)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .unwrap_or(0);
-    let entry = Arc::new(Entry {
-        status: parts.status,
-        headers: parts.headers,
-        body: bytes,
-        stored_at_ms: now,
-        fresh_until_ms: now + rule.ttl.as_millis() as u64,
-        initial_age_s,
+    let entry = build_entry(
+        request,
+        (parts.status, parts.headers, bytes),
+        &directives,
+        times,
         generation,
-    });
-    let mut all_tags = request.tags.clone();
-    all_tags.extend(origin_tags);
-    let put = proxy
-        .store
-        .put(
-            &request.key,
-            &entry,
-            rule.ttl,
-            &all_tags,
-            started_ms,
-            request.l1_epoch,
-        )
-        .await;
-    let stored = match put {
-        Ok(true) => true,
-        // One of its tags was purged while the fetch ran: this response may predate the
-        // purge, so it is neither stored nor shared with waiters.
-        Ok(false) => {
-            status.reason = Some(Reason::Invalidated);
-            let response = from_entry(&entry, request, &mut status);
-            return ((response, status), None);
-        }
-        Err(_) => {
-            status.reason = Some(Reason::RedisUnavailable);
-            false
-        }
+    );
+    let tags = request.tags.iter().cloned().chain(origin_tags).collect();
+    store_and_answer(proxy, request, entry, tags, status).await
+}
+
+/// When the origin failed and the stale entry's `stale-if-error` window is open: the stale
+/// entry, for this client and the flight's waiters.
+fn stale_on_error(
+    request: &Cacheable,
+    stale: Option<&Arc<Entry>>,
+    status: &mut CacheStatus,
+) -> Option<Fetched> {
+    let entry = stale.filter(|e| e.within_stale_if_error(now_ms()))?;
+    let mut served = status.clone();
+    served.phase = Phase::Hit;
+    served.stale = true;
+    served.reason = Some(Reason::StaleIfError);
+    let response = from_entry(entry, request, &mut served);
+    Some(((response, served), Some((Arc::clone(entry), false))))
+}
+
+/// Stores a fetched (or revalidated) entry, when it is worth storing, and answers with it.
+async fn store_and_answer(
+    proxy: &Arc<Proxy>,
+    request: &Cacheable,
+    built: Built,
+    tags: Vec<String>,
+    mut status: CacheStatus,
+) -> Fetched {
+    let Built {
+        entry,
+        keep,
+        fetch_started_ms,
+    } = built;
+    let Some(keep) = keep else {
+        // Neither fresh nor revalidatable: served once, not stored.
+        let response = from_entry(&entry, request, &mut status);
+        return ((response, status.because(Reason::NoFreshness)), None);
     };
+    let entry = Arc::new(entry);
+    // A response that varies lives under its variant key, and under the URL's key as the
+    // latest (so the next lookup that matches it needs one round trip).
+    let mut keys = vec![request.key.clone()];
+    if !entry.selecting.is_empty() {
+        keys.insert(0, vary::variant_key(&request.key, &entry.selecting));
+    }
+    let mut stored = true;
+    for key in &keys {
+        let put = proxy
+            .store
+            .put(key, &entry, keep, &tags, fetch_started_ms, request.l1_epoch)
+            .await;
+        match put {
+            Ok(true) => {}
+            // One of its tags was purged while the fetch ran: this response may predate the
+            // purge, so it is neither stored nor shared with waiters.
+            Ok(false) => {
+                status.reason = Some(Reason::Invalidated);
+                let response = from_entry(&entry, request, &mut status);
+                return ((response, status), None);
+            }
+            Err(_) => {
+                status.reason = Some(Reason::RedisUnavailable);
+                stored = false;
+                break;
+            }
+        }
+    }
     status.stored = stored;
     let response = from_entry(&entry, request, &mut status);
     ((response, status), Some((entry, stored)))
+}
+
+/// When the fetch was sent and its response head arrived (RFC 9111 §4.2.3's
+/// request_time and response_time).
+#[derive(Clone, Copy)]
+struct Times {
+    request_ms: u64,
+    response_ms: u64,
+}
+
+/// An entry, and how long Redis keeps it: `None` when it is not worth storing.
+struct Built {
+    entry: Entry,
+    keep: Option<Duration>,
+    fetch_started_ms: u64,
+}
+
+/// The entry for a response, with its freshness from the route (and for `ttl = "origin"`,
+/// the response's own headers). Not worth storing: no freshness, no validator to revalidate
+/// it with, no stale window to serve it in.
+fn build_entry(
+    request: &Cacheable,
+    (status, headers, body): (StatusCode, HeaderMap, Bytes),
+    directives: &Directives,
+    times: Times,
+    generation: u64,
+) -> Built {
+    let rule = request.rule();
+    let Times {
+        request_ms,
+        response_ms,
+    } = times;
+    let mut headers = headers;
+    headers.remove(header::AGE);
+    let initial_age = freshness::corrected_initial_age(&headers, request_ms, response_ms);
+    let lifetime = rule.ttl.lifetime(&headers, directives, response_ms);
+    let fresh_until_ms = match (&rule.ttl, lifetime) {
+        // The policy's TTL counts from now, whatever the origin's Age says.
+        (Ttl::Fixed { .. }, Some(lifetime)) => response_ms + lifetime.as_millis() as u64,
+        (_, Some(lifetime)) if !directives.no_cache => (response_ms + lifetime.as_millis() as u64)
+            .saturating_sub(initial_age.as_millis() as u64),
+        _ => response_ms,
+    };
+    let forbids_stale = directives.forbids_stale();
+    let window = |route: Duration, directive: Option<u64>| {
+        if forbids_stale {
+            return 0;
+        }
+        let directive = Duration::from_secs(directive.unwrap_or(0));
+        route.max(directive).as_millis() as u64
+    };
+    let selecting = vary::names(&headers)
+        .map(|names| vary::selecting(&names, &request.head.headers, reaches_origin))
+        .unwrap_or_default();
+    let entry = Entry {
+        status,
+        headers,
+        body,
+        stored_at_ms: response_ms,
+        fresh_until_ms,
+        initial_age_ms: initial_age.as_millis() as u64,
+        generation,
+        stale_while_revalidate_ms: window(
+            rule.stale_while_revalidate,
+            directives.stale_while_revalidate,
+        ),
+        stale_if_error_ms: window(rule.stale_if_error, directives.stale_if_error),
+        forbids_stale,
+        fetch_ms: response_ms.saturating_sub(request_ms),
+        selecting,
+    };
+    let fresh_for = Duration::from_millis(fresh_until_ms.saturating_sub(response_ms));
+    let stale_windows =
+        Duration::from_millis(entry.stale_while_revalidate_ms.max(entry.stale_if_error_ms));
+    let after = freshness::keep_after_stale(
+        stale_windows,
+        lifetime.unwrap_or_default(),
+        entry.has_validator(),
+    );
+    let worth_storing = !(fresh_for.is_zero() && after.is_zero());
+    Built {
+        entry,
+        keep: worth_storing.then_some(fresh_for + after),
+        fetch_started_ms: request_ms,
+    }
+}
+
+/// RFC 9111 §3.2: a 304's header fields replace the stored ones of the same name, except
+/// `Content-Length` (the 304 has no body to describe).
+fn updated_headers(stored: &HeaderMap, fresh: HeaderMap) -> HeaderMap {
+    let mut headers = stored.clone();
+    let mut current = None;
+    for (name, value) in fresh {
+        if let Some(name) = name {
+            current = (name != header::CONTENT_LENGTH).then_some(name);
+            if let Some(name) = &current {
+                headers.remove(name);
+            }
+        }
+        if let Some(name) = &current {
+            headers.append(name.clone(), value);
+        }
+    }
+    headers
+}
+
+/// Validators and ranges the fill removes from the client's request (see `fetch`).
+const CONDITIONALS: [HeaderName; 6] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
+/// Whether a client's request header reaches the origin in a fill unchanged: what a `Vary`
+/// on it is matched against. `Accept-Encoding` is replaced by `identity` (see `vary::names`).
+pub(crate) fn reaches_origin(name: &str) -> bool {
+    !(name == header::COOKIE.as_str()
+        || name == header::CONTENT_LENGTH.as_str()
+        || name == header::ACCEPT_ENCODING.as_str()
+        || UNKEYED.contains(&name)
+        || CONDITIONALS.iter().any(|c| c.as_str() == name)
+        || origin::is_hop_by_hop(name))
 }
 
 /// Forwards a cacheable request without the cache (Redis down, or no fill to wait for).

@@ -85,10 +85,11 @@ impl Invalidation {
 }
 
 /// The base of a key: what an invalidation of the key drops, with all its variants
-/// (`credential:abc123?x=1` → `credential:abc123`). Request values in keys are escaped, so
-/// the first `?` is always the start of the query variant.
+/// (`credential:abc123?x=1` → `credential:abc123`, and `page:1#accept-language=de`, a `Vary`
+/// variant, → `page:1`). Request values in keys are escaped, so the first `?` or `#` always
+/// starts the query or header variant.
 pub fn base_key(key: &str) -> &str {
-    key.split_once('?').map_or(key, |(base, _)| base)
+    key.split(['?', '#']).next().unwrap_or(key)
 }
 
 #[cfg(test)]
@@ -128,5 +129,7 @@ mod tests {
     fn base_keys_drop_the_query_variant() {
         assert_eq!(base_key("credential:abc?x=1&y=2"), "credential:abc");
         assert_eq!(base_key("credential:abc"), "credential:abc");
+        assert_eq!(base_key("page:1#accept-language=de"), "page:1");
+        assert_eq!(base_key("page:1?x=1#x-team"), "page:1");
     }
 }

@@ -143,8 +143,13 @@ mod tests {
             body: Bytes::from_static(b"{}"),
             stored_at_ms: now,
             fresh_until_ms: now + 60_000,
-            initial_age_s: 0,
+            initial_age_ms: 0,
             generation: 0,
+            stale_while_revalidate_ms: 0,
+            stale_if_error_ms: 0,
+            forbids_stale: false,
+            fetch_ms: 0,
+            selecting: Vec::new(),
         })
     }
 

@@ -14,6 +14,7 @@ pub mod decision;
 pub mod entry;
 pub mod explain;
 mod fill;
+pub mod freshness;
 pub mod invalidate;
 pub mod key;
 pub mod l1;
@@ -33,6 +34,7 @@ pub mod status_page;
 pub mod store;
 pub mod tags;
 pub mod upgrade;
+pub mod vary;
 
 pub use policy::{Policy, PolicyError};
 pub use server::{Server, StartError};

@@ -169,6 +169,11 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
     }
 }
 
+/// Whether a (lower-case) header name is one of the fixed hop-by-hop headers.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.as_str() == name)
+}
+
 /// Removes hop-by-hop headers, including those a `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers

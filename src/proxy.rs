@@ -15,6 +15,7 @@ use crate::collapse::{self, Flights, Join, Landing};
 use crate::decision::{self, Decision, Plan};
 use crate::entry::{Entry, now_ms};
 use crate::fill;
+use crate::freshness::Directives;
 use crate::invalidate::{Invalidation, Source};
 use crate::origin::{self, Origin, OriginError};
 use crate::policy::Policy;
@@ -25,9 +26,10 @@ use crate::stats::Stats;
 use crate::store::{Applied, Lookup, Store};
 use crate::tags;
 use crate::upgrade;
+use crate::vary;
 use arc_swap::{ArcSwap, Guard};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -63,9 +65,17 @@ pub(crate) struct Cacheable {
     pub tags: Vec<String>,
     /// For routes in the in-process tier: its invalidation count before the lookup.
     pub l1_epoch: Option<u64>,
+    /// When the URL's stored response varies and does not fit this request: the variant key
+    /// this request's header values name (see `vary`).
+    pub variant: Option<String>,
 }
 
 impl Cacheable {
+    /// The key the fill collapses on and locks: the variant's, when it is known to vary.
+    pub fn fill_key(&self) -> &str {
+        self.variant.as_deref().unwrap_or(&self.key)
+    }
+
     pub fn rule(&self) -> &CacheRule {
         match &self.route.action {
             Action::Cache(rule) => rule,
@@ -181,6 +191,7 @@ impl Proxy {
                     client,
                     tags,
                     l1_epoch: None,
+                    variant: None,
                 };
                 self.lookup(cacheable).await
             }
@@ -295,7 +306,8 @@ impl Proxy {
         (Response::from_parts(parts, ProxyBody::Stream(body)), status)
     }
 
-    /// Looks the key up in Redis: a fresh entry is a hit, anything else a miss.
+    /// Looks the key up in Redis: a fresh entry is a hit; a stale one is served while it is
+    /// refreshed, or revalidated; anything else a miss.
     async fn lookup(
         self: &Arc<Self>,
         mut request: Cacheable,
@@ -303,34 +315,93 @@ impl Proxy {
         if !self.store.is_healthy() {
             return fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await;
         }
+        let client = if request.rule().honor_client_no_cache {
+            client_directives(&request.head.headers)
+        } else {
+            Directives::default()
+        };
+        if client.no_store {
+            return fill::fetch_uncached(self, &request, Reason::ClientNoStore).await;
+        }
         let use_l1 = request.rule().l1;
-        match self.store.get(&request.key, use_l1).await {
-            Ok(Lookup {
-                entry: Some(entry),
-                from_l1,
-                ..
-            }) if entry.is_fresh(now_ms()) => {
-                let mut status = request.status(Phase::Hit);
-                if from_l1 {
+        let lookup = match self.store.get(&request.key, use_l1).await {
+            Ok(lookup) => lookup,
+            Err(_) => return fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await,
+        };
+        let Ok(lookup) = self.select_variant(&mut request, lookup).await else {
+            return fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await;
+        };
+        request.l1_epoch = use_l1.then_some(lookup.l1_epoch);
+        let Some(entry) = lookup.entry else {
+            if client.only_if_cached {
+                return only_if_cached(&request);
+            }
+            return self.miss(request, lookup.generation, None).await;
+        };
+        let now = now_ms();
+        let mut status = request.status(Phase::Hit);
+        match reuse(&entry, now, &client) {
+            Reuse::Fresh => {
+                if lookup.from_l1 {
                     status.reason = Some(Reason::L1);
                 }
-                (from_entry(&entry, &request, &mut status), status)
+                let response = from_entry(&entry, &request, &mut status);
+                if request.rule().early_refresh && !lookup.from_l1 && expires_early(&entry, now) {
+                    status.reason = Some(Reason::EarlyRefresh);
+                    fill::refresh(self, request, lookup.generation, entry);
+                }
+                (response, status)
             }
-            Ok(lookup) => {
-                request.l1_epoch = use_l1.then_some(lookup.l1_epoch);
-                self.miss(request, lookup.generation).await
+            Reuse::Stale(reason) => {
+                status.stale = true;
+                status.reason = Some(reason);
+                let response = from_entry(&entry, &request, &mut status);
+                if reason == Reason::StaleWhileRevalidate {
+                    fill::refresh(self, request, lookup.generation, entry);
+                }
+                (response, status)
             }
-            Err(_) => fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await,
+            Reuse::Revalidate if client.only_if_cached => only_if_cached(&request),
+            Reuse::Revalidate => self.miss(request, lookup.generation, Some(entry)).await,
         }
     }
 
-    /// A miss joins the key's flight in this process, or leads one.
+    /// When the URL's entry varies on request headers and does not fit this request, reads
+    /// the variant this request's values name instead (a second round trip, only then).
+    async fn select_variant(
+        &self,
+        request: &mut Cacheable,
+        lookup: Lookup,
+    ) -> Result<Lookup, crate::store::Unavailable> {
+        let Some(entry) = &lookup.entry else {
+            return Ok(lookup);
+        };
+        if vary::matches(entry, &request.head.headers, fill::reaches_origin) {
+            return Ok(lookup);
+        }
+        let selecting = vary::selecting(
+            &vary::entry_names(entry),
+            &request.head.headers,
+            fill::reaches_origin,
+        );
+        let key = vary::variant_key(&request.key, &selecting);
+        let mut variant = self.store.get(&key, request.rule().l1).await?;
+        variant.entry = variant
+            .entry
+            .filter(|e| vary::matches(e, &request.head.headers, fill::reaches_origin));
+        request.variant = Some(key);
+        Ok(variant)
+    }
+
+    /// A miss joins the key's flight in this process, or leads one. `stale` is the stored
+    /// entry that was too old to serve, if any.
     async fn miss(
         self: &Arc<Self>,
-        request: Cacheable,
+        mut request: Cacheable,
         generation: u64,
+        stale: Option<Arc<Entry>>,
     ) -> (Response<ProxyBody>, CacheStatus) {
-        match self.flights.join(&request.key) {
+        match self.flights.join(request.fill_key()) {
             Join::Lead(flight) => {
                 // The fill runs in its own task, so a client that hangs up does not cancel
                 // the fetch its waiters depend on.
@@ -338,7 +409,7 @@ impl Proxy {
                 let request = Arc::new(request);
                 let task = tokio::spawn({
                     let request = Arc::clone(&request);
-                    async move { fill::lead(&proxy, flight, &request, generation).await }
+                    async move { fill::lead(&proxy, flight, &request, generation, stale).await }
                 });
                 match task.await {
                     Ok(answer) => answer,
@@ -356,13 +427,34 @@ impl Proxy {
                 // asking the origin before that would be the stampede collapsing prevents.
                 let wait = self.policy().collapse.wait + self.origin.timeout();
                 match tokio::time::timeout(wait, collapse::landing(receiver)).await {
-                    Ok(Landing::Stored(entry)) if entry.generation >= generation => {
+                    Ok(Landing::Stored(entry))
+                        if entry.generation >= generation
+                            && vary::matches(
+                                &entry,
+                                &request.head.headers,
+                                fill::reaches_origin,
+                            ) =>
+                    {
                         let mut status = request.status(Phase::Collapsed);
+                        status.stale = entry.staleness_ms(now_ms()) > 0;
                         (from_entry(&entry, &request, &mut status), status)
                     }
                     // The flight started before an invalidation this request already saw:
                     // its response is older than what the request may be served. Fly again.
-                    Ok(Landing::Stored(_)) => Box::pin(self.miss(request, generation)).await,
+                    Ok(Landing::Stored(entry)) if entry.generation < generation => {
+                        Box::pin(self.miss(request, generation, stale)).await
+                    }
+                    // The response varies, and not for this request's header values: fly
+                    // again for this request's variant (once; its own flight is exact).
+                    Ok(Landing::Stored(entry)) if request.variant.is_none() => {
+                        let selecting = vary::selecting(
+                            &vary::entry_names(&entry),
+                            &request.head.headers,
+                            fill::reaches_origin,
+                        );
+                        request.variant = Some(vary::variant_key(&request.key, &selecting));
+                        Box::pin(self.miss(request, generation, stale)).await
+                    }
                     // The response waited for may not be shared (Set-Cookie, an error):
                     // each waiter asks the origin for its own.
                     Ok(_) => fill::fetch_uncached(self, &request, Reason::NotShared).await,
@@ -374,6 +466,84 @@ impl Proxy {
             }
         }
     }
+}
+
+/// How a stored entry may answer a request.
+enum Reuse {
+    Fresh,
+    /// Served stale, for this reason (stale-while-revalidate, or the client's max-stale).
+    Stale(Reason),
+    /// Too old: ask the origin (conditionally, when the entry has a validator).
+    Revalidate,
+}
+
+/// RFC 9111 §4.2 and §5.2.1: freshness, narrowed or widened by the client's directives
+/// (empty unless the route honours them), and the entry's stale-while-revalidate window.
+fn reuse(entry: &Entry, now: u64, client: &Directives) -> Reuse {
+    if client.no_cache {
+        return Reuse::Revalidate;
+    }
+    let age_ok = client.max_age.is_none_or(|max| entry.age(now) <= max);
+    let fresh_enough = client
+        .min_fresh
+        .is_none_or(|min| entry.fresh_until_ms.saturating_sub(now) >= min * 1000);
+    if entry.is_fresh(now) {
+        return if age_ok && fresh_enough {
+            Reuse::Fresh
+        } else {
+            Reuse::Revalidate
+        };
+    }
+    let client_allows = match client.max_stale {
+        Some(None) => true,
+        Some(Some(limit)) => entry.staleness_ms(now) <= limit * 1000,
+        None => false,
+    };
+    if client_allows && age_ok && !entry.forbids_stale {
+        return Reuse::Stale(Reason::ClientMaxStale);
+    }
+    if entry.within_stale_while_revalidate(now) && client.max_age.is_none() {
+        return Reuse::Stale(Reason::StaleWhileRevalidate);
+    }
+    Reuse::Revalidate
+}
+
+/// XFetch (Vattani et al.): refresh before expiry with a probability that rises as expiry
+/// nears, scaled by how long the origin took, so a hot key is refreshed by one request
+/// shortly before it would expire under everyone.
+fn expires_early(entry: &Entry, now: u64) -> bool {
+    let left = entry.fresh_until_ms.saturating_sub(now) as f64;
+    let fetch = entry.fetch_ms.max(1) as f64;
+    let draw: f64 = rand::random::<f64>().max(f64::MIN_POSITIVE);
+    fetch * -draw.ln() >= left
+}
+
+/// The client's `Cache-Control`, or `Pragma: no-cache` when it sends none (RFC 9111 §5.4).
+fn client_directives(headers: &HeaderMap) -> Directives {
+    if !headers.contains_key(header::CACHE_CONTROL)
+        && headers
+            .get_all(header::PRAGMA)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
+    {
+        return Directives {
+            no_cache: true,
+            ..Directives::default()
+        };
+    }
+    Directives::parse(headers)
+}
+
+/// RFC 9111 §5.2.1.7: nothing stored may answer, and the client asked not to go further.
+fn only_if_cached(request: &Cacheable) -> (Response<ProxyBody>, CacheStatus) {
+    let status = request.status(Phase::Miss).because(Reason::OnlyIfCached);
+    (
+        plain(
+            StatusCode::GATEWAY_TIMEOUT,
+            "cachalot: nothing stored answers this request, and it asked for only-if-cached\n",
+        ),
+        status,
+    )
 }
 
 /// Counts the request under its route and cache phase, the words of `Cache-Status`, and

@@ -5,7 +5,9 @@
 //! is worse than no cache, so every doubt resolves to "do not store".
 
 use crate::cache_status::Reason;
+use crate::freshness::Directives;
 use crate::route::CacheRule;
+use crate::vary;
 use http::{HeaderMap, StatusCode, header};
 
 /// Why a request on a cached route must go to the origin without touching the cache.
@@ -22,26 +24,31 @@ pub fn request_bypass(headers: &HeaderMap, rule: &CacheRule) -> Option<Reason> {
     None
 }
 
-/// Why an origin response must not be stored, if it must not.
-pub fn not_storable(status: StatusCode, headers: &HeaderMap, rule: &CacheRule) -> Option<Reason> {
-    if !rule.statuses.contains(&status.as_u16()) {
+/// Why an origin response must not be stored, if it must not. `explicit` says whether the
+/// response states its own freshness (which lets `ttl = "origin"` routes store more statuses).
+pub fn not_storable(
+    status: StatusCode,
+    headers: &HeaderMap,
+    directives: &Directives,
+    explicit: bool,
+    rule: &CacheRule,
+) -> Option<Reason> {
+    if !rule.statuses.allow(status, explicit) {
         return Some(Reason::Status);
     }
     if headers.contains_key(header::SET_COOKIE) {
         return Some(Reason::SetCookie);
     }
-    for directive in cache_control(headers) {
-        let name = directive.split('=').next().unwrap_or_default().trim();
-        if name.eq_ignore_ascii_case("no-store") {
-            return Some(Reason::NoStore);
-        }
-        if name.eq_ignore_ascii_case("private") {
-            return Some(Reason::Private);
-        }
-        // Storing is allowed but every use needs revalidation, which TTL routes do not do.
-        if name.eq_ignore_ascii_case("no-cache") {
-            return Some(Reason::NoCache);
-        }
+    if directives.no_store {
+        return Some(Reason::NoStore);
+    }
+    if directives.private {
+        return Some(Reason::Private);
+    }
+    // Storable, but every use needs revalidation: `ttl = "origin"` routes do that; a fixed
+    // TTL is the policy's promise to serve without asking, which such a response forbids.
+    if directives.no_cache && !rule.ttl.is_origin() {
+        return Some(Reason::NoCache);
     }
     if !vary_is_safe(headers) {
         return Some(Reason::Vary);
@@ -52,21 +59,11 @@ pub fn not_storable(status: StatusCode, headers: &HeaderMap, rule: &CacheRule) -
     None
 }
 
-/// The key does not include request headers, so a response that varies on them could be
-/// served to a request it does not fit. The one exception: fills ask for `identity`, so a
-/// response that varies only on `Accept-Encoding` and is not encoded suits every client.
+/// Variants are stored per request header values (see `vary`), except for two cases no
+/// stored copy can be shown to fit: `Vary: *`, and an encoded body that varies on
+/// `Accept-Encoding` (fills ask for `identity`, so the origin's choice is unknowable).
 fn vary_is_safe(headers: &HeaderMap) -> bool {
-    let mut varies = headers
-        .get_all(header::VARY)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("*").split(','))
-        .map(str::trim)
-        .filter(|name| !name.is_empty());
-    let only_encoding = varies.all(|name| name.eq_ignore_ascii_case("accept-encoding"));
-    let encoded = headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    only_encoding && !encoded
+    vary::names(headers).is_some_and(|names| !names.iter().any(|n| n == "accept-encoding"))
 }
 
 /// Whether a client's conditional GET is answered by a 304 from a stored 200 (RFC 9110
@@ -95,16 +92,6 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
 }
 
-/// The directives of every `Cache-Control` header, trimmed.
-fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-}
-
 /// A declared `Content-Length`, if valid.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -118,16 +105,25 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::freshness::Ttl;
     use crate::key::{KeyTemplate, QueryRule};
+    use crate::route::Statuses;
     use http::HeaderValue;
     use std::time::Duration;
 
     fn rule() -> CacheRule {
         CacheRule {
-            ttl: Duration::from_secs(60),
+            ttl: Ttl::Fixed {
+                ttl: Duration::from_secs(60),
+                jitter: 0.0,
+            },
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            early_refresh: false,
+            honor_client_no_cache: false,
             key: KeyTemplate::Default { name: None },
             query: QueryRule::Sorted,
-            statuses: vec![200, 203],
+            statuses: Statuses::Listed(vec![200, 203]),
             ignore_cookies: false,
             max_object_size: 100,
             tags: Vec::new(),
@@ -141,20 +137,25 @@ mod tests {
         headers
     }
 
+    fn check(status: StatusCode, headers: &HeaderMap, rule: &CacheRule) -> Option<Reason> {
+        let directives = Directives::parse(headers);
+        not_storable(status, headers, &directives, false, rule)
+    }
+
     #[test]
     fn private_responses_are_never_stored() {
         let r = rule();
-        assert_eq!(not_storable(StatusCode::OK, &HeaderMap::new(), &r), None);
+        assert_eq!(check(StatusCode::OK, &HeaderMap::new(), &r), None);
         assert_eq!(
-            not_storable(StatusCode::NOT_FOUND, &HeaderMap::new(), &r),
+            check(StatusCode::NOT_FOUND, &HeaderMap::new(), &r),
             Some(Reason::Status)
         );
         assert_eq!(
-            not_storable(StatusCode::OK, &with("set-cookie", "a=b"), &r),
+            check(StatusCode::OK, &with("set-cookie", "a=b"), &r),
             Some(Reason::SetCookie)
         );
         assert_eq!(
-            not_storable(
+            check(
                 StatusCode::OK,
                 &with("cache-control", "max-age=5, Private"),
                 &r
@@ -162,21 +163,56 @@ mod tests {
             Some(Reason::Private)
         );
         assert_eq!(
-            not_storable(StatusCode::OK, &with("cache-control", "no-store"), &r),
+            check(StatusCode::OK, &with("cache-control", "no-store"), &r),
             Some(Reason::NoStore)
         );
         assert_eq!(
-            not_storable(StatusCode::OK, &with("content-length", "101"), &r),
+            check(StatusCode::OK, &with("content-length", "101"), &r),
             Some(Reason::TooLarge)
         );
         assert_eq!(
-            not_storable(StatusCode::OK, &with("vary", "Accept-Language"), &r),
+            check(StatusCode::OK, &with("vary", "*"), &r),
             Some(Reason::Vary)
         );
         assert_eq!(
-            not_storable(StatusCode::OK, &with("vary", "Accept-Encoding"), &r),
+            check(StatusCode::OK, &with("vary", "Accept-Language"), &r),
             None
         );
+        assert_eq!(
+            check(StatusCode::OK, &with("vary", "Accept-Encoding"), &r),
+            None
+        );
+    }
+
+    #[test]
+    fn origin_routes_store_no_cache_and_any_status_with_explicit_freshness() {
+        let mut r = rule();
+        assert_eq!(
+            check(StatusCode::OK, &with("cache-control", "no-cache"), &r),
+            Some(Reason::NoCache)
+        );
+        r.ttl = Ttl::Origin {
+            max: Duration::from_secs(60),
+            default: None,
+            heuristic: false,
+            jitter: 0.0,
+        };
+        r.statuses = Statuses::ByRfc;
+        assert_eq!(
+            check(StatusCode::OK, &with("cache-control", "no-cache"), &r),
+            None
+        );
+        let headers = with("cache-control", "max-age=60");
+        let d = Directives::parse(&headers);
+        assert_eq!(
+            not_storable(StatusCode::IM_A_TEAPOT, &headers, &d, true, &r),
+            None
+        );
+        assert_eq!(
+            check(StatusCode::IM_A_TEAPOT, &HeaderMap::new(), &r),
+            Some(Reason::Status)
+        );
+        assert_eq!(check(StatusCode::GONE, &HeaderMap::new(), &r), None);
     }
 
     #[test]

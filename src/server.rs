@@ -179,13 +179,15 @@ async fn apply_messages(proxy: Arc<Proxy>, mut inbox: mpsc::Receiver<Bytes>) {
 }
 
 /// Generation counters outlive every entry stored under an older generation: at least a
-/// day, and twice the longest TTL in the policy.
+/// day, and twice the longest an entry can be kept (freshness plus stale windows).
 pub(crate) fn generation_ttl(policy: &Policy) -> Duration {
     let longest = policy
         .routes
         .iter()
         .filter_map(|route| match &route.action {
-            Action::Cache(rule) => Some(rule.ttl),
+            Action::Cache(rule) => {
+                Some(rule.ttl.longest() + rule.stale_while_revalidate.max(rule.stale_if_error))
+            }
             Action::Pass => None,
         })
         .max()

@@ -46,6 +46,12 @@ key = "hot:{id}"
 l1 = true
 
 [[route]]
+name = "news"
+match = "GET /news/{id}"
+ttl = "origin"
+stale_while_revalidate = "1m"
+
+[[route]]
 name = "revoke"
 match = "POST /items/{id}/revoke"
 invalidate = ["item:{id}"]
@@ -60,6 +66,7 @@ const ROUTE_LABELS: &[&str] = &[
     "item",
     "GET /things/{id}",
     "hot",
+    "news",
     "revoke",
     "/auth/{*rest}",
     "-",
@@ -93,6 +100,7 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("cachalot_redis_errors_total", "counter", &["kind"]),
     ("cachalot_collapse_waiters_total", "counter", &["scope"]),
     ("cachalot_collapse_timeouts_total", "counter", &[]),
+    ("cachalot_background_refreshes_total", "counter", &["route"]),
     (
         "cachalot_invalidations_total",
         "counter",
@@ -125,6 +133,8 @@ async fn origin() -> Origin {
             reply.status(404)
         } else if seen.target.contains("/slow-") {
             reply.delay(Duration::from_millis(1000))
+        } else if seen.target.starts_with("/news/") {
+            reply.header("cache-control", "max-age=0")
         } else {
             reply
         }
@@ -734,6 +744,18 @@ async fn every_metric_family_is_exported_with_its_labels_after_real_traffic() {
     assert!(miss.cache_status().contains("stored"), "{miss:?}");
     let hit = get(addr, &item_a, &[]).await;
     assert!(hit.cache_status().contains("; hit"), "{hit:?}");
+
+    // Stale on arrival (max-age=0) but inside stale-while-revalidate: served at once, and
+    // refreshed in the background.
+    let news = format!("/news/{}", fresh_id(&mut ids));
+    assert!(get(addr, &news, &[]).await.stored());
+    let stale = get(addr, &news, &[]).await;
+    assert!(
+        stale
+            .cache_status()
+            .ends_with("news/stale-while-revalidate"),
+        "{stale:?}"
+    );
 
     // An unnamed route: labelled with its match text. Miss, hit, and a 404 not stored.
     let b = fresh_id(&mut ids);

@@ -7,8 +7,11 @@ mod file;
 
 pub use error::PolicyError;
 
+use crate::freshness::{DEFAULT_ORIGIN_TTL_MAX, Ttl};
 use crate::key::{KeyTemplate, QueryRule};
-use crate::route::{Action, CacheRule, InvalidateRule, MethodSet, PathPattern, Route, RouteTable};
+use crate::route::{
+    Action, CacheRule, InvalidateRule, MethodSet, PathPattern, Route, RouteTable, Statuses,
+};
 use error::Locator;
 use file::{PolicyFile, QuerySetting, RouteSection, SizeSetting};
 use http::{Method, Uri};
@@ -144,7 +147,7 @@ impl Policy {
             let (ttl, key) = match &route.action {
                 Action::Pass => ("pass".to_string(), "-".to_string()),
                 Action::Cache(rule) => (
-                    humantime::format_duration(rule.ttl).to_string(),
+                    rule.ttl.to_string(),
                     describe_key(&rule.key, &route.pattern, &rule.query),
                 ),
             };
@@ -430,10 +433,36 @@ fn compile_route(
     }
 
     let cache = section.cache.as_ref().is_none_or(|c| *c.get_ref());
-    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 8] = [
+    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 16] = [
         ("l1", section.l1.as_ref().map(Spanned::span)),
         ("tags", section.tags.as_ref().map(Spanned::span)),
         ("ttl", section.ttl.as_ref().map(Spanned::span)),
+        ("ttl_max", section.ttl_max.as_ref().map(Spanned::span)),
+        (
+            "ttl_default",
+            section.ttl_default.as_ref().map(Spanned::span),
+        ),
+        (
+            "ttl_heuristic",
+            section.ttl_heuristic.as_ref().map(Spanned::span),
+        ),
+        ("ttl_jitter", section.ttl_jitter.as_ref().map(Spanned::span)),
+        (
+            "stale_while_revalidate",
+            section.stale_while_revalidate.as_ref().map(Spanned::span),
+        ),
+        (
+            "stale_if_error",
+            section.stale_if_error.as_ref().map(Spanned::span),
+        ),
+        (
+            "early_refresh",
+            section.early_refresh.as_ref().map(Spanned::span),
+        ),
+        (
+            "honor_client_no_cache",
+            section.honor_client_no_cache.as_ref().map(Spanned::span),
+        ),
         ("key", section.key.as_ref().map(Spanned::span)),
         ("query", section.query.as_ref().map(Spanned::span)),
         ("statuses", section.statuses.as_ref().map(Spanned::span)),
@@ -472,15 +501,14 @@ fn compile_route(
         });
     }
 
-    let Some(ttl_text) = &section.ttl else {
-        return Err(locate.at(
-            Some(section.pattern.span()),
-            field("ttl"),
-            "a cached route needs a ttl (e.g. ttl = \"5m\"): there is no global default, TTL is a \
-             per-route product decision; to forward without caching write cache = false",
-        ));
+    let ttl = compile_ttl(section, &field, locate)?;
+    let window = |setting: &Option<Spanned<String>>, name: &str| {
+        setting.as_ref().map_or(Ok(Duration::ZERO), |d| {
+            parse_duration(d, &field(name), locate)
+        })
     };
-    let ttl = parse_duration(ttl_text, &field("ttl"), locate)?;
+    let stale_while_revalidate = window(&section.stale_while_revalidate, "stale_while_revalidate")?;
+    let stale_if_error = window(&section.stale_if_error, "stale_if_error")?;
 
     let key = match &section.key {
         None => KeyTemplate::Default { name: name.clone() },
@@ -513,7 +541,8 @@ fn compile_route(
     };
 
     let statuses = match &section.statuses {
-        None => DEFAULT_STATUSES.to_vec(),
+        None if ttl.is_origin() => Statuses::ByRfc,
+        None => Statuses::Listed(DEFAULT_STATUSES.to_vec()),
         Some(list) => {
             let bad = list
                 .get_ref()
@@ -533,7 +562,7 @@ fn compile_route(
                     "list at least one status, e.g. [200]",
                 ));
             }
-            list.get_ref().clone()
+            Statuses::Listed(list.get_ref().clone())
         }
     };
 
@@ -551,15 +580,99 @@ fn compile_route(
         line,
         action: Action::Cache(CacheRule {
             ttl,
+            stale_while_revalidate,
+            stale_if_error,
+            early_refresh: flag(&section.early_refresh),
+            honor_client_no_cache: flag(&section.honor_client_no_cache),
             key,
             query,
             statuses,
             ignore_cookies: section.ignore_cookies.unwrap_or(false),
             max_object_size,
             tags,
-            l1: section.l1.as_ref().is_some_and(|flag| *flag.get_ref()),
+            l1: flag(&section.l1),
         }),
         invalidate,
+    })
+}
+
+fn flag(setting: &Option<Spanned<bool>>) -> bool {
+    setting.as_ref().is_some_and(|flag| *flag.get_ref())
+}
+
+/// `ttl = "5m"` (the policy decides) or `ttl = "origin"` (RFC 9111, with `ttl_max`,
+/// `ttl_default` and `ttl_heuristic`), and `ttl_jitter` for either.
+fn compile_ttl(
+    section: &RouteSection,
+    field: &dyn Fn(&str) -> String,
+    locate: &Locator<'_>,
+) -> Result<Ttl, PolicyError> {
+    let Some(ttl_text) = &section.ttl else {
+        return Err(locate.at(
+            Some(section.pattern.span()),
+            field("ttl"),
+            "a cached route needs a ttl (e.g. ttl = \"5m\", or \"origin\" to follow the origin's \
+             Cache-Control): there is no global default, TTL is a per-route product decision; to \
+             forward without caching write cache = false",
+        ));
+    };
+    let jitter = match &section.ttl_jitter {
+        None => 0.0,
+        Some(text) => text
+            .get_ref()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .filter(|n| (0.0..=50.0).contains(n))
+            .map(|n| n / 100.0)
+            .ok_or_else(|| {
+                locate.at(
+                    Some(text.span()),
+                    field("ttl_jitter"),
+                    format!(
+                        "{:?} is not a jitter; expected a percentage from \"0%\" to \"50%\", e.g. \"10%\"",
+                        text.get_ref()
+                    ),
+                )
+            })?,
+    };
+    if ttl_text.get_ref() != "origin" {
+        let origin_only = [
+            ("ttl_max", section.ttl_max.as_ref().map(Spanned::span)),
+            (
+                "ttl_default",
+                section.ttl_default.as_ref().map(Spanned::span),
+            ),
+            (
+                "ttl_heuristic",
+                section.ttl_heuristic.as_ref().map(Spanned::span),
+            ),
+        ];
+        if let Some((name, span)) = origin_only.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(locate.at(
+                span,
+                field(name),
+                "only applies with ttl = \"origin\"; with a fixed ttl the policy alone decides freshness",
+            ));
+        }
+        return Ok(Ttl::Fixed {
+            ttl: parse_duration(ttl_text, &field("ttl"), locate)?,
+            jitter,
+        });
+    }
+    let max = match &section.ttl_max {
+        None => DEFAULT_ORIGIN_TTL_MAX,
+        Some(d) => parse_duration(d, &field("ttl_max"), locate)?,
+    };
+    let default = section
+        .ttl_default
+        .as_ref()
+        .map(|d| parse_duration(d, &field("ttl_default"), locate))
+        .transpose()?;
+    Ok(Ttl::Origin {
+        max,
+        default,
+        heuristic: flag(&section.ttl_heuristic),
+        jitter,
     })
 }
 
@@ -638,8 +751,12 @@ fn parse_match(text: &str) -> Result<(MethodSet, PathPattern), String> {
 fn warn_on_uniform_ttl(routes: &[Route], warnings: &mut Vec<String>) {
     let mut by_ttl: BTreeMap<Duration, usize> = BTreeMap::new();
     for route in routes {
-        if let Action::Cache(rule) = &route.action {
-            *by_ttl.entry(rule.ttl).or_default() += 1;
+        if let Action::Cache(CacheRule {
+            ttl: Ttl::Fixed { ttl, .. },
+            ..
+        }) = &route.action
+        {
+            *by_ttl.entry(*ttl).or_default() += 1;
         }
     }
     if by_ttl.len() == 1

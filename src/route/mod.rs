@@ -9,6 +9,7 @@ mod pattern;
 
 pub use pattern::{Params, PathPattern, Segment};
 
+use crate::freshness::Ttl;
 use crate::key::{KeyTemplate, QueryRule};
 use http::Method;
 use std::sync::Arc;
@@ -82,14 +83,24 @@ impl std::fmt::Display for MethodSet {
 /// How a cached route stores responses.
 #[derive(Debug, Clone)]
 pub struct CacheRule {
-    /// How long a stored response is fresh. A product decision, per route.
-    pub ttl: Duration,
+    /// How long a stored response is fresh: a product decision per route, or the origin's
+    /// word (`ttl = "origin"`).
+    pub ttl: Ttl,
+    /// How long past its freshness an entry is served at once while one request refreshes it.
+    pub stale_while_revalidate: Duration,
+    /// How long past its freshness an entry stands in for an origin that fails.
+    pub stale_if_error: Duration,
+    /// Refresh hot entries shortly before they expire (XFetch), so they almost never do.
+    pub early_refresh: bool,
+    /// Whether clients' `Cache-Control` (`no-cache`, `max-age`, `max-stale`, `only-if-cached`,
+    /// `no-store`) is obeyed. Off by default: any client could otherwise stampede the origin.
+    pub honor_client_no_cache: bool,
     /// How the Redis key is built from the path parameters.
     pub key: KeyTemplate,
     /// How the query string enters the key (and what reaches the origin).
     pub query: QueryRule,
     /// Origin statuses that may be stored.
-    pub statuses: Vec<u16>,
+    pub statuses: Statuses,
     /// The route's data never depends on cookies: `Cookie` is stripped, not a reason to bypass.
     pub ignore_cookies: bool,
     /// Larger bodies are streamed through and not stored.
@@ -98,6 +109,42 @@ pub struct CacheRule {
     pub tags: Vec<KeyTemplate>,
     /// Whether entries are also kept in the in-process tier (`[l1]`).
     pub l1: bool,
+}
+
+/// Which origin statuses a route stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Statuses {
+    /// `statuses = [200, 404]`.
+    Listed(Vec<u16>),
+    /// `ttl = "origin"` without a list: RFC 9111 decides. Any final status with explicit
+    /// freshness, and the heuristically cacheable ones without it.
+    ByRfc,
+}
+
+impl Statuses {
+    /// Whether a response with this status may be stored; `explicit` says whether it states
+    /// its own freshness.
+    pub fn allow(&self, status: http::StatusCode, explicit: bool) -> bool {
+        match self {
+            Statuses::Listed(list) => list.contains(&status.as_u16()),
+            Statuses::ByRfc if explicit => {
+                status.as_u16() >= 200 && status.as_u16() != 206 && status.as_u16() != 304
+            }
+            Statuses::ByRfc => crate::freshness::heuristically_cacheable(status),
+        }
+    }
+}
+
+impl std::fmt::Display for Statuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Statuses::Listed(list) => {
+                let list: Vec<String> = list.iter().map(u16::to_string).collect();
+                f.write_str(&list.join(", "))
+            }
+            Statuses::ByRfc => f.write_str("those RFC 9111 allows"),
+        }
+    }
 }
 
 /// What a successful write on a route drops, besides the entry for its own URI.

@@ -1,0 +1,367 @@
+//! Freshness by RFC 9111: the `Cache-Control` directives of responses and requests, how long
+//! an origin says a response stays fresh (§4.2.1), and how old a stored response is (§4.2.3).
+//!
+//! Routes with a fixed `ttl` decide freshness themselves (legacy origins send nothing useful);
+//! routes with `ttl = "origin"` take it from here, within the route's `ttl_max`.
+
+use http::{HeaderMap, StatusCode, header};
+use std::time::Duration;
+
+/// RFC 9111 §1.2.2: delta-seconds too large to represent are taken as 2^31.
+const DELTA_MAX: u64 = 1 << 31;
+
+/// The `Cache-Control` directives the proxy acts on. A directive that appears twice counts
+/// as its first occurrence; a numeric directive with an invalid value counts as 0, so the
+/// response is stale rather than fresh for longer than its origin meant (§4.2.1).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Directives {
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+    /// Request only: `max-stale` (with no value: any staleness).
+    pub max_stale: Option<Option<u64>>,
+    /// Request only.
+    pub min_fresh: Option<u64>,
+    /// Request only.
+    pub only_if_cached: bool,
+}
+
+impl Directives {
+    /// Parses every `Cache-Control` line of `headers`. Unknown directives are ignored.
+    pub fn parse(headers: &HeaderMap) -> Self {
+        let mut d = Self::default();
+        for line in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(line) = line.to_str() else { continue };
+            for (name, value) in split_directives(line) {
+                let delta = || parse_delta(value);
+                let first = |slot: &mut Option<u64>| {
+                    if slot.is_none() {
+                        *slot = Some(delta());
+                    }
+                };
+                match name.to_ascii_lowercase().as_str() {
+                    "max-age" => first(&mut d.max_age),
+                    "s-maxage" => first(&mut d.s_maxage),
+                    "stale-while-revalidate" => first(&mut d.stale_while_revalidate),
+                    "stale-if-error" => first(&mut d.stale_if_error),
+                    "min-fresh" => first(&mut d.min_fresh),
+                    "max-stale" if d.max_stale.is_none() => {
+                        d.max_stale = Some(value.map(|_| delta()));
+                    }
+                    // The qualified form (`no-cache="Set-Cookie"`) would let the rest of the
+                    // response be reused; treating it as unqualified is the safe reading.
+                    "no-cache" => d.no_cache = true,
+                    "no-store" => d.no_store = true,
+                    "private" => d.private = true,
+                    "public" => d.public = true,
+                    "must-revalidate" => d.must_revalidate = true,
+                    "proxy-revalidate" => d.proxy_revalidate = true,
+                    "only-if-cached" => d.only_if_cached = true,
+                    _ => {}
+                }
+            }
+        }
+        d
+    }
+
+    /// Whether a stale copy must never be served without asking the origin (§5.2.2.2,
+    /// §5.2.2.8; `s-maxage` implies `proxy-revalidate`, §5.2.2.10).
+    pub fn forbids_stale(&self) -> bool {
+        self.must_revalidate || self.proxy_revalidate || self.no_cache || self.s_maxage.is_some()
+    }
+}
+
+/// `name[=value]` pairs of one header line; quoted values unquoted, commas inside quotes kept.
+fn split_directives(line: &str) -> Vec<(&str, Option<&str>)> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while !rest.is_empty() {
+        let end = next_comma(rest);
+        let item = rest[..end].trim();
+        rest = rest.get(end + 1..).unwrap_or("");
+        if item.is_empty() {
+            continue;
+        }
+        match item.split_once('=') {
+            Some((name, value)) => {
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                out.push((name.trim(), Some(value)));
+            }
+            None => out.push((item, None)),
+        }
+    }
+    out
+}
+
+/// The index of the first comma outside a quoted string (or the length).
+fn next_comma(text: &str) -> usize {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => return i,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// delta-seconds: digits only. Anything else (a sign, a fraction, no value) is 0.
+fn parse_delta(value: Option<&str>) -> u64 {
+    match value {
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            v.parse::<u64>().unwrap_or(DELTA_MAX).min(DELTA_MAX)
+        }
+        _ => 0,
+    }
+}
+
+/// Statuses a cache may store without explicit freshness (RFC 9110 §15.1; 206 left out:
+/// the proxy never stores partial content).
+pub fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// The freshness lifetime the response states: `s-maxage`, else `max-age`, else `Expires`
+/// minus `Date` (an `Expires` that is not a valid date means already expired). `None` when
+/// it states none. `response_time_ms` stands in for a missing `Date`.
+pub fn explicit_lifetime(
+    headers: &HeaderMap,
+    directives: &Directives,
+    response_time_ms: u64,
+) -> Option<Duration> {
+    if let Some(seconds) = directives.s_maxage.or(directives.max_age) {
+        return Some(Duration::from_secs(seconds));
+    }
+    let expires = headers.get(header::EXPIRES)?;
+    let Some(expires) = http_date_ms(expires) else {
+        return Some(Duration::ZERO);
+    };
+    let date = date_ms(headers).unwrap_or(response_time_ms);
+    Some(Duration::from_millis(expires.saturating_sub(date)))
+}
+
+/// RFC 9111 §4.2.2: a tenth of the time since `Last-Modified`, for responses that state no
+/// freshness. Only on routes that enable it.
+pub fn heuristic_lifetime(headers: &HeaderMap, response_time_ms: u64) -> Option<Duration> {
+    let modified = http_date_ms(headers.get(header::LAST_MODIFIED)?)?;
+    let date = date_ms(headers).unwrap_or(response_time_ms);
+    Some(Duration::from_millis(date.saturating_sub(modified) / 10))
+}
+
+/// RFC 9111 §4.2.3: the age a response already had when it arrived, from its `Age` and
+/// `Date` and how long the request took.
+pub fn corrected_initial_age(
+    headers: &HeaderMap,
+    request_time_ms: u64,
+    response_time_ms: u64,
+) -> Duration {
+    let age_value = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(DELTA_MAX);
+    let apparent_ms = date_ms(headers).map_or(0, |date| response_time_ms.saturating_sub(date));
+    let delay_ms = response_time_ms.saturating_sub(request_time_ms);
+    Duration::from_millis(apparent_ms.max(age_value * 1000 + delay_ms))
+}
+
+fn date_ms(headers: &HeaderMap) -> Option<u64> {
+    http_date_ms(headers.get(header::DATE)?)
+}
+
+/// An HTTP date in ms since the Unix epoch (dates before it count as the epoch).
+fn http_date_ms(value: &http::HeaderValue) -> Option<u64> {
+    let time = httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()?;
+    Some(
+        time.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+/// How a route decides how long a stored response is fresh.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ttl {
+    /// `ttl = "5m"`: the policy decides; the origin's headers are not consulted.
+    Fixed {
+        ttl: Duration,
+        /// `ttl_jitter`: each entry's lifetime is shortened by a random share up to this
+        /// fraction, so keys filled together do not all expire together.
+        jitter: f64,
+    },
+    /// `ttl = "origin"`: RFC 9111 freshness from the response, capped by `max`.
+    Origin {
+        max: Duration,
+        /// For responses that state no freshness (`ttl_default`); none means not fresh.
+        default: Option<Duration>,
+        /// `ttl_heuristic = true`: RFC 9111 §4.2.2 heuristic freshness from `Last-Modified`.
+        heuristic: bool,
+        jitter: f64,
+    },
+}
+
+/// `ttl = "origin"` with no `ttl_max`: a day, so that one wrong `max-age` cannot pin a
+/// response for a year.
+pub const DEFAULT_ORIGIN_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// How long an entry with a validator is kept past its freshness, at least, so that a stale
+/// copy can be revalidated with a 304 instead of fetched again.
+const REVALIDATION_KEEP: Duration = Duration::from_secs(60);
+
+impl Ttl {
+    /// The freshness lifetime of a response, `None` when it has none (and may be stored only
+    /// to be revalidated). `response_time_ms` stands in for a missing `Date`.
+    pub fn lifetime(
+        &self,
+        headers: &HeaderMap,
+        directives: &Directives,
+        response_time_ms: u64,
+    ) -> Option<Duration> {
+        let (lifetime, jitter) = match self {
+            Ttl::Fixed { ttl, jitter } => (Some(*ttl), *jitter),
+            Ttl::Origin {
+                max,
+                default,
+                heuristic,
+                jitter,
+            } => {
+                let lifetime = explicit_lifetime(headers, directives, response_time_ms)
+                    .or_else(|| {
+                        heuristic
+                            .then(|| heuristic_lifetime(headers, response_time_ms))
+                            .flatten()
+                    })
+                    .or(*default)
+                    .map(|l| l.min(*max));
+                (lifetime, *jitter)
+            }
+        };
+        lifetime.map(|l| l.mul_f64(1.0 - jitter * rand::random::<f64>()))
+    }
+
+    /// The longest a response can stay fresh on this route.
+    pub fn longest(&self) -> Duration {
+        match self {
+            Ttl::Fixed { ttl, .. } => *ttl,
+            Ttl::Origin { max, .. } => *max,
+        }
+    }
+
+    pub fn is_origin(&self) -> bool {
+        matches!(self, Ttl::Origin { .. })
+    }
+}
+
+impl std::fmt::Display for Ttl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ttl::Fixed { ttl, .. } => write!(f, "{}", humantime::format_duration(*ttl)),
+            Ttl::Origin { max, .. } => {
+                write!(f, "origin (max {})", humantime::format_duration(*max))
+            }
+        }
+    }
+}
+
+/// How long past its freshness Redis keeps an entry: the longer stale window, and for
+/// entries with a validator, time to be revalidated.
+pub fn keep_after_stale(stale_windows: Duration, lifetime: Duration, validators: bool) -> Duration {
+    let revalidate = if validators {
+        lifetime.max(REVALIDATION_KEEP)
+    } else {
+        Duration::ZERO
+    };
+    stale_windows.max(revalidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn parses_directives_with_quotes_case_and_duplicates() {
+        let d = Directives::parse(&headers(&[
+            ("cache-control", "Max-Age=60, no-cache=\"set-cookie, x\""),
+            (
+                "cache-control",
+                "max-age=5, s-maxage=\"30\", stale-if-error=600",
+            ),
+        ]));
+        assert_eq!(d.max_age, Some(60));
+        assert_eq!(d.s_maxage, Some(30));
+        assert!(d.no_cache);
+        assert_eq!(d.stale_if_error, Some(600));
+        assert!(d.forbids_stale());
+    }
+
+    #[test]
+    fn invalid_numbers_mean_stale_and_huge_ones_are_capped() {
+        let d = Directives::parse(&headers(&[(
+            "cache-control",
+            "max-age=1.5, min-fresh=99999999999999999999",
+        )]));
+        assert_eq!(d.max_age, Some(0));
+        assert_eq!(d.min_fresh, Some(DELTA_MAX));
+        let stale = Directives::parse(&headers(&[("cache-control", "max-stale")]));
+        assert_eq!(stale.max_stale, Some(None));
+    }
+
+    #[test]
+    fn lifetime_prefers_s_maxage_then_max_age_then_expires() {
+        let h = headers(&[
+            ("date", "Thu, 01 Jan 2026 00:00:00 GMT"),
+            ("expires", "Thu, 01 Jan 2026 00:01:40 GMT"),
+        ]);
+        let d = Directives::parse(&h);
+        assert_eq!(explicit_lifetime(&h, &d, 0), Some(Duration::from_secs(100)));
+        let bad = headers(&[("expires", "0")]);
+        assert_eq!(
+            explicit_lifetime(&bad, &Directives::parse(&bad), 0),
+            Some(Duration::ZERO)
+        );
+        let none = headers(&[("content-type", "text/plain")]);
+        assert_eq!(explicit_lifetime(&none, &Directives::parse(&none), 0), None);
+    }
+
+    #[test]
+    fn initial_age_takes_the_larger_of_age_and_apparent_age() {
+        let date = httpdate::parse_http_date("Thu, 01 Jan 2026 00:00:00 GMT").unwrap();
+        let date_ms = date
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let h = headers(&[("date", "Thu, 01 Jan 2026 00:00:00 GMT"), ("age", "30")]);
+        // Arrived 10 s after its Date, after a 1 s round trip: Age + delay wins.
+        let age = corrected_initial_age(&h, date_ms + 9_000, date_ms + 10_000);
+        assert_eq!(age, Duration::from_secs(31));
+        // Arrived 60 s after its Date: the apparent age wins.
+        let age = corrected_initial_age(&h, date_ms + 59_000, date_ms + 60_000);
+        assert_eq!(age, Duration::from_secs(60));
+    }
+}

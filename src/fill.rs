@@ -261,6 +261,12 @@ async fn fetch(
     for name in CONDITIONALS {
         headers.remove(name);
     }
+    if rule.ttl.is_origin() {
+        headers.append(
+            freshness::SURROGATE_CAPABILITY.clone(),
+            HeaderValue::from_static("cachalot=\"Surrogate/1.0\""),
+        );
+    }
     let revalidating = stale.filter(|entry| entry.has_validator());
     if let Some(entry) = revalidating {
         for (from, to) in [
@@ -304,7 +310,7 @@ async fn fetch(
 
     if let (StatusCode::NOT_MODIFIED, Some(entry)) = (parts.status, revalidating) {
         let headers = updated_headers(&entry.headers, parts.headers);
-        let directives = Directives::parse(&headers);
+        let directives = response_directives(rule, &headers);
         let refreshed = build_entry(
             request,
             (entry.status, headers, entry.body.clone()),
@@ -316,7 +322,7 @@ async fn fetch(
         return store_and_answer(proxy, request, refreshed, tags, status).await;
     }
 
-    let directives = Directives::parse(&parts.headers);
+    let directives = response_directives(rule, &parts.headers);
     let explicit = freshness::explicit_lifetime(&parts.headers, &directives, times.response_ms);
     if let Some(reason) = semantics::not_storable(
         parts.status,
@@ -369,6 +375,17 @@ async fn fetch(
     );
     let tags = request.tags.iter().cloned().chain(origin_tags).collect();
     store_and_answer(proxy, request, entry, tags, status).await
+}
+
+/// The response's directives as this route reads them: routes that follow the origin obey
+/// `Surrogate-Control` addressed to the proxy first; fixed-TTL routes read `Cache-Control`
+/// only for what must never be stored.
+fn response_directives(rule: &crate::route::CacheRule, headers: &HeaderMap) -> Directives {
+    if rule.ttl.is_origin() {
+        Directives::for_surrogate(headers)
+    } else {
+        Directives::parse(headers)
+    }
 }
 
 /// When the origin failed and the stale entry's `stale-if-error` window is open: the stale
@@ -470,8 +487,9 @@ fn build_entry(
         response_ms,
     } = times;
     let mut headers = headers;
-    headers.remove(header::AGE);
     let initial_age = freshness::corrected_initial_age(&headers, request_ms, response_ms);
+    // The stored copy's age is recomputed on every use (see `Entry::age`).
+    headers.remove(header::AGE);
     let lifetime = rule.ttl.lifetime(&headers, directives, response_ms);
     let fresh_until_ms = match (&rule.ttl, lifetime) {
         // The policy's TTL counts from now, whatever the origin's Age says.
@@ -525,13 +543,21 @@ fn build_entry(
 }
 
 /// RFC 9111 §3.2: a 304's header fields replace the stored ones of the same name, except
-/// `Content-Length` (the 304 has no body to describe).
+/// those that describe the stored body itself (the 304 has none): its length, encoding,
+/// range, digest and the validator it was selected by.
 fn updated_headers(stored: &HeaderMap, fresh: HeaderMap) -> HeaderMap {
+    const KEPT: [&str; 5] = [
+        "content-length",
+        "content-encoding",
+        "content-range",
+        "content-md5",
+        "etag",
+    ];
     let mut headers = stored.clone();
     let mut current = None;
     for (name, value) in fresh {
         if let Some(name) = name {
-            current = (name != header::CONTENT_LENGTH).then_some(name);
+            current = (!KEPT.contains(&name.as_str())).then_some(name);
             if let Some(name) = &current {
                 headers.remove(name);
             }

@@ -10,6 +10,17 @@ use std::time::Duration;
 /// RFC 9111 §1.2.2: delta-seconds too large to represent are taken as 2^31.
 const DELTA_MAX: u64 = 1 << 31;
 
+/// The response header a surrogate (a reverse proxy in front of the origin) obeys first.
+pub static SURROGATE_CONTROL: http::HeaderName = http::HeaderName::from_static("surrogate-control");
+
+/// The request header a surrogate announces itself with, so that the origin can address
+/// `Surrogate-Control` directives to it (`max-age=60;cachalot`).
+pub static SURROGATE_CAPABILITY: http::HeaderName =
+    http::HeaderName::from_static("surrogate-capability");
+
+/// This proxy's device token in `Surrogate-Capability` and `Surrogate-Control`.
+pub const SURROGATE_TOKEN: &str = "cachalot";
+
 /// The `Cache-Control` directives the proxy acts on. A directive that appears twice counts
 /// as its first occurrence; a numeric directive with an invalid value counts as 0, so the
 /// response is stale rather than fresh for longer than its origin meant (§4.2.1).
@@ -23,6 +34,8 @@ pub struct Directives {
     pub public: bool,
     pub must_revalidate: bool,
     pub proxy_revalidate: bool,
+    /// Store only if the status code is one the cache understands (RFC 9111 §5.2.2.3).
+    pub must_understand: bool,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
     /// Request only: `max-stale` (with no value: any staleness).
@@ -36,9 +49,46 @@ pub struct Directives {
 impl Directives {
     /// Parses every `Cache-Control` line of `headers`. Unknown directives are ignored.
     pub fn parse(headers: &HeaderMap) -> Self {
-        let mut d = Self::default();
-        for line in headers.get_all(header::CACHE_CONTROL) {
+        Self::parse_lines(
+            headers
+                .get_all(header::CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+    }
+
+    /// A response's directives for this proxy: `Surrogate-Control` directives addressed to
+    /// it (no target, or `;cachalot`) replace `Cache-Control`'s, as the surrogate in front of
+    /// the origin (W3C Edge Architecture); `private` in `Cache-Control` still holds.
+    pub fn for_surrogate(headers: &HeaderMap) -> Self {
+        let mut ours = String::new();
+        for line in headers.get_all(&SURROGATE_CONTROL) {
             let Ok(line) = line.to_str() else { continue };
+            for item in line.split(',') {
+                let (directive, target) = match item.split_once(';') {
+                    Some((directive, target)) => (directive, Some(target.trim())),
+                    None => (item, None),
+                };
+                if target.is_none_or(|t| t.eq_ignore_ascii_case(SURROGATE_TOKEN)) {
+                    ours.push_str(directive);
+                    ours.push(',');
+                }
+            }
+        }
+        let cache_control = Self::parse(headers);
+        let surrogate = Self::parse_lines([ours.as_str()]);
+        if surrogate == Self::default() {
+            return cache_control;
+        }
+        Self {
+            private: cache_control.private,
+            ..surrogate
+        }
+    }
+
+    fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut d = Self::default();
+        for line in lines {
             for (name, value) in split_directives(line) {
                 let delta = || parse_delta(value);
                 let first = |slot: &mut Option<u64>| {
@@ -63,6 +113,7 @@ impl Directives {
                     "public" => d.public = true,
                     "must-revalidate" => d.must_revalidate = true,
                     "proxy-revalidate" => d.proxy_revalidate = true,
+                    "must-understand" => d.must_understand = true,
                     "only-if-cached" => d.only_if_cached = true,
                     _ => {}
                 }
@@ -130,6 +181,14 @@ fn parse_delta(value: Option<&str>) -> u64 {
     }
 }
 
+/// Status codes RFC 9110 defines: what `must-understand` lets a cache store.
+pub fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
 /// Statuses a cache may store without explicit freshness (RFC 9110 §15.1; 206 left out:
 /// the proxy never stores partial content).
 pub fn heuristically_cacheable(status: StatusCode) -> bool {
@@ -173,12 +232,26 @@ pub fn corrected_initial_age(
     request_time_ms: u64,
     response_time_ms: u64,
 ) -> Duration {
-    let age_value = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        .min(DELTA_MAX);
-    let apparent_ms = date_ms(headers).map_or(0, |date| response_time_ms.saturating_sub(date));
+    // One line of digits; anything else (a list, a sign, a fraction, a parameter, two
+    // lines) cannot be trusted, and an untrustworthy age is taken as very old.
+    let mut lines = headers.get_all(header::AGE).iter();
+    let age_value = match (lines.next(), lines.next()) {
+        (None, _) => 0,
+        (Some(line), None) => {
+            let text = line.to_str().unwrap_or("x").trim();
+            if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+                text.parse::<u64>().unwrap_or(DELTA_MAX).min(DELTA_MAX)
+            } else {
+                DELTA_MAX
+            }
+        }
+        (Some(_), Some(_)) => DELTA_MAX,
+    };
+    // `Date` has whole seconds: compare at that resolution, or every response would look up
+    // to a second old on arrival.
+    let apparent_ms = date_ms(headers).map_or(0, |date| {
+        (response_time_ms / 1000 * 1000).saturating_sub(date)
+    });
     let delay_ms = response_time_ms.saturating_sub(request_time_ms);
     Duration::from_millis(apparent_ms.max(age_value * 1000 + delay_ms))
 }
@@ -330,6 +403,37 @@ mod tests {
         assert_eq!(d.min_fresh, Some(DELTA_MAX));
         let stale = Directives::parse(&headers(&[("cache-control", "max-stale")]));
         assert_eq!(stale.max_stale, Some(None));
+    }
+
+    #[test]
+    fn surrogate_control_for_us_replaces_cache_control() {
+        let h = headers(&[
+            ("cache-control", "no-store, private"),
+            (
+                "surrogate-control",
+                "max-age=60;cachalot, no-store;other-cdn",
+            ),
+        ]);
+        let d = Directives::for_surrogate(&h);
+        assert_eq!(d.max_age, Some(60));
+        assert!(!d.no_store && d.private);
+        let elsewhere = headers(&[
+            ("cache-control", "max-age=5"),
+            ("surrogate-control", "max-age=60;other-cdn"),
+        ]);
+        assert_eq!(Directives::for_surrogate(&elsewhere).max_age, Some(5));
+    }
+
+    #[test]
+    fn untrustworthy_ages_are_very_old() {
+        for bad in [
+            &[("age", "1.5")][..],
+            &[("age", "0, 0")],
+            &[("age", "0"), ("age", "0")],
+        ] {
+            let age = corrected_initial_age(&headers(bad), 0, 0);
+            assert_eq!(age, Duration::from_secs(DELTA_MAX), "{bad:?}");
+        }
     }
 
     #[test]

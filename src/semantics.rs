@@ -5,7 +5,7 @@
 //! is worse than no cache, so every doubt resolves to "do not store".
 
 use crate::cache_status::Reason;
-use crate::freshness::Directives;
+use crate::freshness::{self, Directives};
 use crate::route::CacheRule;
 use crate::vary;
 use http::{HeaderMap, StatusCode, header};
@@ -33,7 +33,9 @@ pub fn not_storable(
     explicit: bool,
     rule: &CacheRule,
 ) -> Option<Reason> {
-    if !rule.statuses.allow(status, explicit) {
+    if !rule.statuses.allow(status, explicit)
+        || (directives.must_understand && !freshness::understood(status))
+    {
         return Some(Reason::Status);
     }
     if headers.contains_key(header::SET_COOKIE) {

@@ -761,6 +761,7 @@ impl Store {
         on_invalidation: impl Fn(Bytes) + Send + 'static,
     ) -> Result<(), Unavailable> {
         let subscriber: SubscriberClient = builder(&self.settings)?
+            .with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_BUFFER)
             .build_subscriber_client()
             .map_err(|e| Unavailable(e.to_string()))?;
         subscriber.connect();
@@ -933,6 +934,11 @@ fn builder(settings: &RedisSettings) -> Result<Builder, Unavailable> {
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 1_000, 2));
     Ok(builder)
 }
+
+/// Messages the subscription buffers for this process. A receiver that falls further behind
+/// must distrust the whole cache (an invalidation may be among the lost), so the buffer is
+/// sized for bursts of fill notices (every stored miss sends one), not fred's default 32.
+const SUBSCRIBER_BUFFER: usize = 16 * 1024;
 
 /// Commands are pipelined on each connection; a few connections spread the parsing work.
 fn pool_size() -> usize {

@@ -162,7 +162,10 @@ impl fmt::Display for CacheStatus {
         f.write_str("cachalot")?;
         match self.phase {
             // Served stale after the origin was asked and failed (stale-if-error).
-            Phase::Hit | Phase::Miss if self.stale && self.fwd_status.is_some() => {
+            Phase::Hit | Phase::Miss
+                if self.stale
+                    && (self.fwd_status.is_some() || self.reason == Some(Reason::StaleIfError)) =>
+            {
                 f.write_str("; fwd=stale")?
             }
             Phase::Hit => f.write_str("; hit")?,

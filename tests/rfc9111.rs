@@ -308,6 +308,39 @@ ttl = "1s"
 }
 
 #[tokio::test]
+async fn must_revalidate_is_never_served_stale() {
+    let redis = RedisServer::start();
+    let broken = Arc::new(AtomicBool::new(false));
+    let origin = Origin::start({
+        let broken = Arc::clone(&broken);
+        move |_, _| {
+            if broken.load(Ordering::SeqCst) {
+                Reply::ok("down").status(503)
+            } else {
+                Reply::ok("strict").header("cache-control", "max-age=1, must-revalidate")
+            }
+        }
+    })
+    .await;
+    let routes = r#"
+[[route]]
+name = "strict"
+match = "GET /strict"
+ttl = "origin"
+stale_if_error = "1m"
+stale_while_revalidate = "1m"
+"#;
+    let proxy = start_proxy(&origin, &redis, routes).await;
+    assert!(get(proxy.addr(), "/strict", &[]).await.stored());
+    broken.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let got = get(proxy.addr(), "/strict", &[]).await;
+    assert_eq!(got.status, 503, "{}", got.cache_status());
+    assert_eq!(got.text(), "down");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn clients_cache_control_counts_only_where_the_route_honours_it() {
     let redis = RedisServer::start();
     let origin = Origin::start(|_, n| Reply::ok(format!("n={n}"))).await;

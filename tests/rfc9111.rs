@@ -308,6 +308,140 @@ ttl = "1s"
 }
 
 #[tokio::test]
+async fn age_counts_the_origins_age_and_heuristics_need_the_route_to_ask() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|seen, _| {
+        if seen.target.starts_with("/pages/") {
+            // Five minutes old already, fresh for ten: five minutes of freshness are left.
+            Reply::ok("aged")
+                .header("cache-control", "max-age=600")
+                .header("age", "300")
+        } else {
+            // Last changed ten days ago, no stated freshness: heuristically a day.
+            let modified = httpdate::fmt_http_date(
+                std::time::SystemTime::now() - Duration::from_secs(10 * 24 * 3600),
+            );
+            Reply::ok("old news").header("last-modified", &modified)
+        }
+    })
+    .await;
+    let routes = format!(
+        "{}
+{}",
+        ORIGIN_ROUTE.replace("ttl_max = \"10s\"", "ttl_max = \"1d\""),
+        r#"
+[[route]]
+name = "guess"
+match = "GET /guess/{id}"
+ttl = "origin"
+ttl_heuristic = true
+
+[[route]]
+name = "strict"
+match = "GET /strict/{id}"
+ttl = "origin"
+"#
+    );
+    let proxy = start_proxy(&origin, &redis, &routes).await;
+    let first = get(proxy.addr(), "/pages/a", &[]).await;
+    let age: u64 = first.header("age").parse().unwrap();
+    assert!((300..=302).contains(&age), "Age {age}");
+    assert!(
+        first.cache_status().contains("ttl=300"),
+        "{}",
+        first.cache_status()
+    );
+
+    let guessed = get(proxy.addr(), "/guess/a", &[]).await;
+    assert!(
+        guessed.cache_status().contains("ttl=86400"),
+        "{}",
+        guessed.cache_status()
+    );
+    // Without the heuristic: not fresh, but kept to be revalidated by its Last-Modified.
+    let strict = get(proxy.addr(), "/strict/a", &[]).await;
+    assert!(
+        strict.cache_status().contains("stored; ttl=0"),
+        "{}",
+        strict.cache_status()
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn surrogate_control_for_the_proxy_beats_cache_control() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|_, n| {
+        Reply::ok(format!("n={n}"))
+            .header("cache-control", "no-store")
+            .header(
+                "surrogate-control",
+                "max-age=60;cachalot, no-store;other-cdn",
+            )
+    })
+    .await;
+    let proxy = start_proxy(&origin, &redis, ORIGIN_ROUTE).await;
+    assert!(get(proxy.addr(), "/pages/s", &[]).await.stored());
+    let hit = get(proxy.addr(), "/pages/s", &[]).await;
+    assert!(
+        hit.cache_status().contains("; hit"),
+        "{}",
+        hit.cache_status()
+    );
+    assert_eq!(
+        origin.seen()[0]
+            .headers
+            .get("surrogate-capability")
+            .unwrap(),
+        "cachalot=\"Surrogate/1.0\""
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_background_refresh_across_two_instances() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|_, n| {
+        let reply = Reply::ok(format!("n={n}"));
+        if n > 1 {
+            reply.delay(Duration::from_millis(500))
+        } else {
+            reply
+        }
+    })
+    .await;
+    let routes = r#"
+[[route]]
+name = "feed"
+match = "GET /feed"
+ttl = "1s"
+stale_while_revalidate = "30s"
+"#;
+    let one = start_proxy(&origin, &redis, routes).await;
+    let two = start_proxy(&origin, &redis, routes).await;
+    assert!(get(one.addr(), "/feed", &[]).await.stored());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let burst: Vec<_> = (0..20)
+        .map(|i| {
+            let addr = if i % 2 == 0 { one.addr() } else { two.addr() };
+            tokio::spawn(async move { get(addr, "/feed", &[]).await })
+        })
+        .collect();
+    for got in burst {
+        assert_eq!(got.await.unwrap().text(), "n=1");
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        origin.count(),
+        2,
+        "one refresh, shared through the Redis lock"
+    );
+    assert_eq!(get(two.addr(), "/feed", &[]).await.text(), "n=2");
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test]
 async fn must_revalidate_is_never_served_stale() {
     let redis = RedisServer::start();
     let broken = Arc::new(AtomicBool::new(false));

@@ -24,6 +24,7 @@ pub mod origin;
 pub mod path;
 pub mod policy;
 pub mod proxy;
+pub mod range;
 pub mod reload;
 pub mod request_id;
 pub mod route;

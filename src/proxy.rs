@@ -19,6 +19,7 @@ use crate::freshness::Directives;
 use crate::invalidate::{Invalidation, Source};
 use crate::origin::{self, Origin, OriginError};
 use crate::policy::Policy;
+use crate::range;
 use crate::request_id;
 use crate::route::{Action, CacheRule, Route};
 use crate::semantics;
@@ -565,8 +566,9 @@ fn record(status: &CacheStatus, response: &Response<ProxyBody>, elapsed: std::ti
     }
 }
 
-/// A response from a stored entry: the origin's status, headers and body, plus `Age`.
-/// Sets the status's `ttl` to the entry's remaining freshness.
+/// A response from a stored entry: the origin's status, headers and body, plus `Age`; a 304
+/// for a client that holds it already, a 206 (or 416) for a single byte range. Sets the
+/// status's `ttl` to the entry's remaining freshness.
 pub(crate) fn from_entry(
     entry: &Entry,
     request: &Cacheable,
@@ -579,16 +581,40 @@ pub(crate) fn from_entry(
     {
         return not_modified(entry, now);
     }
-    let body = if request.head_only() {
+    let len = entry.body.len() as u64;
+    let part = match entry.status {
+        StatusCode::OK => range::answer(&request.head.headers, &entry.headers, len),
+        _ => range::Answer::Whole,
+    };
+    let (status, body) = match &part {
+        range::Answer::Whole => (entry.status, entry.body.clone()),
+        range::Answer::Part(bytes) => (
+            StatusCode::PARTIAL_CONTENT,
+            entry
+                .body
+                .slice(*bytes.start() as usize..=*bytes.end() as usize),
+        ),
+        range::Answer::Unsatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, bytes::Bytes::new()),
+    };
+    let length = body.len();
+    let mut response = Response::new(if request.head_only() {
         ProxyBody::Empty
     } else {
-        ProxyBody::Full(Some(entry.body.clone()))
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = entry.status;
+        ProxyBody::Full(Some(body))
+    });
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.clone_from(&entry.headers);
     headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
+    let content_range = match part {
+        range::Answer::Whole => return response,
+        range::Answer::Part(bytes) => format!("bytes {}-{}/{len}", bytes.start(), bytes.end()),
+        range::Answer::Unsatisfiable => format!("bytes */{len}"),
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Ok(value) = HeaderValue::from_str(&content_range) {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
     response
 }
 

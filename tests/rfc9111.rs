@@ -442,6 +442,50 @@ stale_while_revalidate = "30s"
 }
 
 #[tokio::test]
+async fn byte_ranges_are_cut_from_the_stored_whole() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|_, _| Reply::ok("0123456789").header("etag", "\"v1\"")).await;
+    let routes = r#"
+[[route]]
+name = "file"
+match = "GET /files/{id}"
+ttl = "1m"
+"#;
+    let proxy = start_proxy(&origin, &redis, routes).await;
+    let miss = get(proxy.addr(), "/files/a", &[("range", "bytes=2-5")]).await;
+    assert_eq!(miss.status, 206, "{}", miss.cache_status());
+    assert!(miss.stored(), "the whole response was stored");
+    assert_eq!(miss.text(), "2345");
+    assert_eq!(miss.header("content-range"), "bytes 2-5/10");
+    assert!(
+        origin.seen()[0].headers.get("range").is_none(),
+        "the fill asked for the whole response"
+    );
+    let tail = get(proxy.addr(), "/files/a", &[("range", "bytes=-3")]).await;
+    assert_eq!((tail.status.as_u16(), tail.text().as_str()), (206, "789"));
+    assert!(
+        tail.cache_status().contains("; hit"),
+        "{}",
+        tail.cache_status()
+    );
+    let beyond = get(proxy.addr(), "/files/a", &[("range", "bytes=10-")]).await;
+    assert_eq!(beyond.status, 416);
+    assert_eq!(beyond.header("content-range"), "bytes */10");
+    let changed = get(
+        proxy.addr(),
+        "/files/a",
+        &[("range", "bytes=0-0"), ("if-range", "\"v0\"")],
+    )
+    .await;
+    assert_eq!(
+        (changed.status.as_u16(), changed.text().as_str()),
+        (200, "0123456789")
+    );
+    assert_eq!(origin.count(), 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn must_revalidate_is_never_served_stale() {
     let redis = RedisServer::start();
     let broken = Arc::new(AtomicBool::new(false));

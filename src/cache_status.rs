@@ -56,6 +56,12 @@ pub enum Reason {
     Invalidated,
     OriginError,
     L1,
+    /// The path would mean something else to the origin (`%2F`, control characters): 400.
+    BadPath,
+    /// The request body is larger than `limits.max_body`: 413.
+    BodyTooLarge,
+    /// The route already holds `max_variants` variants of this key; this one is not stored.
+    TooManyVariants,
 }
 
 impl Reason {
@@ -80,6 +86,9 @@ impl Reason {
             Reason::Invalidated => "invalidated-during-fill",
             Reason::OriginError => "origin-error",
             Reason::L1 => "l1",
+            Reason::BadPath => "bad-path",
+            Reason::BodyTooLarge => "body-too-large",
+            Reason::TooManyVariants => "too-many-variants",
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::entry::{Entry, now_ms};
 use crate::fill;
 use crate::invalidate::{Invalidation, Source};
 use crate::origin::{self, Origin, OriginError};
+use crate::path;
 use crate::policy::Policy;
 use crate::request_id;
 use crate::route::{Action, CacheRule, Route};
@@ -159,9 +160,18 @@ impl Proxy {
 
     async fn route(
         self: &Arc<Self>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> (Response<ProxyBody>, CacheStatus) {
+        // Normalised once: routing, the key and the origin request all use this URI.
+        match path::normalize_uri(request.uri()) {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(rejected) => {
+                let status = CacheStatus::new(Phase::Pass).because(Reason::BadPath);
+                tracing::debug!(path = request.uri().path(), %rejected, "refused a request path");
+                return (bad_path(rejected), status);
+            }
+        }
         let decided = decision::decide(
             &self.policy(),
             request.method(),
@@ -449,6 +459,19 @@ fn not_modified(entry: &Entry, now: u64) -> Response<ProxyBody> {
 pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::full(text));
     *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// 400 for a path the proxy will not pass on, saying why.
+fn bad_path(rejected: path::Rejected) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(format!(
+        "cachalot: bad request: {rejected}; send the path with real '/' separators and no encoded control characters\n"
+    )));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

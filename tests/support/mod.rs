@@ -132,3 +132,22 @@ pub async fn send(
         body,
     }
 }
+
+/// Writes `bytes` to the proxy on a fresh connection and reads what comes back until the
+/// proxy closes the connection (or 10 s pass): for requests no well-behaved client would
+/// send (smuggling, malformed heads). Well-formed requests should say `Connection: close`.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
+    // The proxy may close as soon as it has read a bad head; later bytes then fail to go.
+    let _ = stream.write_all(bytes).await;
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut reply),
+    )
+    .await;
+    String::from_utf8_lossy(&reply).into_owned()
+}

@@ -58,6 +58,8 @@ pub enum Reason {
     L1,
     /// The path would mean something else to the origin (`%2F`, control characters): 400.
     BadPath,
+    /// The request's `Transfer-Encoding` could be framed two ways (see `framing`): 400.
+    BadFraming,
     /// The request body is larger than `limits.max_body`: 413.
     BodyTooLarge,
     /// The route already holds `max_variants` variants of this key; this one is not stored.
@@ -87,6 +89,7 @@ impl Reason {
             Reason::OriginError => "origin-error",
             Reason::L1 => "l1",
             Reason::BadPath => "bad-path",
+            Reason::BadFraming => "bad-framing",
             Reason::BodyTooLarge => "body-too-large",
             Reason::TooManyVariants => "too-many-variants",
         }

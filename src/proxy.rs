@@ -15,6 +15,7 @@ use crate::collapse::{self, Flights, Join, Landing};
 use crate::decision::{self, Decision, Plan};
 use crate::entry::{Entry, now_ms};
 use crate::fill;
+use crate::framing;
 use crate::invalidate::{Invalidation, Source};
 use crate::origin::{self, Origin, OriginError};
 use crate::path;
@@ -163,13 +164,21 @@ impl Proxy {
         mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> (Response<ProxyBody>, CacheStatus) {
+        if !framing::is_unambiguous(request.headers()) {
+            let status = CacheStatus::new(Phase::Pass).because(Reason::BadFraming);
+            let text = "cachalot: bad request: Transfer-Encoding must be exactly \"chunked\"\n";
+            return (bad_request(text.into()), status);
+        }
         // Normalised once: routing, the key and the origin request all use this URI.
         match path::normalize_uri(request.uri()) {
             Ok(uri) => *request.uri_mut() = uri,
             Err(rejected) => {
                 let status = CacheStatus::new(Phase::Pass).because(Reason::BadPath);
                 tracing::debug!(path = request.uri().path(), %rejected, "refused a request path");
-                return (bad_path(rejected), status);
+                let text = format!(
+                    "cachalot: bad request: {rejected}; send the path with real '/' separators and no encoded control characters\n"
+                );
+                return (bad_request(text), status);
             }
         }
         let decided = decision::decide(
@@ -466,16 +475,17 @@ pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBod
     response
 }
 
-/// 400 for a path the proxy will not pass on, saying why.
-fn bad_path(rejected: path::Rejected) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(format!(
-        "cachalot: bad request: {rejected}; send the path with real '/' separators and no encoded control characters\n"
-    )));
+/// 400 for a request the proxy will not pass on, saying why; the connection is closed,
+/// since whatever follows on it cannot be trusted to be framed as the client meant.
+fn bad_request(text: String) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(text));
     *response.status_mut() = StatusCode::BAD_REQUEST;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -39,7 +39,7 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
     let path = uri.path();
     let segments = path::segments(path);
     let writes = !method.is_safe();
-    let Some(matched) = policy.routes.find(method, &path, &segments) else {
+    let Some(matched) = policy.routes.find(method, path, &segments) else {
         return Decision::Forward {
             status: CacheStatus::new(Phase::Pass).because(Reason::NoRoute),
             invalidate: writes.then(|| own_uri_invalidation(policy, path, &segments, query)),

@@ -30,7 +30,7 @@ use crate::upgrade;
 use arc_swap::{ArcSwap, Guard};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Either;
+use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::net::SocketAddr;
@@ -263,8 +263,14 @@ impl Proxy {
         invalidate: Option<Invalidation>,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let (mut head, body) = request.into_parts();
+        let max_body = self.policy().limits.max_body;
+        if semantics::content_length(&head.headers).is_some_and(|declared| declared > max_body) {
+            status.reason = Some(Reason::BodyTooLarge);
+            return (body_too_large(), status);
+        }
         let upgrade = upgrade::requested(&head.headers).zip(head.extensions.remove::<OnUpgrade>());
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let body = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
         let mut outgoing = origin::request_head(&self.origin, &head, target, client.ip())
             .body(Either::Left(body))
             .expect("a request built from a valid request is valid");
@@ -273,6 +279,10 @@ impl Proxy {
         }
         let mut response = match self.origin.send(outgoing, status.metric_route()).await {
             Ok(response) => response,
+            Err(OriginError::BodyTooLarge) => {
+                status.reason = Some(Reason::BodyTooLarge);
+                return (body_too_large(), status);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "origin request failed");
                 return (error_response(&e), status);
@@ -489,12 +499,26 @@ fn bad_request(text: String) -> Response<ProxyBody> {
     response
 }
 
+/// 413 for a body over `limits.max_body`. The connection is closed: the rest of the body
+/// is not read.
+fn body_too_large() -> Response<ProxyBody> {
+    let mut response = plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "cachalot: the request body is larger than limits.max_body\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// 502 or 504, with a body that says which.
 pub(crate) fn error_response(error: &OriginError) -> Response<ProxyBody> {
     let text = match error {
         OriginError::Timeout(_) => "cachalot: the origin did not answer in time\n",
         OriginError::Connect(_) => "cachalot: the origin cannot be reached\n",
         OriginError::Failed(_) => "cachalot: the origin's response was broken\n",
+        OriginError::BodyTooLarge => "cachalot: the request body is larger than limits.max_body\n",
     };
     plain(error.status(), text)
 }

@@ -4,8 +4,10 @@
 
 mod error;
 mod file;
+mod limits;
 
 pub use error::PolicyError;
+pub use limits::Limits;
 
 use crate::key::{KeyTemplate, QueryRule};
 use crate::route::{Action, CacheRule, InvalidateRule, MethodSet, PathPattern, Route, RouteTable};
@@ -39,6 +41,8 @@ pub struct Policy {
     pub invalidation: InvalidationSettings,
     /// The in-process tier's size in bytes, when the policy has an `[l1]` section.
     pub l1: Option<u64>,
+    /// What one client may cost the proxy (`[limits]`).
+    pub limits: Limits,
     /// Things that are valid but probably not meant (printed by `check` and at start).
     pub warnings: Vec<String>,
 }
@@ -314,6 +318,8 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         Some(section) => Some(size(&section.size, "l1.size", locate)?),
     };
 
+    let limits = limits::compile(&raw.limits, locate)?;
+
     let mut warnings = Vec::new();
     let mut names = HashSet::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -347,6 +353,7 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         routes,
         invalidation,
         l1,
+        limits,
         warnings,
     })
 }
@@ -564,7 +571,7 @@ fn compile_route(
 }
 
 /// A size such as `"8MiB"`, `"512KiB"` or a number of bytes, above zero.
-fn size(
+pub(super) fn size(
     setting: &Spanned<SizeSetting>,
     field: &str,
     locate: &Locator<'_>,
@@ -732,7 +739,7 @@ fn check_redis_url(url: &str) -> Result<(), String> {
         })
 }
 
-fn duration(
+pub(super) fn duration(
     value: Option<&Spanned<String>>,
     field: &str,
     default: Duration,

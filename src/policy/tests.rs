@@ -156,6 +156,6 @@ fn limits_have_defaults_and_checked_values() {
     ] {
         let err = error(&with(bad));
         assert_eq!(err.field, field, "{bad}: {err}");
-        assert_eq!(err.position.unwrap().0, 3, "{bad}");
+        assert_eq!(err.position.unwrap().0, 7, "{bad}");
     }
 }

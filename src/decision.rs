@@ -4,7 +4,7 @@
 
 use crate::cache_status::{CacheStatus, Phase, Reason};
 use crate::invalidate::Invalidation;
-use crate::key::{KeyTemplate, QueryRule};
+use crate::key::{self, KeyTemplate, QueryRule};
 use crate::path;
 use crate::policy::Policy;
 use crate::route::{Action, Route};
@@ -65,7 +65,11 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
         Action::Cache(rule) => match semantics::request_bypass(headers, rule) {
             Some(reason) => forward(status(Phase::Bypass).because(reason)),
             None => Decision::Cache(Plan {
-                key: rule.key.build(&matched.params, path, query, &rule.query),
+                key: {
+                    let mut key = rule.key.build(&matched.params, path, query, &rule.query);
+                    key::append_header_variant(&mut key, headers, rule.per_user, &rule.vary);
+                    key
+                },
                 tags: rule.tags.iter().map(build).collect(),
                 route: Arc::clone(&route),
             }),

@@ -280,6 +280,27 @@ async fn fetch(
         initial_age_s,
         generation,
     });
+    match proxy
+        .store
+        .admit_variant(&request.key, rule.max_variants, rule.ttl)
+        .await
+    {
+        Ok(true) => {}
+        // The base already has `max_variants` live variants: served, not stored, and not
+        // shared with waiters (each asks on its own, as for any unstored response).
+        Ok(false) => {
+            metrics::counter!("cachalot_variants_refused_total", "route" => request.metric_route())
+                .increment(1);
+            status.reason = Some(Reason::TooManyVariants);
+            let response = from_entry(&entry, request, &mut status);
+            return ((response, status), None);
+        }
+        Err(_) => {
+            status.reason = Some(Reason::RedisUnavailable);
+            let response = from_entry(&entry, request, &mut status);
+            return ((response, status), Some((entry, false)));
+        }
+    }
     let mut all_tags = request.tags.clone();
     all_tags.extend(origin_tags);
     let put = proxy
@@ -368,7 +389,7 @@ const UNKEYED: [&str; 11] = [
 
 /// The origin request for a cacheable route: the route's query rule applied, `Cookie`
 /// removed where the route declared cookies irrelevant (so nothing stored is personalised),
-/// and headers the key does not hold removed (see [`UNKEYED`]).
+/// and headers the key does not hold removed (see [`UNKEYED`]; a route's `vary` keeps them).
 fn origin_request(proxy: &Proxy, request: &Cacheable, method: Method) -> Request<OriginBody> {
     let mut builder = origin::request_head(
         &proxy.origin,
@@ -382,7 +403,10 @@ fn origin_request(proxy: &Proxy, request: &Cacheable, method: Method) -> Request
         // The fill reads the whole body; a request body on a GET is not forwarded.
         headers.remove(header::CONTENT_LENGTH);
         for name in UNKEYED {
-            headers.remove(name);
+            // A header the route keys on (`vary`) reaches the origin: each value has its own entry.
+            if !request.rule().vary.iter().any(|v| v == name) {
+                headers.remove(name);
+            }
         }
     }
     builder

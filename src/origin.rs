@@ -177,6 +177,11 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
     }
 }
 
+/// Whether a header describes one connection and is never forwarded.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers, including those a `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers

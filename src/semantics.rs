@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode, header};
 
 /// Why a request on a cached route must go to the origin without touching the cache.
 pub fn request_bypass(headers: &HeaderMap, rule: &CacheRule) -> Option<Reason> {
-    if headers.contains_key(header::AUTHORIZATION) {
+    if headers.contains_key(header::AUTHORIZATION) && !rule.per_user {
         return Some(Reason::Authorization);
     }
     if headers.contains_key(header::COOKIE) && !rule.ignore_cookies {
@@ -43,7 +43,7 @@ pub fn not_storable(status: StatusCode, headers: &HeaderMap, rule: &CacheRule) -
             return Some(Reason::NoCache);
         }
     }
-    if !vary_is_safe(headers) {
+    if !vary_is_safe(headers, rule) {
         return Some(Reason::Vary);
     }
     if content_length(headers).is_some_and(|len| len > rule.max_object_size) {
@@ -52,21 +52,29 @@ pub fn not_storable(status: StatusCode, headers: &HeaderMap, rule: &CacheRule) -
     None
 }
 
-/// The key does not include request headers, so a response that varies on them could be
-/// served to a request it does not fit. The one exception: fills ask for `identity`, so a
-/// response that varies only on `Accept-Encoding` and is not encoded suits every client.
-fn vary_is_safe(headers: &HeaderMap) -> bool {
-    let mut varies = headers
-        .get_all(header::VARY)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("*").split(','))
-        .map(str::trim)
-        .filter(|name| !name.is_empty());
-    let only_encoding = varies.all(|name| name.eq_ignore_ascii_case("accept-encoding"));
+/// The key holds only the request headers the route names (`vary`, and `Authorization`
+/// with `per_user`), so a response that varies on any other could be served to a request
+/// it does not fit. `Accept-Encoding` is fine too: fills ask for `identity`, and an encoded
+/// body (which not every client can read) is never stored.
+fn vary_is_safe(headers: &HeaderMap, rule: &CacheRule) -> bool {
     let encoded = headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    only_encoding && !encoded
+    !encoded
+        && headers
+            .get_all(header::VARY)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("*").split(','))
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .all(|name| {
+                name.eq_ignore_ascii_case("accept-encoding")
+                    || (rule.per_user && name.eq_ignore_ascii_case("authorization"))
+                    || rule
+                        .vary
+                        .iter()
+                        .any(|v| v.as_str().eq_ignore_ascii_case(name))
+            })
 }
 
 /// Whether a client's conditional GET is answered by a 304 from a stored 200 (RFC 9110
@@ -132,6 +140,9 @@ mod tests {
             max_object_size: 100,
             tags: Vec::new(),
             l1: false,
+            per_user: false,
+            vary: Vec::new(),
+            max_variants: 10,
         }
     }
 

@@ -96,6 +96,9 @@ pub(crate) struct RouteSection {
     pub max_object_size: Option<Spanned<SizeSetting>>,
     pub tags: Option<Spanned<Vec<String>>>,
     pub l1: Option<Spanned<bool>>,
+    pub per_user: Option<Spanned<bool>>,
+    pub vary: Option<Spanned<Vec<String>>>,
+    pub max_variants: Option<Spanned<u64>>,
     pub invalidate: Option<Spanned<Vec<String>>>,
     pub invalidate_tags: Option<Spanned<Vec<String>>>,
 }

@@ -27,6 +27,9 @@ use toml::Spanned;
 pub const DEFAULT_STATUSES: &[u16] = &[200, 203];
 /// Bodies larger than this are streamed through and not stored, unless a route says otherwise.
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 * 1024 * 1024;
+/// Distinct variants (query strings, `vary` headers, users) one key may have in Redis at a
+/// time, unless a route says otherwise: random query strings cannot fill Redis.
+pub const DEFAULT_MAX_VARIANTS: u64 = 1000;
 
 /// A validated policy, ready to serve.
 #[derive(Debug)]
@@ -437,7 +440,13 @@ fn compile_route(
     }
 
     let cache = section.cache.as_ref().is_none_or(|c| *c.get_ref());
-    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 8] = [
+    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 11] = [
+        ("per_user", section.per_user.as_ref().map(Spanned::span)),
+        ("vary", section.vary.as_ref().map(Spanned::span)),
+        (
+            "max_variants",
+            section.max_variants.as_ref().map(Spanned::span),
+        ),
         ("l1", section.l1.as_ref().map(Spanned::span)),
         ("tags", section.tags.as_ref().map(Spanned::span)),
         ("ttl", section.ttl.as_ref().map(Spanned::span)),
@@ -550,6 +559,23 @@ fn compile_route(
     };
 
     let tags = templates(section.tags.as_ref(), &params, &field("tags"), locate)?;
+    let vary = match &section.vary {
+        None => Vec::new(),
+        Some(list) => {
+            vary_names(list).map_err(|m| locate.at(Some(list.span()), field("vary"), m))?
+        }
+    };
+    let max_variants = match &section.max_variants {
+        None => DEFAULT_MAX_VARIANTS,
+        Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
+        Some(n) => {
+            return Err(locate.at(
+                Some(n.span()),
+                field("max_variants"),
+                "must be at least 1 (the number of distinct query/header/user variants one key may have)",
+            ));
+        }
+    };
     Ok(Route {
         label: route_label(name.as_deref(), section.pattern.get_ref()),
         name: name.map(Arc::from),
@@ -565,9 +591,40 @@ fn compile_route(
             max_object_size,
             tags,
             l1: section.l1.as_ref().is_some_and(|flag| *flag.get_ref()),
+            per_user: section
+                .per_user
+                .as_ref()
+                .is_some_and(|flag| *flag.get_ref()),
+            vary,
+            max_variants,
         }),
         invalidate,
     })
+}
+
+/// A route's `vary` list: header names, each once, that can be part of a key.
+fn vary_names(list: &Spanned<Vec<String>>) -> Result<Vec<http::HeaderName>, String> {
+    let mut names: Vec<http::HeaderName> = Vec::new();
+    for text in list.get_ref() {
+        let name = http::HeaderName::from_bytes(text.as_bytes())
+            .map_err(|_| format!("{text:?} is not a header name"))?;
+        if name == http::header::AUTHORIZATION || name == http::header::COOKIE {
+            return Err(format!(
+                "{text:?} cannot be in vary: for per-credential entries use per_user = true \
+                 (keys on a hash of Authorization); cookies bypass the cache unless ignore_cookies = true"
+            ));
+        }
+        if crate::origin::is_hop_by_hop(&name) {
+            return Err(format!(
+                "{text:?} is a hop-by-hop header: it never reaches the origin, so it cannot shape a response"
+            ));
+        }
+        if names.contains(&name) {
+            return Err(format!("{text:?} is listed twice"));
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// A size such as `"8MiB"`, `"512KiB"` or a number of bytes, above zero.

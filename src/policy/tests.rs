@@ -159,3 +159,42 @@ fn limits_have_defaults_and_checked_values() {
         assert_eq!(err.position.unwrap().0, 7, "{bad}");
     }
 }
+
+#[test]
+fn vary_per_user_and_max_variants_are_checked() {
+    let route = |extra: &str| {
+        GOOD.replace(
+            "key = \"credential:{id}\"",
+            &format!("key = \"credential:{{id}}\"\n{extra}"),
+        )
+    };
+    let policy = Policy::parse(
+        &route("per_user = true\nvary = [\"X-Forwarded-Host\"]\nmax_variants = 50"),
+        "p.toml",
+    )
+    .unwrap();
+    let route0 = policy
+        .routes
+        .iter()
+        .find(|r| r.name.as_deref() == Some("credential"))
+        .unwrap();
+    let Action::Cache(rule) = &route0.action else {
+        panic!("cached route")
+    };
+    assert!(rule.per_user);
+    assert_eq!(rule.vary, ["x-forwarded-host"]);
+    assert_eq!(rule.max_variants, 50);
+    for (bad, says) in [
+        ("vary = [\"Authorization\"]", "per_user"),
+        ("vary = [\"Cookie\"]", "ignore_cookies"),
+        ("vary = [\"Connection\"]", "hop-by-hop"),
+        ("vary = [\"bad header\"]", "not a header name"),
+        ("vary = [\"X-A\", \"x-a\"]", "twice"),
+        ("max_variants = 0", "at least 1"),
+    ] {
+        let err = error(&route(bad));
+        assert!(err.to_string().contains(says), "{bad}: {err}");
+    }
+    let pass = GOOD.replace("cache = false", "cache = false\nper_user = true");
+    assert!(error(&pass).to_string().contains("no effect"));
+}

@@ -98,6 +98,14 @@ pub struct CacheRule {
     pub tags: Vec<KeyTemplate>,
     /// Whether entries are also kept in the in-process tier (`[l1]`).
     pub l1: bool,
+    /// Requests with `Authorization` are cached per credential (keyed on its hash) instead
+    /// of bypassing the cache.
+    pub per_user: bool,
+    /// Request headers that are part of the key and reach the origin on fills (others that
+    /// an origin may reflect are stripped; see `fill`).
+    pub vary: Vec<http::HeaderName>,
+    /// Most variants of one base key stored at a time; further ones are served unstored.
+    pub max_variants: u64,
 }
 
 /// What a successful write on a route drops, besides the entry for its own URI.

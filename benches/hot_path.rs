@@ -140,7 +140,7 @@ fn policy() -> Policy {
 
 /// Normalise, split and find: what routing costs a request.
 fn route_of<'r>(table: &'r RouteTable, method: &Method, path: &str) -> Option<&'r str> {
-    let normal = cachalot::path::normalize(path);
+    let normal = cachalot::path::normalize(path).ok()?;
     let segments = cachalot::path::segments(&normal);
     table
         .find(method, &normal, &segments)

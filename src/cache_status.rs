@@ -63,6 +63,14 @@ pub enum Reason {
     ClientMaxStale,
     ClientNoStore,
     OnlyIfCached,
+    /// The path would mean something else to the origin (`%2F`, control characters): 400.
+    BadPath,
+    /// The request's `Transfer-Encoding` could be framed two ways (see `framing`): 400.
+    BadFraming,
+    /// The request body is larger than `limits.max_body`: 413.
+    BodyTooLarge,
+    /// The route already holds `max_variants` variants of this key; this one is not stored.
+    TooManyVariants,
 }
 
 impl Reason {
@@ -94,6 +102,10 @@ impl Reason {
             Reason::ClientMaxStale => "max-stale",
             Reason::ClientNoStore => "client-no-store",
             Reason::OnlyIfCached => "only-if-cached",
+            Reason::BadPath => "bad-path",
+            Reason::BadFraming => "bad-framing",
+            Reason::BodyTooLarge => "body-too-large",
+            Reason::TooManyVariants => "too-many-variants",
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::cache_status::{CacheStatus, Phase, Reason};
 use crate::invalidate::Invalidation;
-use crate::key::{KeyTemplate, QueryRule};
+use crate::key::{self, KeyTemplate, QueryRule};
 use crate::path;
 use crate::policy::Policy;
 use crate::route::{Action, Route};
@@ -32,25 +32,26 @@ pub struct Plan {
     pub tags: Vec<String>,
 }
 
-/// Decides for one request.
+/// Decides for one request, whose URI [`path::normalize_uri`] has already normalised (the
+/// proxy does that once, and sends the same path to the origin).
 pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) -> Decision {
     let query = uri.query();
-    let path = path::normalize(uri.path());
-    let segments = path::segments(&path);
+    let path = uri.path();
+    let segments = path::segments(path);
     let writes = !method.is_safe();
-    let Some(matched) = policy.routes.find(method, &path, &segments) else {
+    let Some(matched) = policy.routes.find(method, path, &segments) else {
         return Decision::Forward {
             status: CacheStatus::new(Phase::Pass).because(Reason::NoRoute),
-            invalidate: writes.then(|| own_uri_invalidation(policy, &path, &segments, query)),
+            invalidate: writes.then(|| own_uri_invalidation(policy, path, &segments, query)),
         };
     };
     let route = Arc::clone(matched.route);
-    let build = |t: &KeyTemplate| t.build(&matched.params, &path, None, &QueryRule::Ignore);
+    let build = |t: &KeyTemplate| t.build(&matched.params, path, None, &QueryRule::Ignore);
     let status = |phase| CacheStatus::new(phase).on_route(&route);
     let forward = |status: CacheStatus| Decision::Forward {
         status,
         invalidate: writes.then(|| {
-            let mut planned = own_uri_invalidation(policy, &path, &segments, query);
+            let mut planned = own_uri_invalidation(policy, path, &segments, query);
             planned.keys.extend(route.invalidate.keys.iter().map(build));
             planned.tags.extend(route.invalidate.tags.iter().map(build));
             planned
@@ -64,7 +65,11 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
         Action::Cache(rule) => match semantics::request_bypass(headers, rule) {
             Some(reason) => forward(status(Phase::Bypass).because(reason)),
             None => Decision::Cache(Plan {
-                key: rule.key.build(&matched.params, &path, query, &rule.query),
+                key: {
+                    let mut key = rule.key.build(&matched.params, path, query, &rule.query);
+                    key::append_header_variant(&mut key, headers, rule.per_user, &rule.vary);
+                    key
+                },
                 tags: rule.tags.iter().map(build).collect(),
                 route: Arc::clone(&route),
             }),
@@ -119,7 +124,7 @@ pub fn key_for_target(policy: &Policy, target: &str) -> Option<String> {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
-    let path = path::normalize(raw_path);
+    let path = path::normalize(raw_path).ok()?;
     key_for_get(policy, &path, &path::segments(&path), query)
 }
 
@@ -140,6 +145,6 @@ pub fn key_for_location(
     if !uri.path().starts_with('/') {
         return None;
     }
-    let path = path::normalize(uri.path());
+    let path = path::normalize(uri.path()).ok()?;
     key_for_get(policy, &path, &path::segments(&path), uri.query())
 }

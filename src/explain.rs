@@ -68,9 +68,16 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
     let method = &probe.method;
     out.line("request", format!("{method} {}", probe.target()));
 
-    let path = path::normalize(probe.uri.path());
-    let segments = path::segments(&path);
-    let matched = policy.routes.find(method, &path, &segments);
+    let uri = match path::normalize_uri(&probe.uri) {
+        Ok(uri) => uri,
+        Err(rejected) => {
+            out.line("action", format!("refused with 400: {rejected}"));
+            return out.text;
+        }
+    };
+    let path = uri.path();
+    let segments = path::segments(path);
+    let matched = policy.routes.find(method, path, &segments);
     match &matched {
         None => out.line("route", format!("none: no route takes {method} {path}")),
         Some(m) => {
@@ -83,7 +90,7 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
         }
     }
 
-    match decision::decide(policy, method, &probe.uri, &HeaderMap::new()) {
+    match decision::decide(policy, method, &uri, &HeaderMap::new()) {
         Decision::Cache(plan) => {
             let Action::Cache(rule) = &plan.route.action else {
                 unreachable!("a cache plan comes from a cached route")
@@ -104,7 +111,7 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
                 "origin",
                 format!(
                     "GET {}{}",
-                    decision::origin_target(&probe.uri, &rule.query),
+                    decision::origin_target(&uri, &rule.query),
                     query_note(&rule.query, probe.uri.query())
                 ),
             );
@@ -132,13 +139,14 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
                     status.reason.map_or("-", Reason::as_str)
                 ),
             );
-            out.line("origin", format!("{method} {} (untouched)", probe.target()));
+            let target = uri.path_and_query().map_or("/", |p| p.as_str());
+            out.line("origin", format!("{method} {target} (untouched)"));
             if let Some(invalidation) = invalidate {
                 out.line(
                     "on 2xx/3xx",
                     "before the response reaches the client, drops:".into(),
                 );
-                let own = decision::key_for_get(policy, &path, &segments, probe.uri.query());
+                let own = decision::key_for_get(policy, path, &segments, probe.uri.query());
                 for key in &invalidation.keys {
                     let source = if own.as_ref() == Some(key) {
                         "RFC 9111 §4.4: a GET of the same URI"

@@ -429,6 +429,28 @@ async fn store_and_answer(
     if !entry.selecting.is_empty() {
         keys.insert(0, vary::variant_key(&request.key, &entry.selecting));
     }
+    let rule = request.rule();
+    match proxy
+        .store
+        .admit_variant(&keys[0], rule.max_variants, keep)
+        .await
+    {
+        Ok(true) => {}
+        // The base already has `max_variants` live variants: served, not stored, and not
+        // shared with waiters (each asks on its own, as for any unstored response).
+        Ok(false) => {
+            metrics::counter!("cachalot_variants_refused_total", "route" => request.metric_route())
+                .increment(1);
+            status.reason = Some(Reason::TooManyVariants);
+            let response = from_entry(&entry, request, &mut status);
+            return ((response, status), None);
+        }
+        Err(_) => {
+            status.reason = Some(Reason::RedisUnavailable);
+            let response = from_entry(&entry, request, &mut status);
+            return ((response, status), Some((entry, false)));
+        }
+    }
     let mut stored = true;
     for key in &keys {
         let put = proxy
@@ -506,7 +528,7 @@ fn build_entry(
         let directive = Duration::from_secs(directive.unwrap_or(0));
         route.max(directive).as_millis() as u64
     };
-    let selecting = vary::names(&headers)
+    let selecting = vary::names(&headers, &rule.vary)
         .map(|names| vary::selecting(&names, &request.head.headers, reaches_origin))
         .unwrap_or_default();
     let entry = Entry {
@@ -587,7 +609,7 @@ pub(crate) fn reaches_origin(name: &str) -> bool {
         || name == header::ACCEPT_ENCODING.as_str()
         || UNKEYED.contains(&name)
         || CONDITIONALS.iter().any(|c| c.as_str() == name)
-        || origin::is_hop_by_hop(name))
+        || HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| origin::is_hop_by_hop(&n)))
 }
 
 /// Forwards a cacheable request without the cache (Redis down, or no fill to wait for).
@@ -646,7 +668,7 @@ const UNKEYED: [&str; 11] = [
 
 /// The origin request for a cacheable route: the route's query rule applied, `Cookie`
 /// removed where the route declared cookies irrelevant (so nothing stored is personalised),
-/// and headers the key does not hold removed (see [`UNKEYED`]).
+/// and headers the key does not hold removed (see [`UNKEYED`]; a route's `vary` keeps them).
 fn origin_request(proxy: &Proxy, request: &Cacheable, method: Method) -> Request<OriginBody> {
     let mut builder = origin::request_head(
         &proxy.origin,
@@ -660,7 +682,10 @@ fn origin_request(proxy: &Proxy, request: &Cacheable, method: Method) -> Request
         // The fill reads the whole body; a request body on a GET is not forwarded.
         headers.remove(header::CONTENT_LENGTH);
         for name in UNKEYED {
-            headers.remove(name);
+            // A header the route keys on (`vary`) reaches the origin: each value has its own entry.
+            if !request.rule().vary.iter().any(|v| v == name) {
+                headers.remove(name);
+            }
         }
     }
     builder

@@ -10,10 +10,12 @@
 //! `?page=2` while the origin honoured it would serve page 1 for it).
 
 use crate::route::Params;
+use http::{HeaderMap, HeaderName, header};
+use sha2::{Digest, Sha256};
 use std::fmt::Write;
 
 /// First components of a key that the proxy keeps for itself.
-pub const RESERVED_NAMESPACES: &[&str] = &["lock", "tag", "gen", "purged"];
+pub const RESERVED_NAMESPACES: &[&str] = &["lock", "tag", "gen", "purged", "variants"];
 
 /// The `key` setting of a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +195,68 @@ impl QueryRule {
     }
 }
 
+/// The parts of a key that come from request headers, after the path and query:
+/// `#user=<hash>` for a route with `per_user = true` and a request with `Authorization`,
+/// `#vary=<hash>` for a route with `vary = [...]`. `#` is escaped everywhere else in a key
+/// (it never reaches a server in a URL), so these cannot be forged by a path or query; they
+/// sit after `?`, so invalidating the base key drops every user's and every header's variant.
+///
+/// Both are SHA-256 digests (128 bits shown), never the values: a credential is not
+/// readable from Redis, and a header value cannot inject anything into the key.
+pub fn append_header_variant(
+    key: &mut String,
+    headers: &HeaderMap,
+    per_user: bool,
+    vary: &[HeaderName],
+) {
+    let user = per_user
+        .then(|| headers.get(header::AUTHORIZATION))
+        .flatten()
+        .map(|credential| digest(b"cachalot user\0", [credential.as_bytes()]));
+    let varied = (!vary.is_empty()).then(|| {
+        // Each header contributes its name, then its values in order; absence is distinct
+        // from an empty value.
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        for name in vary {
+            let mut part = name.as_str().as_bytes().to_vec();
+            for value in headers.get_all(name) {
+                part.push(b'\n');
+                part.extend_from_slice(value.as_bytes());
+            }
+            parts.push(part);
+        }
+        digest(b"cachalot vary\0", parts.iter().map(Vec::as_slice))
+    });
+    if user.is_none() && varied.is_none() {
+        return;
+    }
+    if !key.contains('?') {
+        key.push('?');
+    }
+    if let Some(user) = user {
+        let _ = write!(key, "#user={user}");
+    }
+    if let Some(varied) = varied {
+        let _ = write!(key, "#vary={varied}");
+    }
+}
+
+/// The first 128 bits of SHA-256 over `domain` and each part (length-prefixed), in hex.
+fn digest<'a>(domain: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(domain);
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    let hash = hasher.finalize();
+    let mut hex = String::with_capacity(32);
+    for byte in &hash[..16] {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
 /// Sub-delimiters that may stay as they are inside a query name or value in a key.
 const QUERY_KEEP: &[u8] = b"/:@!$'()+,;";
 
@@ -339,6 +403,43 @@ mod tests {
             unnamed.build(&vec![], "/api/stats", Some("x=1"), &QueryRule::Sorted),
             "/api/stats?x=1"
         );
+    }
+
+    #[test]
+    fn header_variants_hash_credentials_and_named_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer alice-token".parse().unwrap());
+        headers.insert("x-forwarded-host", "evil.example".parse().unwrap());
+        let host = [HeaderName::from_static("x-forwarded-host")];
+        let mut alice = String::from("profile:42");
+        append_header_variant(&mut alice, &headers, true, &host);
+        assert!(alice.starts_with("profile:42?#user="), "{alice}");
+        assert!(alice.contains("#vary="), "{alice}");
+        assert!(
+            !alice.contains("alice") && !alice.contains("evil"),
+            "{alice}"
+        );
+
+        headers.insert("authorization", "Bearer bob-token".parse().unwrap());
+        let mut bob = String::from("profile:42");
+        append_header_variant(&mut bob, &headers, true, &host);
+        assert_ne!(alice, bob);
+
+        // Without the opt-ins, or without the headers, the key is unchanged.
+        let mut plain = String::from("profile:42?a=1");
+        append_header_variant(&mut plain, &headers, false, &[]);
+        assert_eq!(plain, "profile:42?a=1");
+        let mut anonymous = String::from("profile:42");
+        append_header_variant(&mut anonymous, &HeaderMap::new(), true, &[]);
+        assert_eq!(anonymous, "profile:42");
+        // An absent header and an empty one differ.
+        let mut absent = String::from("k");
+        append_header_variant(&mut absent, &HeaderMap::new(), false, &host);
+        let mut empty_headers = HeaderMap::new();
+        empty_headers.insert("x-forwarded-host", "".parse().unwrap());
+        let mut empty = String::from("k");
+        append_header_variant(&mut empty, &empty_headers, false, &host);
+        assert_ne!(absent, empty);
     }
 
     #[test]

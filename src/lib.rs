@@ -14,6 +14,7 @@ pub mod decision;
 pub mod entry;
 pub mod explain;
 mod fill;
+pub mod framing;
 pub mod freshness;
 pub mod invalidate;
 pub mod key;

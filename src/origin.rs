@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty};
+use http_body_util::{Either, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,8 +15,9 @@ use std::time::Duration;
 use crate::policy::OriginSettings;
 use metrics::SharedString;
 
-/// What the proxy sends to the origin: a client's streamed body, or nothing (for fills).
-pub type OriginBody = Either<Incoming, Empty<Bytes>>;
+/// What the proxy sends to the origin: a client's streamed body (cut off past
+/// `limits.max_body`), or nothing (for fills).
+pub type OriginBody = Either<Limited<Incoming>, Empty<Bytes>>;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -39,6 +40,10 @@ pub enum OriginError {
     Timeout(Duration),
     #[error("origin request failed: {0}")]
     Failed(String),
+    /// The client's streamed body went over `limits.max_body`: the origin request was
+    /// abandoned mid-body.
+    #[error("the request body is larger than limits.max_body")]
+    BodyTooLarge,
 }
 
 impl OriginError {
@@ -47,6 +52,7 @@ impl OriginError {
         match self {
             OriginError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             OriginError::Connect(_) | OriginError::Failed(_) => StatusCode::BAD_GATEWAY,
+            OriginError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 }
@@ -106,6 +112,7 @@ impl Origin {
             Err(_) => Err(OriginError::Timeout(self.timeout)),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(OriginError::Connect(error_chain(&e))),
+            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => Err(OriginError::BodyTooLarge),
             Ok(Err(e)) => Err(OriginError::Failed(error_chain(&e))),
         };
         let status: SharedString = match &result {
@@ -113,6 +120,7 @@ impl Origin {
             Err(OriginError::Timeout(_)) => SharedString::const_str("timeout"),
             Err(OriginError::Connect(_)) => SharedString::const_str("unreachable"),
             Err(OriginError::Failed(_)) => SharedString::const_str("failed"),
+            Err(OriginError::BodyTooLarge) => SharedString::const_str("body-too-large"),
         };
         metrics::counter!("cachalot_origin_requests_total", "route" => route.clone(), "status" => status)
             .increment(1);
@@ -169,9 +177,9 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
     }
 }
 
-/// Whether a (lower-case) header name is one of the fixed hop-by-hop headers.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.as_str() == name)
+/// Whether a header describes one connection and is never forwarded.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
 }
 
 /// Removes hop-by-hop headers, including those a `Connection` header names.
@@ -186,6 +194,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
+}
+
+/// Whether `E` is somewhere in the error's chain of causes.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<E>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

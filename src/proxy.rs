@@ -15,9 +15,11 @@ use crate::collapse::{self, Flights, Join, Landing};
 use crate::decision::{self, Decision, Plan};
 use crate::entry::{Entry, now_ms};
 use crate::fill;
+use crate::framing;
 use crate::freshness::Directives;
 use crate::invalidate::{Invalidation, Source};
 use crate::origin::{self, Origin, OriginError};
+use crate::path;
 use crate::policy::Policy;
 use crate::range;
 use crate::request_id;
@@ -31,7 +33,7 @@ use crate::vary;
 use arc_swap::{ArcSwap, Guard};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::Either;
+use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::net::SocketAddr;
@@ -170,9 +172,26 @@ impl Proxy {
 
     async fn route(
         self: &Arc<Self>,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> (Response<ProxyBody>, CacheStatus) {
+        if !framing::is_unambiguous(request.headers()) {
+            let status = CacheStatus::new(Phase::Pass).because(Reason::BadFraming);
+            let text = "cachalot: bad request: Transfer-Encoding must be exactly \"chunked\"\n";
+            return (bad_request(text.into()), status);
+        }
+        // Normalised once: routing, the key and the origin request all use this URI.
+        match path::normalize_uri(request.uri()) {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(rejected) => {
+                let status = CacheStatus::new(Phase::Pass).because(Reason::BadPath);
+                tracing::debug!(path = request.uri().path(), %rejected, "refused a request path");
+                let text = format!(
+                    "cachalot: bad request: {rejected}; send the path with real '/' separators and no encoded control characters\n"
+                );
+                return (bad_request(text), status);
+            }
+        }
         let decided = decision::decide(
             &self.policy(),
             request.method(),
@@ -256,8 +275,14 @@ impl Proxy {
         invalidate: Option<Invalidation>,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let (mut head, body) = request.into_parts();
+        let max_body = self.policy().limits.max_body;
+        if semantics::content_length(&head.headers).is_some_and(|declared| declared > max_body) {
+            status.reason = Some(Reason::BodyTooLarge);
+            return (body_too_large(), status);
+        }
         let upgrade = upgrade::requested(&head.headers).zip(head.extensions.remove::<OnUpgrade>());
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let body = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
         let mut outgoing = origin::request_head(&self.origin, &head, target, client.ip())
             .body(Either::Left(body))
             .expect("a request built from a valid request is valid");
@@ -266,6 +291,10 @@ impl Proxy {
         }
         let mut response = match self.origin.send(outgoing, status.metric_route()).await {
             Ok(response) => response,
+            Err(OriginError::BodyTooLarge) => {
+                status.reason = Some(Reason::BodyTooLarge);
+                return (body_too_large(), status);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "origin request failed");
                 return (error_response(&e), status);
@@ -652,12 +681,40 @@ pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBod
     response
 }
 
+/// 400 for a request the proxy will not pass on, saying why; the connection is closed,
+/// since whatever follows on it cannot be trusted to be framed as the client meant.
+fn bad_request(text: String) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(text));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// 413 for a body over `limits.max_body`. The connection is closed: the rest of the body
+/// is not read.
+fn body_too_large() -> Response<ProxyBody> {
+    let mut response = plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "cachalot: the request body is larger than limits.max_body\n",
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// 502 or 504, with a body that says which.
 pub(crate) fn error_response(error: &OriginError) -> Response<ProxyBody> {
     let text = match error {
         OriginError::Timeout(_) => "cachalot: the origin did not answer in time\n",
         OriginError::Connect(_) => "cachalot: the origin cannot be reached\n",
         OriginError::Failed(_) => "cachalot: the origin's response was broken\n",
+        OriginError::BodyTooLarge => "cachalot: the request body is larger than limits.max_body\n",
     };
     plain(error.status(), text)
 }

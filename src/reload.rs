@@ -157,5 +157,13 @@ fn keep_restart_settings(running: &Policy, next: &mut Policy) -> Vec<&'static st
         kept.push("invalidation.channel");
     }
     next.invalidation.channel = running.invalidation.channel.clone();
+    // The body limit is read per request; the rest belongs to the listener.
+    if running.limits.listener_differs(&next.limits) {
+        kept.push("limits (all but max_body)");
+    }
+    next.limits = crate::policy::Limits {
+        max_body: next.limits.max_body,
+        ..running.limits.clone()
+    };
     kept
 }

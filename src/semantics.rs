@@ -12,7 +12,7 @@ use http::{HeaderMap, StatusCode, header};
 
 /// Why a request on a cached route must go to the origin without touching the cache.
 pub fn request_bypass(headers: &HeaderMap, rule: &CacheRule) -> Option<Reason> {
-    if headers.contains_key(header::AUTHORIZATION) {
+    if headers.contains_key(header::AUTHORIZATION) && !rule.per_user {
         return Some(Reason::Authorization);
     }
     if headers.contains_key(header::COOKIE) && !rule.ignore_cookies {
@@ -52,7 +52,7 @@ pub fn not_storable(
     if directives.no_cache && !rule.ttl.is_origin() {
         return Some(Reason::NoCache);
     }
-    if !vary_is_safe(headers) {
+    if !vary_is_safe(headers, rule) {
         return Some(Reason::Vary);
     }
     if content_length(headers).is_some_and(|len| len > rule.max_object_size) {
@@ -64,8 +64,9 @@ pub fn not_storable(
 /// Variants are stored per request header values (see `vary`), except for two cases no
 /// stored copy can be shown to fit: `Vary: *`, and an encoded body that varies on
 /// `Accept-Encoding` (fills ask for `identity`, so the origin's choice is unknowable).
-fn vary_is_safe(headers: &HeaderMap) -> bool {
-    vary::names(headers).is_some_and(|names| !names.iter().any(|n| n == "accept-encoding"))
+fn vary_is_safe(headers: &HeaderMap, rule: &CacheRule) -> bool {
+    vary::names(headers, &rule.vary)
+        .is_some_and(|names| !names.iter().any(|n| n == "accept-encoding"))
 }
 
 /// Whether a client's conditional GET is answered by a 304 from a stored 200 (RFC 9110
@@ -130,6 +131,9 @@ mod tests {
             max_object_size: 100,
             tags: Vec::new(),
             l1: false,
+            per_user: false,
+            vary: Vec::new(),
+            max_variants: 10,
         }
     }
 

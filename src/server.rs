@@ -5,7 +5,7 @@ use crate::admin::AdminConfig;
 use crate::collapse::Flights;
 use crate::invalidate::{Invalidation, Source};
 use crate::origin::Origin;
-use crate::policy::Policy;
+use crate::policy::{Limits, Policy};
 use crate::proxy::Proxy;
 use crate::route::Action;
 use crate::stats::Stats;
@@ -104,11 +104,13 @@ impl Server {
         tokio::spawn(apply_messages(Arc::clone(&proxy), inbox));
 
         let (shutdown, stop) = watch::channel(false);
+        let limits = proxy.policy().limits.clone();
         let serving = Arc::clone(&proxy);
         let public_task = tokio::spawn(listener::serve(
             public,
             move |request, peer| Arc::clone(&serving).handle(request, peer),
             stop.clone(),
+            limits,
         ));
         let admin_proxy = Arc::clone(&proxy);
         let admin_task = tokio::spawn(listener::serve(
@@ -117,6 +119,7 @@ impl Server {
                 admin::handle(Arc::clone(&admin_proxy), admin_config.clone(), request)
             },
             stop,
+            Limits::default(),
         ));
         tracing::info!(%addr, admin = %admin_addr, origin = %proxy.policy().origin.url, "cachalot is serving");
         Ok(Self {

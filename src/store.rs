@@ -47,6 +47,22 @@ end
 return 0
 "#;
 
+/// Admits a variant of a base key if it is already counted or the base has room: a sorted
+/// set per base of variant -> expiry (ms), pruned of expired variants before counting, so it
+/// counts what Redis holds now. KEYS[1] the set; ARGV: variant, max, keep ms, now ms.
+const ADMIT_VARIANT_LUA: &str = r#"
+local now = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"#;
+
 /// How often a down Redis is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// Keys scanned per SCAN call in a prefix purge.
@@ -55,7 +71,7 @@ const SCAN_BATCH: u32 = 500;
 /// came back is distrusted instead (the cache refills on demand).
 const MAX_PENDING: usize = 10_000;
 /// Namespaces under the prefix that hold the proxy's own data, never entries.
-const OWN_NAMESPACES: [&str; 4] = ["lock:", "gen:", "tag:", "purged:"];
+const OWN_NAMESPACES: [&str; 5] = ["lock:", "gen:", "tag:", "purged:", "variants:"];
 
 /// Redis could not be used for this request; the caller goes to the origin.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -173,6 +189,7 @@ pub struct Store {
     options: Options,
     healthy: AtomicBool,
     unlock: Script,
+    admit_variant: Script,
     /// Entries stored before this instant (ms) do not count: set when this process may
     /// have missed invalidation messages.
     valid_after_ms: AtomicU64,
@@ -218,6 +235,7 @@ impl Store {
             },
             healthy: AtomicBool::new(matches!(connected, Ok(Ok(())))),
             unlock: Script::from_lua(UNLOCK_LUA),
+            admit_variant: Script::from_lua(ADMIT_VARIANT_LUA),
             valid_after_ms: AtomicU64::new(0),
             generation_ttl_ms: AtomicU64::new(Duration::from_secs(24 * 3600).as_millis() as u64),
             pending: Mutex::new(Vec::new()),
@@ -255,6 +273,11 @@ impl Store {
 
     fn tag_key(&self, tag: &str) -> String {
         format!("{}:tag:{tag}", self.settings.prefix)
+    }
+
+    /// The set counting a base key's variants (see [`Store::admit_variant`]).
+    fn variants_key(&self, base: &str) -> String {
+        format!("{}:variants:{base}", self.settings.prefix)
     }
 
     fn lock_key(&self, key: &str) -> String {
@@ -483,6 +506,41 @@ impl Store {
             .await
             .map(|_| true)
             .map_err(Unavailable::from)
+    }
+
+    /// Whether a variant of a base key (`key` with a query, user or header part) may be
+    /// stored: true when it is already counted or its base holds fewer than `max` live
+    /// variants. A key without a variant part is always admitted. Random query strings
+    /// then cost one small set per base instead of unbounded entries, and entries already
+    /// stored (the hot ones) are never pushed out by them.
+    pub async fn admit_variant(
+        &self,
+        key: &str,
+        max: u64,
+        keep: Duration,
+    ) -> Result<bool, Unavailable> {
+        let base = base_key(key);
+        if base.len() == key.len() {
+            return Ok(true);
+        }
+        let args = vec![
+            key[base.len()..].to_string(),
+            max.to_string(),
+            keep.as_millis().max(1).to_string(),
+            now_ms().to_string(),
+        ];
+        let admitted = self
+            .run(
+                "admit_variant",
+                self.admit_variant.evalsha_with_reload::<i64, _, _>(
+                    &self.control,
+                    vec![self.variants_key(base)],
+                    args,
+                ),
+            )
+            .await
+            .map_err(Unavailable::from)?;
+        Ok(admitted == 1)
     }
 
     /// `SET <prefix>:lock:<key> <token> NX PX <ttl>`: true when we are the leader.

@@ -8,16 +8,19 @@
 //! invalidating the key drops every variant at once.
 
 use crate::entry::Entry;
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderName, header};
 use std::fmt::Write;
 
 /// The request header values a response was selected by: `(lower-case name, value)`.
 pub type Selecting = Vec<(String, Option<String>)>;
 
 /// The request headers a response varies on, lower-case and sorted; `None` for `Vary: *`
-/// (no request can be shown to match). `Accept-Encoding` is left out when the body is not
-/// encoded: fills ask for `identity`, and an unencoded body suits every client.
-pub fn names(response: &HeaderMap) -> Option<Vec<String>> {
+/// (no request can be shown to match). Left out: `Accept-Encoding` when the body is not
+/// encoded (fills ask for `identity`, and an unencoded body suits every client), headers the
+/// route's key already holds (`keyed`, its `vary` list), and `Authorization`, whose value
+/// must never appear in a key: requests with it bypass the cache, or (`per_user`) the key
+/// holds a hash of it.
+pub fn names(response: &HeaderMap, keyed: &[HeaderName]) -> Option<Vec<String>> {
     let encoded = response
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
@@ -28,7 +31,11 @@ pub fn names(response: &HeaderMap) -> Option<Vec<String>> {
             if name == "*" {
                 return None;
             }
-            if name.is_empty() || (name == "accept-encoding" && !encoded) {
+            if name.is_empty()
+                || (name == "accept-encoding" && !encoded)
+                || name == "authorization"
+                || keyed.iter().any(|k| k.as_str() == name)
+            {
                 continue;
             }
             names.push(name);
@@ -131,15 +138,19 @@ mod tests {
     }
 
     #[test]
-    fn names_skip_unencoded_accept_encoding_and_star_matches_nothing() {
+    fn names_skip_unencoded_accept_encoding_keyed_headers_and_credentials() {
         let response = map(&[
-            ("vary", "Accept-Encoding, X-Team"),
-            ("vary", "accept-language"),
+            ("vary", "Accept-Encoding, X-Team, Authorization"),
+            ("vary", "accept-language, x-tenant"),
         ]);
-        assert_eq!(names(&response).unwrap(), ["accept-language", "x-team"]);
+        let keyed = [HeaderName::from_static("x-tenant")];
+        assert_eq!(
+            names(&response, &keyed).unwrap(),
+            ["accept-language", "x-team"]
+        );
         let encoded = map(&[("vary", "accept-encoding"), ("content-encoding", "gzip")]);
-        assert_eq!(names(&encoded).unwrap(), ["accept-encoding"]);
-        assert_eq!(names(&map(&[("vary", "x, *")])), None);
+        assert_eq!(names(&encoded, &[]).unwrap(), ["accept-encoding"]);
+        assert_eq!(names(&map(&[("vary", "x, *")]), &[]), None);
     }
 
     #[test]

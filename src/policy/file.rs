@@ -20,6 +20,8 @@ pub(crate) struct PolicyFile {
     #[serde(default)]
     pub invalidation: InvalidationSection,
     pub l1: Option<L1Section>,
+    #[serde(default)]
+    pub limits: LimitsSection,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
 }
@@ -51,6 +53,19 @@ pub(crate) struct RedisSection {
 pub(crate) struct CollapseSection {
     pub lock_ttl: Option<Spanned<String>>,
     pub wait: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsSection {
+    pub max_body: Option<Spanned<SizeSetting>>,
+    pub max_head_size: Option<Spanned<SizeSetting>>,
+    pub max_headers: Option<Spanned<u64>>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub h2_max_streams: Option<Spanned<u64>>,
+    pub h2_max_resets: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +104,9 @@ pub(crate) struct RouteSection {
     pub max_object_size: Option<Spanned<SizeSetting>>,
     pub tags: Option<Spanned<Vec<String>>>,
     pub l1: Option<Spanned<bool>>,
+    pub per_user: Option<Spanned<bool>>,
+    pub vary: Option<Spanned<Vec<String>>>,
+    pub max_variants: Option<Spanned<u64>>,
     pub invalidate: Option<Spanned<Vec<String>>>,
     pub invalidate_tags: Option<Spanned<Vec<String>>>,
 }

@@ -4,8 +4,10 @@
 
 mod error;
 mod file;
+mod limits;
 
 pub use error::PolicyError;
+pub use limits::Limits;
 
 use crate::freshness::{DEFAULT_ORIGIN_TTL_MAX, Ttl};
 use crate::key::{KeyTemplate, QueryRule};
@@ -28,6 +30,9 @@ use toml::Spanned;
 pub const DEFAULT_STATUSES: &[u16] = &[200, 203];
 /// Bodies larger than this are streamed through and not stored, unless a route says otherwise.
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 * 1024 * 1024;
+/// Distinct variants (query strings, `vary` headers, users) one key may have in Redis at a
+/// time, unless a route says otherwise: random query strings cannot fill Redis.
+pub const DEFAULT_MAX_VARIANTS: u64 = 1000;
 
 /// A validated policy, ready to serve.
 #[derive(Debug)]
@@ -42,6 +47,8 @@ pub struct Policy {
     pub invalidation: InvalidationSettings,
     /// The in-process tier's size in bytes, when the policy has an `[l1]` section.
     pub l1: Option<u64>,
+    /// What one client may cost the proxy (`[limits]`).
+    pub limits: Limits,
     /// Things that are valid but probably not meant (printed by `check` and at start).
     pub warnings: Vec<String>,
 }
@@ -317,6 +324,8 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         Some(section) => Some(size(&section.size, "l1.size", locate)?),
     };
 
+    let limits = limits::compile(&raw.limits, locate)?;
+
     let mut warnings = Vec::new();
     let mut names = HashSet::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -350,6 +359,7 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         routes,
         invalidation,
         l1,
+        limits,
         warnings,
     })
 }
@@ -433,7 +443,13 @@ fn compile_route(
     }
 
     let cache = section.cache.as_ref().is_none_or(|c| *c.get_ref());
-    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 16] = [
+    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 19] = [
+        ("per_user", section.per_user.as_ref().map(Spanned::span)),
+        ("vary", section.vary.as_ref().map(Spanned::span)),
+        (
+            "max_variants",
+            section.max_variants.as_ref().map(Spanned::span),
+        ),
         ("l1", section.l1.as_ref().map(Spanned::span)),
         ("tags", section.tags.as_ref().map(Spanned::span)),
         ("ttl", section.ttl.as_ref().map(Spanned::span)),
@@ -572,13 +588,30 @@ fn compile_route(
     };
 
     let tags = templates(section.tags.as_ref(), &params, &field("tags"), locate)?;
+    let vary = match &section.vary {
+        None => Vec::new(),
+        Some(list) => {
+            vary_names(list).map_err(|m| locate.at(Some(list.span()), field("vary"), m))?
+        }
+    };
+    let max_variants = match &section.max_variants {
+        None => DEFAULT_MAX_VARIANTS,
+        Some(n) if *n.get_ref() >= 1 => *n.get_ref(),
+        Some(n) => {
+            return Err(locate.at(
+                Some(n.span()),
+                field("max_variants"),
+                "must be at least 1 (the number of distinct query/header/user variants one key may have)",
+            ));
+        }
+    };
     Ok(Route {
         label: route_label(name.as_deref(), section.pattern.get_ref()),
         name: name.map(Arc::from),
         methods,
         pattern,
         line,
-        action: Action::Cache(CacheRule {
+        action: Action::Cache(Box::new(CacheRule {
             ttl,
             stale_while_revalidate,
             stale_if_error,
@@ -591,7 +624,10 @@ fn compile_route(
             max_object_size,
             tags,
             l1: flag(&section.l1),
-        }),
+            per_user: flag(&section.per_user),
+            vary,
+            max_variants,
+        })),
         invalidate,
     })
 }
@@ -676,8 +712,33 @@ fn compile_ttl(
     })
 }
 
+/// A route's `vary` list: header names, each once, that can be part of a key.
+fn vary_names(list: &Spanned<Vec<String>>) -> Result<Vec<http::HeaderName>, String> {
+    let mut names: Vec<http::HeaderName> = Vec::new();
+    for text in list.get_ref() {
+        let name = http::HeaderName::from_bytes(text.as_bytes())
+            .map_err(|_| format!("{text:?} is not a header name"))?;
+        if name == http::header::AUTHORIZATION || name == http::header::COOKIE {
+            return Err(format!(
+                "{text:?} cannot be in vary: for per-credential entries use per_user = true \
+                 (keys on a hash of Authorization); cookies bypass the cache unless ignore_cookies = true"
+            ));
+        }
+        if crate::origin::is_hop_by_hop(&name) {
+            return Err(format!(
+                "{text:?} is a hop-by-hop header: it never reaches the origin, so it cannot shape a response"
+            ));
+        }
+        if names.contains(&name) {
+            return Err(format!("{text:?} is listed twice"));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
 /// A size such as `"8MiB"`, `"512KiB"` or a number of bytes, above zero.
-fn size(
+pub(super) fn size(
     setting: &Spanned<SizeSetting>,
     field: &str,
     locate: &Locator<'_>,
@@ -751,12 +812,10 @@ fn parse_match(text: &str) -> Result<(MethodSet, PathPattern), String> {
 fn warn_on_uniform_ttl(routes: &[Route], warnings: &mut Vec<String>) {
     let mut by_ttl: BTreeMap<Duration, usize> = BTreeMap::new();
     for route in routes {
-        if let Action::Cache(CacheRule {
-            ttl: Ttl::Fixed { ttl, .. },
-            ..
-        }) = &route.action
+        if let Action::Cache(rule) = &route.action
+            && let Ttl::Fixed { ttl, .. } = rule.ttl
         {
-            *by_ttl.entry(*ttl).or_default() += 1;
+            *by_ttl.entry(ttl).or_default() += 1;
         }
     }
     if by_ttl.len() == 1
@@ -849,7 +908,7 @@ fn check_redis_url(url: &str) -> Result<(), String> {
         })
 }
 
-fn duration(
+pub(super) fn duration(
     value: Option<&Spanned<String>>,
     field: &str,
     default: Duration,

@@ -133,3 +133,68 @@ fn the_in_process_tier_must_be_sized_before_a_route_uses_it() {
         Some(32 * 1024 * 1024)
     );
 }
+
+#[test]
+fn limits_have_defaults_and_checked_values() {
+    let policy = Policy::parse(GOOD, "p.toml").unwrap();
+    assert_eq!(policy.limits, Limits::default());
+    let with = |limits: &str| GOOD.replace("[origin]", &format!("[limits]\n{limits}\n\n[origin]"));
+    let policy = Policy::parse(
+        &with("max_body = \"1MiB\"\nmax_headers = 50\nidle_timeout = \"5s\""),
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(policy.limits.max_body, 1024 * 1024);
+    assert_eq!(policy.limits.max_headers, 50);
+    assert_eq!(policy.limits.idle_timeout, Duration::from_secs(5));
+    for (bad, field) in [
+        ("max_head_size = \"1KiB\"", "limits.max_head_size"),
+        ("max_headers = 0", "limits.max_headers"),
+        ("max_connections = 0", "limits.max_connections"),
+        ("header_timeout = \"soon\"", "limits.header_timeout"),
+        ("max_bodies = 1", "limits.max_bodies"),
+    ] {
+        let err = error(&with(bad));
+        assert_eq!(err.field, field, "{bad}: {err}");
+        assert_eq!(err.position.unwrap().0, 7, "{bad}");
+    }
+}
+
+#[test]
+fn vary_per_user_and_max_variants_are_checked() {
+    let route = |extra: &str| {
+        GOOD.replace(
+            "key = \"credential:{id}\"",
+            &format!("key = \"credential:{{id}}\"\n{extra}"),
+        )
+    };
+    let policy = Policy::parse(
+        &route("per_user = true\nvary = [\"X-Forwarded-Host\"]\nmax_variants = 50"),
+        "p.toml",
+    )
+    .unwrap();
+    let route0 = policy
+        .routes
+        .iter()
+        .find(|r| r.name.as_deref() == Some("credential"))
+        .unwrap();
+    let Action::Cache(rule) = &route0.action else {
+        panic!("cached route")
+    };
+    assert!(rule.per_user);
+    assert_eq!(rule.vary, ["x-forwarded-host"]);
+    assert_eq!(rule.max_variants, 50);
+    for (bad, says) in [
+        ("vary = [\"Authorization\"]", "per_user"),
+        ("vary = [\"Cookie\"]", "ignore_cookies"),
+        ("vary = [\"Connection\"]", "hop-by-hop"),
+        ("vary = [\"bad header\"]", "not a header name"),
+        ("vary = [\"X-A\", \"x-a\"]", "twice"),
+        ("max_variants = 0", "at least 1"),
+    ] {
+        let err = error(&route(bad));
+        assert!(err.to_string().contains(says), "{bad}: {err}");
+    }
+    let pass = GOOD.replace("cache = false", "cache = false\nper_user = true");
+    assert!(error(&pass).to_string().contains("no effect"));
+}

@@ -109,6 +109,14 @@ pub struct CacheRule {
     pub tags: Vec<KeyTemplate>,
     /// Whether entries are also kept in the in-process tier (`[l1]`).
     pub l1: bool,
+    /// Requests with `Authorization` are cached per credential (keyed on its hash) instead
+    /// of bypassing the cache.
+    pub per_user: bool,
+    /// Request headers that are part of the key and reach the origin on fills (others that
+    /// an origin may reflect are stripped; see `fill`).
+    pub vary: Vec<http::HeaderName>,
+    /// Most variants of one base key stored at a time; further ones are served unstored.
+    pub max_variants: u64,
 }
 
 /// Which origin statuses a route stores.
@@ -161,8 +169,8 @@ pub struct InvalidateRule {
 pub enum Action {
     /// Forwarded untouched (`cache = false`, or a route for writes only).
     Pass,
-    /// GET and HEAD are served from the cache.
-    Cache(CacheRule),
+    /// GET and HEAD are served from the cache. Boxed: a rule is large, `Pass` is nothing.
+    Cache(Box<CacheRule>),
 }
 
 /// One `[[route]]` from the policy.

@@ -132,3 +132,32 @@ pub async fn send(
         body,
     }
 }
+
+/// Writes `bytes` to the proxy on a fresh connection and reads what comes back until the
+/// proxy closes the connection (or 10 s pass): for requests no well-behaved client would
+/// send (smuggling, malformed heads). Well-formed requests should say `Connection: close`.
+/// Writing runs beside reading, since the proxy may answer and close before reading it all.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
+    let (mut reader, mut writer) = stream.into_split();
+    let bytes = bytes.to_vec();
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(&bytes).await;
+        // Keep the write half open until reading is done: dropping it would half-close.
+        writer
+    });
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    writing.abort();
+    String::from_utf8_lossy(&reply).into_owned()
+}

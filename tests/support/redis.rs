@@ -123,15 +123,20 @@ impl RedisServer {
         Ok(String::from_utf8_lossy(&reply).into_owned())
     }
 
-    /// The stored entries (`cachalot:*` without the proxy's own locks, generation counters
-    /// and tag sets, which are not stored responses).
+    /// The stored entries (`cachalot:*` without the proxy's own locks, generation counters,
+    /// tag sets and variant counts, which are not stored responses).
     pub fn entries(&self) -> Vec<String> {
         self.keys("cachalot:*")
             .into_iter()
             .filter(|key| {
-                !["cachalot:lock:", "cachalot:gen:", "cachalot:tag:"]
-                    .iter()
-                    .any(|ns| key.starts_with(ns))
+                ![
+                    "cachalot:lock:",
+                    "cachalot:gen:",
+                    "cachalot:tag:",
+                    "cachalot:variants:",
+                ]
+                .iter()
+                .any(|ns| key.starts_with(ns))
             })
             .collect()
     }

@@ -128,8 +128,8 @@ async fn caching_resumes_after_redis_restarts() {
     assert_eq!(up.status, 200);
     assert_eq!(up.text().trim(), r#"{"redis":"ok"}"#);
     assert_eq!(
-        redis.keys("cachalot:credential:*"),
-        ["cachalot:credential:after"]
+        redis.keys("cachalot:{credential:*"),
+        ["cachalot:{credential:after}"]
     );
     proxy.shutdown().await;
 }
@@ -214,9 +214,9 @@ async fn an_unreadable_entry_is_a_miss_and_gets_replaced() {
     let origin = Origin::echo().await;
     let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
     for (key, value) in [
-        ("cachalot:credential:abc", "garbage"),
+        ("cachalot:{credential:abc}", "garbage"),
         // Right magic and version, broken envelope.
-        ("cachalot:credential:def", "CLT\u{1}\u{ff}\u{ff}\u{ff}"),
+        ("cachalot:{credential:def}", "CLT\u{1}\u{ff}\u{ff}\u{ff}"),
     ] {
         let set = redis.command(&["SET", key, value]).unwrap();
         assert!(set.starts_with("+OK"), "{set:?}");
@@ -250,7 +250,7 @@ async fn a_value_of_the_wrong_redis_type_is_a_miss_not_an_outage() {
     let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
     // Something else wrote a list where an entry belongs: GET answers WRONGTYPE.
     let pushed = redis
-        .command(&["RPUSH", "cachalot:credential:abc", "x"])
+        .command(&["RPUSH", "cachalot:{credential:abc}", "x"])
         .unwrap();
     assert!(pushed.starts_with(':'), "{pushed:?}");
 

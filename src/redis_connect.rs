@@ -5,7 +5,7 @@
 use crate::policy::{RedisSettings, redact};
 use fred::prelude::*;
 use fred::types::config::{ServerConfig, TlsConfig, TlsConnector, TlsHostMapping};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The client configuration for `settings`. Fails on a URL or TLS file the client cannot use.
 pub fn config(settings: &RedisSettings) -> Result<Config, String> {
@@ -50,7 +50,12 @@ pub fn builder(settings: &RedisSettings) -> Result<Builder, String> {
             p.default_command_timeout = timeout;
         })
         // Without a policy fred never reconnects: retry forever, 50 ms doubling to 1 s.
-        .set_policy(ReconnectPolicy::new_exponential(0, RECONNECT_MIN_MS, RECONNECT_MAX_MS, 2));
+        .set_policy(ReconnectPolicy::new_exponential(
+            0,
+            RECONNECT_MIN_MS,
+            RECONNECT_MAX_MS,
+            2,
+        ));
     Ok(builder)
 }
 
@@ -105,6 +110,11 @@ pub fn explain(error: &Error, target: &str, settings: &RedisSettings) -> String 
             "TLS handshake with {target} failed ({details}): the port does not speak TLS; use redis:// for a plain port, or the server's TLS port (managed Redis: 6380)"
         );
     }
+    if tls && (lower.contains("certificaterequired") || lower.contains("alert")) {
+        return format!(
+            "TLS handshake with {target} failed ({details}): the server refused the handshake; if it requires a client certificate, set [redis] tls_cert_file and tls_key_file"
+        );
+    }
     if tls && (lower.contains("certificate") || lower.contains("unknownissuer")) {
         let what = if lower.contains("notvalidforname") {
             "the certificate is not issued for this host name; connect by the name it names"
@@ -112,11 +122,6 @@ pub fn explain(error: &Error, target: &str, settings: &RedisSettings) -> String 
             "the server's certificate is not trusted; set [redis] tls_ca_file to the CA that signed it"
         };
         return format!("TLS handshake with {target} failed ({details}): {what}");
-    }
-    if tls && (lower.contains("handshake") || lower.contains("alert")) {
-        return format!(
-            "TLS handshake with {target} failed ({details}): if the server requires a client certificate, set [redis] tls_cert_file and tls_key_file"
-        );
     }
     if lower.contains("connection refused") {
         return format!(
@@ -126,8 +131,11 @@ pub fn explain(error: &Error, target: &str, settings: &RedisSettings) -> String 
     if lower.contains("lookup") || lower.contains("not known") || lower.contains("resolve") {
         return format!("cannot resolve {target} ({details}): check the host name");
     }
-    if error.kind() == &ErrorKind::Timeout || lower.contains("timed out") || lower.contains("timeout") {
-        return no_answer(target, settings.timeout);
+    if error.kind() == &ErrorKind::Timeout
+        || lower.contains("timed out")
+        || lower.contains("timeout")
+    {
+        return no_answer(target, settings);
     }
     let closed = lower.contains("reset")
         || lower.contains("closed")
@@ -142,11 +150,18 @@ pub fn explain(error: &Error, target: &str, settings: &RedisSettings) -> String 
     format!("redis at {target}: {details}")
 }
 
-/// The message for a server that never answered.
-pub fn no_answer(target: &str, timeout: Duration) -> String {
+/// The message for a server that never answered. A plain port never answers a TLS
+/// handshake (it waits for the rest of a command that never comes), so with `rediss://`
+/// that is the likeliest cause.
+pub fn no_answer(target: &str, settings: &RedisSettings) -> String {
+    let within = humantime::format_duration(settings.timeout);
+    if uses_tls(&settings.url) {
+        return format!(
+            "no answer from {target} within {within} (redis.timeout): a port that does not speak TLS never answers the handshake, so use redis:// for a plain port or the server's TLS port (managed Redis: 6380); else check the host, port and any firewall between"
+        );
+    }
     format!(
-        "no answer from {target} within {} (redis.timeout): check the host, port and any firewall or security group between; raise redis.timeout if Redis is only slow",
-        humantime::format_duration(timeout)
+        "no answer from {target} within {within} (redis.timeout): check the host, port and any firewall or security group between; raise redis.timeout if Redis is only slow"
     )
 }
 
@@ -190,6 +205,6 @@ pub async fn check(settings: &RedisSettings) -> Result<String, String> {
             ))
         }
         Ok(Err(e)) => Err(explain(&e, &target, settings)),
-        Err(_) => Err(no_answer(&target, timeout)),
+        Err(_) => Err(no_answer(&target, settings)),
     }
 }

@@ -52,8 +52,12 @@ impl TlsFiles {
                     format!("tls_cert_file and tls_key_file do not make a client certificate: {e}")
                 })
             }
-            (Some(_), None) => Err("tls_cert_file needs tls_key_file (the certificate's private key)".into()),
-            (None, Some(_)) => Err("tls_key_file needs tls_cert_file (the certificate it belongs to)".into()),
+            (Some(_), None) => {
+                Err("tls_cert_file needs tls_key_file (the certificate's private key)".into())
+            }
+            (None, Some(_)) => {
+                Err("tls_key_file needs tls_cert_file (the certificate it belongs to)".into())
+            }
         }
     }
 }
@@ -61,9 +65,12 @@ impl TlsFiles {
 fn ca_roots(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(path, "tls_ca_file")? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("tls_ca_file {}: not a usable CA certificate: {e}", path.display()))?;
+        roots.add(cert).map_err(|e| {
+            format!(
+                "tls_ca_file {}: not a usable CA certificate: {e}",
+                path.display()
+            )
+        })?;
     }
     Ok(roots)
 }
@@ -89,7 +96,12 @@ fn system_roots() -> Result<RootCertStore, String> {
 fn certificates(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{field} {}: cannot read PEM certificates ({e})", path.display()))?;
+        .map_err(|e| {
+            format!(
+                "{field} {}: cannot read PEM certificates ({e})",
+                path.display()
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!(
             "{field} {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",

@@ -220,11 +220,13 @@ impl Store {
             feed_up: AtomicBool::new(false),
         });
         if !store.is_healthy() {
-            let target = redis_connect::config(settings)
-                .map_or_else(|_| crate::policy::redact(&settings.url), |c| redis_connect::target(&c));
+            let target = redis_connect::config(settings).map_or_else(
+                |_| crate::policy::redact(&settings.url),
+                |c| redis_connect::target(&c),
+            );
             let reason = match connected {
                 Ok(Err(e)) => redis_connect::explain(&e, &target, settings),
-                _ => redis_connect::no_answer(&target, settings.timeout),
+                _ => redis_connect::no_answer(&target, settings),
             };
             tracing::warn!(%reason, "redis is not reachable; serving from the origin until it is");
         }

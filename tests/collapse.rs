@@ -179,7 +179,9 @@ async fn a_failed_leader_does_not_hand_its_error_to_waiters() {
         );
     }
     // A 500 is never stored.
-    let stored = redis.command(&["GET", "cachalot:{credential:abc}"]).unwrap();
+    let stored = redis
+        .command(&["GET", "cachalot:{credential:abc}"])
+        .unwrap();
     assert!(!stored.contains("boom"), "{stored:?}");
     a.shutdown().await;
     b.shutdown().await;

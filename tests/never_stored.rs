@@ -326,7 +326,10 @@ async fn a_body_over_max_object_size_is_streamed_whole_and_not_stored() {
         assert!(second.body == pattern(size));
         assert_eq!(origin.count_of(&path), 1);
     }
-    assert_eq!(redis.entries(), ["cachalot:{blob:1024}", "cachalot:{blob:512}"]);
+    assert_eq!(
+        redis.entries(),
+        ["cachalot:{blob:1024}", "cachalot:{blob:512}"]
+    );
     proxy.shutdown().await;
 }
 

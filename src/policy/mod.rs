@@ -165,9 +165,17 @@ impl Policy {
             let port = match var("REDIS_PORT") {
                 None if tls => 6380,
                 None => 6379,
-                Some(p) => p.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                    fail("REDIS_PORT", format!("{p:?} is not a port number (1-65535)"))
-                })?,
+                Some(p) => p
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| {
+                        fail(
+                            "REDIS_PORT",
+                            format!("{p:?} is not a port number (1-65535)"),
+                        )
+                    })?,
             };
             let scheme = if tls { "rediss" } else { "redis" };
             let url = format!("{scheme}://{}:{port}", host.trim());
@@ -177,8 +185,7 @@ impl Policy {
         if let Some(password) = var("REDIS_PASSWORD").or_else(|| var("REDIS_ACCESS_KEY")) {
             self.redis.password = Some(Secret::new(password));
         }
-        check_tls_scheme(&self.redis.url, &self.redis.tls)
-            .map_err(|m| fail("redis.url", m))?;
+        check_tls_scheme(&self.redis.url, &self.redis.tls).map_err(|m| fail("redis.url", m))?;
         Ok(())
     }
 
@@ -342,17 +349,22 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
     .flatten()
     .next()
     .map(Spanned::span);
-    check_tls_scheme(&redis_url, &tls)
-        .map_err(|m| locate.at(raw.redis.url.as_ref().map(Spanned::span), "redis.url", m))?;
-    if crate::redis_connect::uses_tls(&redis_url) {
+    // Without a URL in the file, REDIS_URL or REDIS_HOST + REDIS_SSL supply it: the scheme
+    // is checked against the TLS files once the environment is applied.
+    if let Some(url) = &raw.redis.url {
+        check_tls_scheme(url.get_ref(), &tls)
+            .map_err(|m| locate.at(Some(url.span()), "redis.url", m))?;
+    }
+    if !tls.is_empty() {
         tls.client_config()
             .map_err(|m| locate.at(tls_span, "redis", m))?;
     }
     let password = match &raw.redis.password_file {
         None => None,
-        Some(path) => Some(read_password(path.get_ref()).map_err(|m| {
-            locate.at(Some(path.span()), "redis.password_file", m)
-        })?),
+        Some(path) => Some(
+            read_password(path.get_ref())
+                .map_err(|m| locate.at(Some(path.span()), "redis.password_file", m))?,
+        ),
     };
     let redis = RedisSettings {
         url: redis_url,

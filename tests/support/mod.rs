@@ -5,8 +5,10 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod origin;
 pub mod redis;
+pub mod tls;
 
 use bytes::Bytes;
 use cachalot::{Policy, Server};
@@ -34,8 +36,31 @@ pub async fn start_proxy_with(origin: SocketAddr, redis_url: &str, routes: &str)
     Server::start(policy).await.expect("proxy starts")
 }
 
+/// As [`start_proxy_with`], with extra `[redis]` settings (`password_file = "..."`).
+pub async fn start_proxy_redis(
+    origin: SocketAddr,
+    redis_url: &str,
+    redis_extra: &str,
+    routes: &str,
+) -> Server {
+    let policy = policy_text_with(origin, redis_url, redis_extra, routes);
+    let policy = Policy::parse(&policy, "test.toml")
+        .unwrap_or_else(|e| panic!("test policy is invalid: {e}"));
+    Server::start(policy).await.expect("proxy starts")
+}
+
 /// A complete policy text around `routes`.
 pub fn policy_text(origin: SocketAddr, redis_url: &str, routes: &str) -> String {
+    policy_text_with(origin, redis_url, "", routes)
+}
+
+/// A complete policy text around `routes`, with extra `[redis]` settings.
+pub fn policy_text_with(
+    origin: SocketAddr,
+    redis_url: &str,
+    redis_extra: &str,
+    routes: &str,
+) -> String {
     format!(
         r#"
 [listen]
@@ -50,6 +75,7 @@ timeout = "2s"
 url = "{redis_url}"
 prefix = "cachalot"
 timeout = "300ms"
+{redis_extra}
 
 [collapse]
 lock_ttl = "5s"

@@ -181,9 +181,14 @@ impl RedisServer {
         self.keys("cachalot:*")
             .into_iter()
             .filter(|key| {
-                !["cachalot:lock:", "cachalot:gen:", "cachalot:tag:", "cachalot:purged:"]
-                    .iter()
-                    .any(|ns| key.starts_with(ns))
+                ![
+                    "cachalot:lock:",
+                    "cachalot:gen:",
+                    "cachalot:tag:",
+                    "cachalot:purged:",
+                ]
+                .iter()
+                .any(|ns| key.starts_with(ns))
             })
             .collect()
     }

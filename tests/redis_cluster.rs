@@ -11,7 +11,7 @@ use http::Method;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::cluster::Cluster;
-use support::{Got, Origin, Reply, get, policy_text, send};
+use support::{Got, Origin, Reply, get, load, policy_text, send};
 
 const ROUTES: &str = r#"
 [[route]]
@@ -201,46 +201,21 @@ async fn killing_a_primary_under_load_loses_no_request() {
         assert!(get(addr, &item(id), &[]).await.stored());
     }
     let victim = cluster.master_of("cachalot:{item:1}");
-    let load = tokio::spawn(steady_load(addr, Duration::from_secs(6)));
+    let paths: Vec<String> = (1..=30).map(item).collect();
+    let load = tokio::spawn(load::steady(addr, paths, 2, Duration::from_secs(6)));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let killed = Instant::now();
     cluster.node_mut(victim).kill();
     let recovered = until_hit(addr, &item(1), Duration::from_secs(30)).await;
     let recovery = killed.elapsed();
-    let (requests, errors) = load.await.expect("load task");
+    let report = load.await.expect("load task");
     println!(
-        "primary kill: {requests} requests, {errors} errors, item:1 a hit again {recovery:?} after the kill"
+        "primary kill: {} requests, {} errors, slowest {:?}; item:1 a hit again {recovery:?} after the kill",
+        report.requests(),
+        report.errors(),
+        report.max_latency()
     );
-    assert_eq!(errors, 0, "client errors during the failover");
+    assert_eq!(report.errors(), 0, "client errors during the failover");
     assert!(recovered, "hits did not resume within 30 s of the kill");
     proxy.shutdown().await;
-}
-
-/// Requests items 1..30 in a loop for `length` from two tasks; (requests, non-200 answers).
-pub async fn steady_load(addr: SocketAddr, length: Duration) -> (usize, usize) {
-    let deadline = Instant::now() + length;
-    let workers: Vec<_> = (0..2)
-        .map(|w| {
-            tokio::spawn(async move {
-                let (mut requests, mut errors) = (0, 0);
-                let mut id = w * 15;
-                while Instant::now() < deadline {
-                    id = id % 30 + 1;
-                    let got = get(addr, &item(id as u32), &[]).await;
-                    requests += 1;
-                    if got.status != 200 {
-                        errors += 1;
-                    }
-                }
-                (requests, errors)
-            })
-        })
-        .collect();
-    let mut total = (0, 0);
-    for worker in workers {
-        let (r, e) = worker.await.expect("worker");
-        total.0 += r;
-        total.1 += e;
-    }
-    total
 }

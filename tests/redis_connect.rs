@@ -75,6 +75,7 @@ fn assert_connects(out: &Output) {
 fn assert_fails_saying(out: &Output, parts: &[&str]) {
     assert_eq!(out.status.code(), Some(1), "stdout: {}", stdout(out));
     let message = stderr(out);
+    println!("{}", message.trim());
     for part in parts {
         assert!(message.contains(part), "{part:?} missing from: {message}");
     }

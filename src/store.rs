@@ -193,6 +193,8 @@ impl Store {
         let control = builder(settings)?
             .build()
             .map_err(|e| Unavailable(e.to_string()))?;
+        // Subscribed before connecting, so the first failure's reason can be reported.
+        let mut errors = control.error_rx();
         pool.connect();
         control.connect();
         let connected = tokio::time::timeout(settings.timeout, async {
@@ -224,8 +226,8 @@ impl Store {
                 |_| crate::policy::redact(&settings.url),
                 |c| redis_connect::target(&c),
             );
-            let reason = match connected {
-                Ok(Err(e)) => redis_connect::explain(&e, &target, settings),
+            let reason = match (connected, errors.try_recv()) {
+                (Ok(Err(e)), _) | (_, Ok((e, _))) => redis_connect::explain(&e, &target, settings),
                 _ => redis_connect::no_answer(&target, settings),
             };
             tracing::warn!(%reason, "redis is not reachable; serving from the origin until it is");

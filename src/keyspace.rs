@@ -19,8 +19,7 @@
 //! braces are just characters. Request values are percent-encoded (see `key`), and literal
 //! key text cannot contain braces, so a request can never choose another key's slot.
 
-/// Namespaces under the prefix that hold the proxy's own data, never entries.
-pub const OWN_NAMESPACES: [&str; 4] = ["lock:", "gen:", "tag:", "purged:"];
+use crate::key::RESERVED_NAMESPACES;
 
 /// Names the Redis keys of one proxy's cache.
 #[derive(Debug, Clone)]
@@ -71,7 +70,10 @@ impl Keyspace {
     /// The base of an entry's Redis key, or None for the proxy's own keys and foreign keys.
     pub fn base_of(&self, redis_key: &str) -> Option<String> {
         let rest = redis_key.strip_prefix(&self.prefix)?.strip_prefix(':')?;
-        if OWN_NAMESPACES.iter().any(|ns| rest.starts_with(ns)) {
+        let own = RESERVED_NAMESPACES
+            .iter()
+            .any(|ns| rest.strip_prefix(ns).is_some_and(|r| r.starts_with(':')));
+        if own {
             return None;
         }
         let inner = rest.strip_prefix('{')?;

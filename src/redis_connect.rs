@@ -60,9 +60,9 @@ pub fn builder(settings: &RedisSettings) -> Result<Builder, String> {
 }
 
 /// Reconnect back-off: the first retry after this many ms, doubling up to the maximum.
-pub const RECONNECT_MIN_MS: u32 = 50;
+const RECONNECT_MIN_MS: u32 = 50;
 /// The longest pause between two reconnect attempts.
-pub const RECONNECT_MAX_MS: u32 = 1_000;
+const RECONNECT_MAX_MS: u32 = 1_000;
 
 /// The servers a configuration names, for messages: `host:port`, several for a cluster or
 /// the sentinels, or the socket path.

@@ -1,5 +1,6 @@
-//! Redis: entries, collapse locks and fill notices. Every Redis command the proxy sends is
-//! in this module, so the rest of the code never sees the client library.
+//! Redis: entries, collapse locks and fill notices. Every Redis command the proxy sends while
+//! serving is in this module (`redis_connect` only builds the clients and checks a
+//! connection), so the rest of the code never sees the client library.
 //!
 //! Redis is a cache, never a dependency of correctness: every command has a timeout and fails
 //! fast while disconnected, and one failure marks Redis as down so that later requests skip it
@@ -11,7 +12,7 @@
 //!
 //! **Invalidation is a generation bump.** A lookup reads the generation and the entry in one
 //! `MGET`; an entry counts only if it was fetched under the current generation. Invalidating
-//! B increments its generation (and deletes B's entry to free memory), which drops every
+//! a base B (a key without its `?query` variant) increments its generation (and deletes B's entry to free memory), which drops every
 //! variant of B at once, and makes a fill that started before the invalidation unable to
 //! store a value anyone will see: it carries the old generation.
 

@@ -11,7 +11,7 @@ use http::Method;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::cluster::Cluster;
-use support::{Got, Origin, Reply, get, load, policy_text, send};
+use support::{Got, Origin, Reply, check_connect, get, load, policy_text, send};
 
 const ROUTES: &str = r#"
 [[route]]
@@ -73,6 +73,10 @@ async fn until_hit(addr: SocketAddr, path: &str, limit: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hits_and_every_kind_of_invalidation_work_across_slots() {
     let cluster = Cluster::start(3, 0);
+    let checked = check_connect(Some(&cluster.url()), "", &[]);
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{report}");
+    assert!(report.contains("connected (cluster, plain"), "{report}");
     let origin = Origin::echo().await;
     let proxy = start(origin.addr(), &cluster).await;
     let addr = proxy.addr();

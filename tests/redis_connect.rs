@@ -6,11 +6,10 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::Output;
 use support::tls::{Certificates, TlsRedis};
-use support::{Origin, RedisServer, get, start_proxy_redis};
+use support::{Origin, RedisServer, check_connect, get, start_proxy_redis};
 
 const ITEMS: &str = r#"
 [[route]]
@@ -18,37 +17,6 @@ name = "item"
 match = "GET /items/{id}"
 ttl = "10m"
 "#;
-
-/// `cachalot check --connect` on a policy with `redis_url` and `redis_extra`, with exactly
-/// the Redis variables in `env` (the caller's own are removed).
-fn check_connect(redis_url: Option<&str>, redis_extra: &str, env: &[(&str, &str)]) -> Output {
-    let url = redis_url.map_or(String::new(), |u| format!("url = \"{u}\"\n"));
-    let text = format!(
-        "[origin]\nurl = \"http://127.0.0.1:5000\"\n\n[redis]\n{url}timeout = \"1s\"\n{redis_extra}\n"
-    );
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
-    file.write_all(text.as_bytes()).expect("policy written");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cachalot"));
-    command
-        .args(["check", "--connect", "--config"])
-        .arg(file.path());
-    for name in [
-        "REDIS_URL",
-        "REDIS_HOST",
-        "REDIS_PORT",
-        "REDIS_SSL",
-        "REDIS_PASSWORD",
-        "REDIS_ACCESS_KEY",
-        "CACHALOT_CONFIG",
-    ] {
-        command.env_remove(name);
-    }
-    command.envs(env.iter().copied());
-    command.output().expect("cachalot runs")
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

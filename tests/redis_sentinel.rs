@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::cluster::Sentinel;
-use support::{Origin, get, load, start_proxy_with};
+use support::{Origin, check_connect, get, load, start_proxy_with};
 
 const ITEMS: &str = r#"
 [[route]]
@@ -18,6 +18,10 @@ ttl = "10m"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_follows_the_promoted_replica_when_the_primary_dies() {
     let mut setup = Sentinel::start("cachalot-primary");
+    let checked = check_connect(Some(&setup.url()), "", &[]);
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{report}");
+    assert!(report.contains("connected (sentinel, plain"), "{report}");
     let origin = Origin::echo().await;
     let proxy = start_proxy_with(origin.addr(), &setup.url(), ITEMS).await;
     let addr = proxy.addr();

@@ -159,3 +159,40 @@ pub async fn send(
         body,
     }
 }
+
+/// `cachalot check --connect` (the real binary) on a policy with `redis_url` (none: the
+/// default, for the environment to replace) and extra `[redis]` settings, with exactly the
+/// Redis variables in `env` (the caller's own are removed).
+pub fn check_connect(
+    redis_url: Option<&str>,
+    redis_extra: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    use std::io::Write;
+    let url = redis_url.map_or(String::new(), |u| format!("url = \"{u}\"\n"));
+    let text = format!(
+        "[origin]\nurl = \"http://127.0.0.1:5000\"\n\n[redis]\n{url}timeout = \"1s\"\n{redis_extra}\n"
+    );
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(text.as_bytes()).expect("policy written");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cachalot"));
+    command
+        .args(["check", "--connect", "--config"])
+        .arg(file.path());
+    for name in [
+        "REDIS_URL",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_SSL",
+        "REDIS_PASSWORD",
+        "REDIS_ACCESS_KEY",
+        "CACHALOT_CONFIG",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("cachalot runs")
+}

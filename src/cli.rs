@@ -25,6 +25,10 @@ enum Command {
         /// The policy file.
         #[arg(short, long, env = "CACHALOT_CONFIG")]
         config: PathBuf,
+        /// Also connect to Redis (URL, password, TLS as `run` would) and send PING; exit 1
+        /// with the reason if that fails.
+        #[arg(long)]
+        connect: bool,
     },
     /// Serve with a policy file.
     Run {
@@ -71,7 +75,7 @@ impl Cli {
     /// Runs the chosen command; the exit code tells scripts whether it worked.
     pub fn run(self) -> ExitCode {
         match self.command {
-            Command::Check { config } => check(&config),
+            Command::Check { config, connect } => check(&config, connect),
             Command::Run { config, log_format } => run(&config, log_format),
             Command::Explain { config, request } => explain_request(&config, &request),
             Command::Purge {
@@ -101,7 +105,7 @@ fn load(config: &Path) -> Result<Policy, ExitCode> {
     })
 }
 
-fn check(config: &Path) -> ExitCode {
+fn check(config: &Path, connect: bool) -> ExitCode {
     let policy = match load(config) {
         Ok(policy) => policy,
         Err(code) => return code,
@@ -111,7 +115,23 @@ fn check(config: &Path) -> ExitCode {
         eprintln!("warning: {warning}");
     }
     println!("{}: ok ({} routes)", config.display(), policy.routes.len());
-    ExitCode::SUCCESS
+    if !connect {
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match started(tokio::runtime::Builder::new_current_thread().enable_all()) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::redis_connect::check(&policy.redis)) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("error: {reason}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(config: &Path, log_format: LogFormat) -> ExitCode {

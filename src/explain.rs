@@ -8,6 +8,7 @@ use crate::cache_status::Reason;
 use crate::decision::{self, Decision};
 use crate::invalidate::base_key;
 use crate::key::QueryRule;
+use crate::keyspace::Keyspace;
 use crate::path;
 use crate::policy::Policy;
 use crate::route::{Action, CacheRule, Route};
@@ -104,7 +105,7 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
                 "action",
                 format!("cached: a hit is served from Redis, a miss is fetched from the origin once and stored{head}"),
             );
-            out.line("key", format!("{}:{}", policy.redis.prefix, plan.key));
+            out.line("key", Keyspace::new(&policy.redis.prefix).entry(&plan.key));
             out.line("ttl", ttl_line(rule));
             out.line("tags", tags_line(&plan.tags));
             out.line(
@@ -153,12 +154,8 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
                     } else {
                         "invalidate"
                     };
-                    let key = base_key(key);
-                    let prefix = &policy.redis.prefix;
-                    out.line(
-                        "  key",
-                        format!("{prefix}:{key} and its variants ({source})"),
-                    );
+                    let key = Keyspace::new(&policy.redis.prefix).entry(base_key(key));
+                    out.line("  key", format!("{key} and its variants ({source})"));
                 }
                 for tag in &invalidation.tags {
                     out.line(

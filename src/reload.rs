@@ -149,6 +149,8 @@ fn keep_restart_settings(running: &Policy, next: &mut Policy) -> Vec<&'static st
     if running.redis.url != next.redis.url
         || running.redis.prefix != next.redis.prefix
         || running.redis.timeout != next.redis.timeout
+        || running.redis.password != next.redis.password
+        || running.redis.tls != next.redis.tls
     {
         kept.push("redis");
     }

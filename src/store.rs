@@ -1,31 +1,27 @@
-//! Redis: entries, collapse locks and fill notices. Every Redis command the proxy sends is
-//! in this module, so the rest of the code never sees the client library.
+//! Redis: entries, collapse locks and fill notices. Every Redis command the proxy sends while
+//! serving is in this module (`redis_connect` only builds the clients and checks a
+//! connection), so the rest of the code never sees the client library.
 //!
 //! Redis is a cache, never a dependency of correctness: every command has a timeout and fails
 //! fast while disconnected, and one failure marks Redis as down so that later requests skip it
 //! at once instead of each waiting for the timeout. A background probe marks it up again,
 //! but only after the invalidations queued while it was down have been applied.
 //!
-//! Keys, for an entry key `K` whose base (without its `?query` variant) is `B`:
-//!
-//! | key | holds |
-//! | --- | --- |
-//! | `<prefix>:K` | the entry (see `entry`) |
-//! | `<prefix>:lock:K` | the collapse lock's token |
-//! | `<prefix>:gen:B` | B's invalidation generation (absent = 0) |
-//! | `<prefix>:tag:T` | sorted set of the bases tagged T, scored by when their entries expire |
-//! | `<prefix>:purged:T` | when tag T was last purged (ms), so fills that started before skip storing |
+//! Key names are `keyspace`'s: an entry, its variants, its lock and its generation share
+//! a Redis Cluster hash tag, so that every multi-key step is single-slot.
 //!
 //! **Invalidation is a generation bump.** A lookup reads the generation and the entry in one
 //! `MGET`; an entry counts only if it was fetched under the current generation. Invalidating
-//! B increments its generation (and deletes B's entry to free memory), which drops every
+//! a base B (a key without its `?query` variant) increments its generation (and deletes B's entry to free memory), which drops every
 //! variant of B at once, and makes a fill that started before the invalidation unable to
 //! store a value anyone will see: it carries the old generation.
 
 use crate::entry::{DecodeError, Entry, now_ms};
 use crate::invalidate::{Invalidation, base_key};
+use crate::keyspace::Keyspace;
 use crate::l1::L1;
 use crate::policy::RedisSettings;
+use crate::redis_connect;
 use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
@@ -70,8 +66,6 @@ const SCAN_BATCH: u32 = 500;
 /// Invalidations kept while Redis is down; beyond this, every entry stored before Redis
 /// came back is distrusted instead (the cache refills on demand).
 const MAX_PENDING: usize = 10_000;
-/// Namespaces under the prefix that hold the proxy's own data, never entries.
-const OWN_NAMESPACES: [&str; 5] = ["lock:", "gen:", "tag:", "purged:", "variants:"];
 
 /// Redis could not be used for this request; the caller goes to the origin.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -186,6 +180,7 @@ pub struct Store {
     /// leader's lock never queues behind a burst of lookups.
     control: Client,
     settings: RedisSettings,
+    keys: Keyspace,
     options: Options,
     healthy: AtomicBool,
     unlock: Script,
@@ -216,6 +211,8 @@ impl Store {
         let control = builder(settings)?
             .build()
             .map_err(|e| Unavailable(e.to_string()))?;
+        // Subscribed before connecting, so the first failure's reason can be reported.
+        let mut errors = control.error_rx();
         pool.connect();
         control.connect();
         let connected = tokio::time::timeout(settings.timeout, async {
@@ -227,6 +224,7 @@ impl Store {
             pool,
             control,
             settings: settings.clone(),
+            keys: Keyspace::new(&settings.prefix),
             options: Options {
                 timeout: Some(settings.timeout),
                 fail_fast: true,
@@ -243,7 +241,15 @@ impl Store {
             feed_up: AtomicBool::new(false),
         });
         if !store.is_healthy() {
-            tracing::warn!(url = %crate::policy::redact(&settings.url), "redis is not reachable; serving from the origin until it is");
+            let target = redis_connect::config(settings).map_or_else(
+                |_| crate::policy::redact(&settings.url),
+                |c| redis_connect::target(&c),
+            );
+            let reason = match (connected, errors.try_recv()) {
+                (Ok(Err(e)), _) | (_, Ok((e, _))) => redis_connect::explain(&e, &target, settings),
+                _ => redis_connect::no_answer(&target, settings),
+            };
+            tracing::warn!(%reason, "redis is not reachable; serving from the origin until it is");
         }
         tokio::spawn(probe(Arc::downgrade(&store)));
         Ok(store)
@@ -257,31 +263,6 @@ impl Store {
     /// Whether Redis answered recently. When false, requests skip it.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
-    }
-
-    fn entry_key(&self, key: &str) -> String {
-        format!("{}:{key}", self.settings.prefix)
-    }
-
-    fn generation_key(&self, base: &str) -> String {
-        format!("{}:gen:{base}", self.settings.prefix)
-    }
-
-    fn purged_key(&self, tag: &str) -> String {
-        format!("{}:purged:{tag}", self.settings.prefix)
-    }
-
-    fn tag_key(&self, tag: &str) -> String {
-        format!("{}:tag:{tag}", self.settings.prefix)
-    }
-
-    /// The set counting a base key's variants (see [`Store::admit_variant`]).
-    fn variants_key(&self, base: &str) -> String {
-        format!("{}:variants:{base}", self.settings.prefix)
-    }
-
-    fn lock_key(&self, key: &str) -> String {
-        format!("{}:lock:{key}", self.settings.prefix)
     }
 
     fn fill_channel(&self) -> String {
@@ -356,7 +337,7 @@ impl Store {
             });
         }
         let client = self.pool.next().with_options(&self.options);
-        let keys = vec![self.generation_key(base_key(key)), self.entry_key(key)];
+        let keys = vec![self.keys.generation(base_key(key)), self.keys.entry(key)];
         let (generation, raw) = match self
             .run("mget", client.mget::<Vec<Option<Bytes>>, _>(keys))
             .await
@@ -430,9 +411,16 @@ impl Store {
         let value = Bytes::from(entry.encode());
         let keep_ms = keep.as_millis().max(1) as i64;
         if !tags.is_empty() {
-            let marks: Vec<String> = tags.iter().map(|tag| self.purged_key(tag)).collect();
-            let purged: Vec<Option<String>> = self
-                .run("mget", client.mget(marks))
+            // One GET per tag, pipelined: in a cluster the marks live in different slots.
+            let pipeline = client.pipeline();
+            let queued = async {
+                for tag in tags {
+                    pipeline.get::<(), _>(self.keys.purged(tag)).await?;
+                }
+                pipeline.all::<Vec<Option<String>>>().await
+            };
+            let purged = self
+                .run("get_purge_marks", queued)
                 .await
                 .map_err(Unavailable::from)?;
             let last_purge = purged
@@ -451,7 +439,7 @@ impl Store {
                 .run(
                     "set",
                     client.set::<(), _, _>(
-                        self.entry_key(key),
+                        self.keys.entry(key),
                         value,
                         Some(Expiration::PX(keep_ms)),
                         None,
@@ -469,7 +457,7 @@ impl Store {
         let queued = async {
             pipeline
                 .set::<(), _, _>(
-                    self.entry_key(key),
+                    self.keys.entry(key),
                     value,
                     Some(Expiration::PX(keep_ms)),
                     None,
@@ -477,7 +465,7 @@ impl Store {
                 )
                 .await?;
             for tag in tags {
-                let tag_key = self.tag_key(tag);
+                let tag_key = self.keys.tag(tag);
                 // GT: a base's score only moves later, to its latest entry's expiry.
                 pipeline
                     .zadd::<(), _, _>(
@@ -534,7 +522,7 @@ impl Store {
                 "admit_variant",
                 self.admit_variant.evalsha_with_reload::<i64, _, _>(
                     &self.control,
-                    vec![self.variants_key(base)],
+                    vec![self.keys.variants(base)],
                     args,
                 ),
             )
@@ -556,7 +544,7 @@ impl Store {
             .run(
                 "lock",
                 client.set(
-                    self.lock_key(key),
+                    self.keys.lock(key),
                     token,
                     Some(expiry),
                     Some(SetOptions::NX),
@@ -571,7 +559,7 @@ impl Store {
     /// Releases our lock (compare-and-delete on the token).
     pub async fn unlock(&self, key: &str, token: &str) -> Result<(), Unavailable> {
         let client = &self.control;
-        let keys = vec![self.lock_key(key)];
+        let keys = vec![self.keys.lock(key)];
         self.run(
             "unlock",
             self.unlock
@@ -723,7 +711,7 @@ impl Store {
             let members: Vec<String> = self
                 .exec(
                     "zrangebyscore",
-                    client.zrangebyscore(self.tag_key(tag), "-inf", "+inf", false, None),
+                    client.zrangebyscore(self.keys.tag(tag), "-inf", "+inf", false, None),
                 )
                 .await?;
             bases.extend(members);
@@ -738,20 +726,20 @@ impl Store {
         let pipeline = client.pipeline();
         let queued = async {
             for base in &bases {
-                let generation = self.generation_key(base);
+                let generation = self.keys.generation(base);
                 pipeline.incr::<(), _>(&generation).await?;
                 pipeline
                     .pexpire::<(), _>(&generation, generation_ttl, None)
                     .await?;
-                pipeline.del::<(), _>(self.entry_key(base)).await?;
+                pipeline.del::<(), _>(self.keys.entry(base)).await?;
             }
             let now = now_ms().to_string();
             for tag in &invalidation.tags {
-                pipeline.del::<(), _>(self.tag_key(tag)).await?;
+                pipeline.del::<(), _>(self.keys.tag(tag)).await?;
                 let expiry = Expiration::PX(generation_ttl);
                 pipeline
                     .set::<(), _, _>(
-                        self.purged_key(tag),
+                        self.keys.purged(tag),
                         now.as_str(),
                         Some(expiry),
                         None,
@@ -777,34 +765,39 @@ impl Store {
     }
 
     /// The bases of every entry whose key starts with `prefix`, by SCAN in bounded batches
-    /// (never KEYS, which blocks Redis for the whole keyspace).
+    /// (never KEYS, which blocks Redis for the whole keyspace). A cluster is scanned on
+    /// every primary, since each holds only its own slots.
     async fn scan_bases(&self, prefix: &str) -> Result<BTreeSet<String>, Failure> {
-        let client = self.control.with_options(&self.options);
-        let own = format!("{}:", self.settings.prefix);
-        let pattern = format!("{own}{}*", glob_escape(prefix));
+        let pattern = self.keys.entries_starting_with(prefix);
+        let nodes = match self.control.cached_cluster_state() {
+            Some(state) if self.control.is_clustered() => {
+                state.unique_primary_nodes().into_iter().map(Some).collect()
+            }
+            _ => vec![None],
+        };
         let mut bases = BTreeSet::new();
-        let mut cursor = "0".to_string();
-        loop {
-            let (next, keys): (String, Vec<String>) = self
-                .exec(
-                    "scan",
-                    client.scan_page(cursor.as_str(), pattern.as_str(), Some(SCAN_BATCH), None),
-                )
-                .await?;
-            for key in keys {
-                let Some(key) = key.strip_prefix(&own) else {
-                    continue;
-                };
-                if OWN_NAMESPACES.iter().any(|ns| key.starts_with(ns)) {
-                    continue;
+        for node in nodes {
+            let options = Options {
+                cluster_node: node,
+                ..self.options.clone()
+            };
+            let client = self.control.with_options(&options);
+            let mut cursor = "0".to_string();
+            loop {
+                let (next, keys): (String, Vec<String>) = self
+                    .exec(
+                        "scan",
+                        client.scan_page(cursor.as_str(), pattern.as_str(), Some(SCAN_BATCH), None),
+                    )
+                    .await?;
+                bases.extend(keys.iter().filter_map(|key| self.keys.base_of(key)));
+                if next == "0" {
+                    break;
                 }
-                bases.insert(base_key(key).to_string());
+                cursor = next;
             }
-            if next == "0" {
-                return Ok(bases);
-            }
-            cursor = next;
         }
+        Ok(bases)
     }
 
     /// Subscribes to fill notices and to other services' invalidation messages, handing each
@@ -939,18 +932,6 @@ impl Store {
     }
 }
 
-/// Escapes Redis glob characters, so a prefix matches only itself.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// A generation counter's value; absent or unreadable counts as 0.
 fn parse_generation(raw: Option<&[u8]>) -> u64 {
     raw.and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
@@ -971,26 +952,7 @@ async fn probe(store: std::sync::Weak<Store>) {
 }
 
 fn builder(settings: &RedisSettings) -> Result<Builder, Unavailable> {
-    let mut config =
-        Config::from_url(&settings.url).map_err(|e| Unavailable(e.details().to_string()))?;
-    // Start even when Redis is down; reconnect in the background.
-    config.fail_fast = false;
-    let mut builder = Builder::from_config(config);
-    let timeout = settings.timeout;
-    builder
-        .with_connection_config(|c| {
-            c.connection_timeout = timeout;
-            c.internal_command_timeout = timeout;
-            c.max_command_attempts = 1;
-            // While disconnected, do not queue commands without bound (fred issue #340).
-            c.max_command_buffer_len = 10_000;
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = timeout;
-        })
-        // Without a policy fred never reconnects: retry forever, 50 ms doubling to 1 s.
-        .set_policy(ReconnectPolicy::new_exponential(0, 50, 1_000, 2));
-    Ok(builder)
+    redis_connect::builder(settings).map_err(Unavailable)
 }
 
 /// Messages the subscription buffers for this process. A receiver that falls further behind

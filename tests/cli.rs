@@ -164,7 +164,7 @@ async fn run_serves_and_exits_zero_on_sigterm() {
         "{}",
         second.cache_status()
     );
-    assert_eq!(redis.keys("cachalot:*"), ["cachalot:/items/1"]);
+    assert_eq!(redis.keys("cachalot:*"), ["cachalot:{/items/1}"]);
 
     let pid = child.id().to_string();
     assert!(

@@ -179,7 +179,9 @@ async fn a_failed_leader_does_not_hand_its_error_to_waiters() {
         );
     }
     // A 500 is never stored.
-    let stored = redis.command(&["GET", "cachalot:credential:abc"]).unwrap();
+    let stored = redis
+        .command(&["GET", "cachalot:{credential:abc}"])
+        .unwrap();
     assert!(!stored.contains("boom"), "{stored:?}");
     a.shutdown().await;
     b.shutdown().await;
@@ -235,7 +237,7 @@ async fn a_lock_left_by_a_crashed_instance_expires_and_the_key_is_filled() {
     let set = redis
         .command(&[
             "SET",
-            "cachalot:lock:credential:x",
+            "cachalot:lock:{credential:x}",
             "token-of-a-dead-instance",
             "PX",
             "1000",
@@ -265,8 +267,8 @@ async fn a_lock_left_by_a_crashed_instance_expires_and_the_key_is_filled() {
     );
 
     assert_eq!(
-        redis.keys("cachalot:credential:*"),
-        ["cachalot:credential:x"]
+        redis.keys("cachalot:{credential:*"),
+        ["cachalot:{credential:x}"]
     );
     let next = get(proxy.addr(), "/api/credentials/x", &[]).await;
     assert!(
@@ -300,7 +302,7 @@ async fn no_lock_remains_after_fills() {
     assert_eq!(redis.keys("cachalot:lock:*"), Vec::<String>::new());
     assert_eq!(
         redis.keys("cachalot:*"),
-        ["cachalot:credential:one", "cachalot:credential:two"]
+        ["cachalot:{credential:one}", "cachalot:{credential:two}"]
     );
     a.shutdown().await;
     b.shutdown().await;
@@ -326,7 +328,7 @@ async fn a_leader_does_not_release_a_lock_that_is_no_longer_its_own() {
     // The leader took the lock before asking the origin.
     wait_until(Duration::from_secs(5), || origin.count() == 1).await;
     let token = redis
-        .command(&["GET", "cachalot:lock:credential:x"])
+        .command(&["GET", "cachalot:lock:{credential:x}"])
         .unwrap();
     assert!(token.starts_with('$'), "the leader holds a lock: {token:?}");
     assert!(
@@ -337,7 +339,7 @@ async fn a_leader_does_not_release_a_lock_that_is_no_longer_its_own() {
     // Its lock expires while the origin is still busy, and another instance takes the key.
     wait_until(Duration::from_secs(5), || {
         redis
-            .command(&["EXISTS", "cachalot:lock:credential:x"])
+            .command(&["EXISTS", "cachalot:lock:{credential:x}"])
             .unwrap()
             .starts_with(":0")
     })
@@ -345,7 +347,7 @@ async fn a_leader_does_not_release_a_lock_that_is_no_longer_its_own() {
     let set = redis
         .command(&[
             "SET",
-            "cachalot:lock:credential:x",
+            "cachalot:lock:{credential:x}",
             "another-leader",
             "PX",
             "10000",
@@ -358,7 +360,7 @@ async fn a_leader_does_not_release_a_lock_that_is_no_longer_its_own() {
     assert_eq!(got.status, 200);
     // Release is compare-and-delete: the other leader's lock is untouched.
     let lock = redis
-        .command(&["GET", "cachalot:lock:credential:x"])
+        .command(&["GET", "cachalot:lock:{credential:x}"])
         .unwrap();
     assert!(
         lock.contains("another-leader"),

@@ -101,7 +101,7 @@ fn a_cached_get_shows_route_key_ttl_tags_and_origin_target() {
     );
     assert_eq!(field(&out, "params"), "id=abc");
     assert!(field(&out, "action").starts_with("cached"), "{out}");
-    assert_eq!(field(&out, "key"), "cachalot:credential:abc?x=1");
+    assert_eq!(field(&out, "key"), "cachalot:{credential:abc}?x=1");
     assert!(field(&out, "ttl").starts_with("10m "), "{out}");
     assert!(
         field(&out, "tags").starts_with("credential:abc, credentials;"),
@@ -125,7 +125,7 @@ fn query_variants_share_a_key_in_sorted_order_and_a_bare_path_is_a_get() {
     assert_eq!(field(&out, "request"), "GET /api/stats?period=week&b=2&a=1");
     assert_eq!(
         field(&out, "key"),
-        "cachalot:/api/stats?a=1&b=2&period=week"
+        "cachalot:{/api/stats}?a=1&b=2&period=week"
     );
     assert_eq!(
         field(&out, "origin"),
@@ -159,7 +159,7 @@ fn a_write_shows_what_its_success_invalidates() {
     assert!(field(&out, "route").starts_with("revoke: "), "{out}");
     assert!(field(&out, "action").contains("only writes"), "{out}");
     assert!(
-        out.contains("  key       cachalot:credential:abc and its variants (invalidate)\n"),
+        out.contains("  key       cachalot:{credential:abc} and its variants (invalidate)\n"),
         "{out}"
     );
     assert!(
@@ -171,7 +171,7 @@ fn a_write_shows_what_its_success_invalidates() {
     let out = explain("DELETE /api/credentials/abc");
     assert!(field(&out, "action").contains("no-route"), "{out}");
     assert!(
-        out.contains("  key       cachalot:credential:abc and its variants (RFC 9111"),
+        out.contains("  key       cachalot:{credential:abc} and its variants (RFC 9111"),
         "{out}"
     );
 
@@ -241,7 +241,7 @@ async fn explain_names_the_key_and_origin_target_the_proxy_uses() {
     assert!(
         redis
             .entries()
-            .contains(&"cachalot:credential:abc".to_string())
+            .contains(&"cachalot:{credential:abc}".to_string())
     );
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cachalot"))
         .args([

@@ -42,7 +42,7 @@ async fn second_request_is_a_hit_with_the_same_response() {
     assert_eq!(second.header("age"), "0");
     assert_eq!(origin.count(), 1);
 
-    assert_eq!(redis.keys("cachalot:*"), ["cachalot:credential:abc123"]);
+    assert_eq!(redis.keys("cachalot:*"), ["cachalot:{credential:abc123}"]);
     proxy.shutdown().await;
 }
 

@@ -822,7 +822,7 @@ async fn every_metric_family_is_exported_with_its_labels_after_real_traffic() {
     let held = redis
         .command(&[
             "SET",
-            &format!("cachalot:lock:item:{t}"),
+            &format!("cachalot:lock:{{item:{t}}}"),
             "someone-else",
             "PX",
             "60000",
@@ -945,7 +945,7 @@ async fn every_metric_family_is_exported_with_its_labels_after_real_traffic() {
     // about one key, not an outage.
     let wrong = fresh_id(&mut ids);
     redis
-        .command(&["RPUSH", &format!("cachalot:gen:item:{wrong}"), "x"])
+        .command(&["RPUSH", &format!("cachalot:gen:{{item:{wrong}}}"), "x"])
         .expect("RPUSH");
     let purged = purge(admin, &format!("{{\"keys\":[\"item:{wrong}\"]}}")).await;
     assert_eq!(purged.status, 200, "{purged:?}");
@@ -1262,7 +1262,7 @@ async fn an_error_reply_about_one_key_is_counted_as_reply_and_caching_goes_on() 
         assert!(first.cache_status().contains("stored"), "{first:?}");
 
         redis
-            .command(&["SET", "cachalot:gen:item:broken", "not-a-number"])
+            .command(&["SET", "cachalot:gen:{item:broken}", "not-a-number"])
             .expect("SET");
         let purged = purge(admin, "{\"keys\":[\"item:broken\"]}").await;
 

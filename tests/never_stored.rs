@@ -81,7 +81,7 @@ async fn authorization_is_never_answered_from_the_cache_nor_stored() {
     )
     .await;
     assert!(cold.cache_status().ends_with("authorization"));
-    assert_eq!(redis.entries(), ["cachalot:credential:abc"]);
+    assert_eq!(redis.entries(), ["cachalot:{credential:abc}"]);
     let next = get(proxy.addr(), "/api/credentials/xyz", &[]).await;
     assert!(
         next.cache_status().contains("fwd=uri-miss"),
@@ -126,7 +126,7 @@ async fn a_cookie_bypasses_the_cache_by_default() {
     )
     .await;
     assert!(cold.cache_status().ends_with("cookie"));
-    assert_eq!(redis.entries(), ["cachalot:credential:abc"]);
+    assert_eq!(redis.entries(), ["cachalot:{credential:abc}"]);
     proxy.shutdown().await;
 }
 
@@ -166,7 +166,7 @@ ignore_cookies = true
     assert_eq!(bob.text(), "cookie=none n=1");
     assert_eq!(origin.count(), 1);
     assert!(origin.seen()[0].headers.get("cookie").is_none());
-    assert_eq!(redis.entries(), ["cachalot:stats"]);
+    assert_eq!(redis.entries(), ["cachalot:{stats}"]);
     proxy.shutdown().await;
 }
 
@@ -275,7 +275,7 @@ statuses = [200, 404]
     );
     assert_eq!(second.text(), "missing 1");
     assert_eq!(origin.count(), 1);
-    assert_eq!(redis.entries(), ["cachalot:credential:nope"]);
+    assert_eq!(redis.entries(), ["cachalot:{credential:nope}"]);
     proxy.shutdown().await;
 }
 
@@ -326,7 +326,10 @@ async fn a_body_over_max_object_size_is_streamed_whole_and_not_stored() {
         assert!(second.body == pattern(size));
         assert_eq!(origin.count_of(&path), 1);
     }
-    assert_eq!(redis.entries(), ["cachalot:blob:1024", "cachalot:blob:512"]);
+    assert_eq!(
+        redis.entries(),
+        ["cachalot:{blob:1024}", "cachalot:{blob:512}"]
+    );
     proxy.shutdown().await;
 }
 
@@ -415,7 +418,7 @@ async fn a_chunked_body_over_max_object_size_is_streamed_whole_and_not_stored() 
     assert!(hit.cache_status().starts_with("cachalot; hit"));
     assert!(hit.body == pattern(900));
     assert_eq!(count.load(Ordering::SeqCst), 3);
-    assert_eq!(redis.entries(), ["cachalot:blob:900"]);
+    assert_eq!(redis.entries(), ["cachalot:{blob:900}"]);
     proxy.shutdown().await;
     task.abort();
 }
@@ -460,6 +463,6 @@ async fn vary_on_accept_encoding_with_an_unencoded_body_is_stored() {
     assert_eq!(second.text(), "plain 1");
     assert_eq!(second.header("vary"), "Accept-Encoding");
     assert_eq!(origin.count(), 1);
-    assert_eq!(redis.entries(), ["cachalot:credential:abc"]);
+    assert_eq!(redis.entries(), ["cachalot:{credential:abc}"]);
     proxy.shutdown().await;
 }

@@ -56,13 +56,13 @@ per_user = true
 
     let keys = redis.entries();
     assert_eq!(keys.len(), 3, "{keys:?}");
-    assert!(keys.contains(&"cachalot:me".to_string()), "{keys:?}");
+    assert!(keys.contains(&"cachalot:{me}".to_string()), "{keys:?}");
     for key in &keys {
         assert!(!key.contains("secret"), "a credential is readable in {key}");
     }
     assert_eq!(
         keys.iter()
-            .filter(|k| k.starts_with("cachalot:me?#user="))
+            .filter(|k| k.starts_with("cachalot:{me}?#user="))
             .count(),
         2,
         "{keys:?}"
@@ -186,12 +186,12 @@ ttl = "1m"
     let good = get(proxy.addr(), "/api/items/1", &[]).await;
     assert!(good.stored());
     // Our envelope's magic with a broken payload, a truncated one, and someone else's value.
-    for (n, value) in ["CLT\u{1}\u{5}\u{ff}garbage", "CLT\u{1}", "{\"json\": true}"]
+    for (n, value) in ["CLT\u{2}\u{5}\u{ff}garbage", "CLT\u{2}", "{\"json\": true}"]
         .into_iter()
         .enumerate()
     {
         redis
-            .command(&["SET", "cachalot:item:1", value])
+            .command(&["SET", "cachalot:{item:1}", value])
             .expect("SET");
         let got = get(proxy.addr(), "/api/items/1", &[]).await;
         assert_eq!(got.status, 200);

@@ -8,7 +8,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::{Got, Origin, RedisServer, get, start_proxy};
+use support::{Got, Origin, RedisServer, Reply, get, load, start_proxy};
 
 const CREDENTIAL: &str = r#"
 [[route]]
@@ -128,8 +128,8 @@ async fn caching_resumes_after_redis_restarts() {
     assert_eq!(up.status, 200);
     assert_eq!(up.text().trim(), r#"{"redis":"ok"}"#);
     assert_eq!(
-        redis.keys("cachalot:credential:*"),
-        ["cachalot:credential:after"]
+        redis.keys("cachalot:{credential:*"),
+        ["cachalot:{credential:after}"]
     );
     proxy.shutdown().await;
 }
@@ -214,9 +214,9 @@ async fn an_unreadable_entry_is_a_miss_and_gets_replaced() {
     let origin = Origin::echo().await;
     let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
     for (key, value) in [
-        ("cachalot:credential:abc", "garbage"),
+        ("cachalot:{credential:abc}", "garbage"),
         // Right magic and version, broken envelope.
-        ("cachalot:credential:def", "CLT\u{1}\u{ff}\u{ff}\u{ff}"),
+        ("cachalot:{credential:def}", "CLT\u{1}\u{ff}\u{ff}\u{ff}"),
     ] {
         let set = redis.command(&["SET", key, value]).unwrap();
         assert!(set.starts_with("+OK"), "{set:?}");
@@ -250,7 +250,7 @@ async fn a_value_of_the_wrong_redis_type_is_a_miss_not_an_outage() {
     let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
     // Something else wrote a list where an entry belongs: GET answers WRONGTYPE.
     let pushed = redis
-        .command(&["RPUSH", "cachalot:credential:abc", "x"])
+        .command(&["RPUSH", "cachalot:{credential:abc}", "x"])
         .unwrap();
     assert!(pushed.starts_with(':'), "{pushed:?}");
 
@@ -307,4 +307,210 @@ async fn admin_endpoints_answer_on_the_admin_port_only() {
         assert_eq!(origin.count_of(path), 1, "{path} reached the origin");
     }
     proxy.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Drills under steady load. Each prints its figures (run with --no-capture to see them);
+// the README's operations section reports them. Bounds are generous on purpose: a noisy
+// 2-core machine must not fail them, while a proxy that hangs or errors still does.
+// ---------------------------------------------------------------------------------------
+
+/// The proxy's Redis command timeout in the test policy (`support::policy_text`).
+const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
+/// What the drills' origin takes per request.
+const ORIGIN_LATENCY: Duration = Duration::from_millis(20);
+
+fn credentials(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("/api/credentials/c{i}")).collect()
+}
+
+async fn slow_origin(latency: Duration) -> Origin {
+    Origin::start(move |seen, n| {
+        Reply::ok(format!("{{\"target\":\"{}\",\"n\":{n}}}", seen.target)).delay(latency)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_redis_killed_and_restarted_3s_later_loses_no_request() {
+    let mut redis = RedisServer::start();
+    let origin = slow_origin(ORIGIN_LATENCY).await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let paths = credentials(20);
+    for path in &paths {
+        get(proxy.addr(), path, &[]).await;
+    }
+    let load = tokio::spawn(load::steady(proxy.addr(), paths, 4, Duration::from_secs(7)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed = Instant::now();
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| redis.restart());
+    let back = Instant::now();
+    let report = load.await.expect("load");
+    let recovery = report.first_hit_after(back);
+    println!(
+        "kill + restart after 3 s: {} requests, {} errors, slowest while down {:?}, first hit {:?} after redis answered again",
+        report.requests(),
+        report.errors(),
+        report.max_latency_between(killed, back),
+        recovery
+    );
+    assert_eq!(report.errors(), 0);
+    let recovery = recovery.expect("hits resumed before the load ended");
+    assert!(recovery < Duration::from_secs(2) * 3, "{recovery:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_redis_paused_5s_costs_each_request_at_most_the_timeout() {
+    let redis = RedisServer::start();
+    let origin = slow_origin(ORIGIN_LATENCY).await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let paths = credentials(20);
+    for path in &paths {
+        get(proxy.addr(), path, &[]).await;
+    }
+    let load = tokio::spawn(load::steady(proxy.addr(), paths, 4, Duration::from_secs(8)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let paused = Instant::now();
+    redis.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    redis.signal("CONT");
+    let resumed = Instant::now();
+    let report = load.await.expect("load");
+    let slowest = report.max_latency_between(paused, resumed);
+    let recovery = report.first_hit_after(resumed);
+    println!(
+        "SIGSTOP 5 s: {} requests, {} errors, slowest during the pause {slowest:?} (timeout {REDIS_TIMEOUT:?} + origin {ORIGIN_LATENCY:?}), first hit {recovery:?} after SIGCONT",
+        report.requests(),
+        report.errors(),
+    );
+    assert_eq!(report.errors(), 0);
+    // The bound allows a full second of scheduling noise beyond timeout + origin.
+    let bound = REDIS_TIMEOUT + ORIGIN_LATENCY + Duration::from_secs(1);
+    assert!(
+        slowest < bound,
+        "a request hung {slowest:?} (bound {bound:?})"
+    );
+    assert!(recovery.is_some(), "hits did not resume after SIGCONT");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_a_killed_lock_holder_delays_the_other_instance_by_at_most_lock_ttl() {
+    let redis = RedisServer::start();
+    let fetch = Duration::from_millis(1500);
+    let origin = slow_origin(fetch).await;
+    let lock_ttl = Duration::from_secs(2);
+    let text = |listen: &str| {
+        support::policy_text(origin.addr(), &redis.url(), CREDENTIAL)
+            .replace("lock_ttl = \"5s\"", "lock_ttl = \"2s\"")
+            .replace("wait = \"3s\"", "wait = \"10s\"")
+            .replace("addr = \"127.0.0.1:0\"", &format!("addr = \"{listen}\""))
+    };
+    // The lock holder is a real process, so that it can die as a crash would (SIGKILL).
+    let holder_addr: SocketAddr = format!("127.0.0.1:{}", support::redis::free_port())
+        .parse()
+        .unwrap();
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), text(&holder_addr.to_string())).unwrap();
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_cachalot"))
+        .args(["run", "--config"])
+        .arg(file.path())
+        .env_remove("REDIS_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cachalot starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(holder_addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the holder did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other = cachalot::Server::start(
+        cachalot::Policy::parse(&text("127.0.0.1:0"), "test.toml").unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let path = "/api/credentials/slow";
+    let doomed = tokio::spawn(async move {
+        // The client of the killed instance loses its connection; that is not this drill's
+        // question, so the outcome is ignored.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            support::client().get(format!("http://{holder_addr}{path}").parse().unwrap()),
+        )
+        .await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.keys("cachalot:lock:*").is_empty() {
+        assert!(Instant::now() < deadline, "the holder never took the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let locked = Instant::now();
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let addr = other.addr();
+            tokio::spawn(async move { get(addr, path, &[]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    holder.kill().expect("SIGKILL");
+    holder.wait().expect("reaped");
+    let mut slowest = Duration::ZERO;
+    for waiter in waiters {
+        let got = waiter.await.expect("waiter");
+        slowest = slowest.max(locked.elapsed());
+        assert_eq!(got.status, 200, "{}", got.cache_status());
+        assert!(got.text().contains(path), "{}", got.text());
+    }
+    doomed.abort();
+    println!(
+        "lock holder killed: 5 waiters on the other instance answered {slowest:?} after the lock was taken (lock_ttl {lock_ttl:?} + fetch {fetch:?})"
+    );
+    let bound = lock_ttl + fetch + Duration::from_secs(2);
+    assert!(slowest < bound, "{slowest:?} (bound {bound:?})");
+    assert_eq!(origin.count(), 2, "the holder's fetch, then one takeover");
+    other.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_a_full_redis_keeps_the_proxy_serving() {
+    for policy in ["allkeys-lru", "noeviction"] {
+        let redis = RedisServer::start_with(&["--maxmemory", "3mb", "--maxmemory-policy", policy]);
+        let origin = Origin::start(|_, _| Reply::ok(support::pattern(64 * 1024))).await;
+        let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+        let (mut errors, mut stored) = (0, 0);
+        for i in 0..150 {
+            let got = get(proxy.addr(), &format!("/api/credentials/big{i}"), &[]).await;
+            if got.status != 200 || got.body != support::pattern(64 * 1024) {
+                errors += 1;
+            }
+            stored += usize::from(got.stored());
+        }
+        let last = get(proxy.addr(), "/api/credentials/big149", &[]).await;
+        let info = redis.command(&["INFO", "stats"]).unwrap();
+        let evicted = info
+            .lines()
+            .find_map(|l| l.strip_prefix("evicted_keys:"))
+            .unwrap_or("?")
+            .to_string();
+        println!(
+            "maxmemory 3mb {policy}: 150 fills of 64 KiB, {errors} errors, {stored} stored, {} entries left, {evicted} evicted, last key a hit: {}",
+            redis.entries().len(),
+            last.cache_status().starts_with("cachalot; hit")
+        );
+        assert_eq!(errors, 0, "{policy}");
+        assert_eq!(last.status, 200);
+        if policy == "allkeys-lru" {
+            assert!(
+                last.cache_status().starts_with("cachalot; hit"),
+                "{}",
+                last.cache_status()
+            );
+        }
+        proxy.shutdown().await;
+    }
 }

@@ -134,10 +134,10 @@ async fn vary_stores_one_variant_per_request_header_value() {
     assert_eq!(origin.count(), 3, "one origin request per variant");
     let keys: BTreeSet<String> = redis.entries().into_iter().collect();
     for key in [
-        "cachalot:page:1",
-        "cachalot:page:1#accept-language=de",
-        "cachalot:page:1#accept-language=en",
-        "cachalot:page:1#accept-language",
+        "cachalot:{page:1}",
+        "cachalot:{page:1}#accept-language=de",
+        "cachalot:{page:1}#accept-language=en",
+        "cachalot:{page:1}#accept-language",
     ] {
         assert!(keys.contains(key), "{key} missing from {keys:?}");
     }

@@ -99,10 +99,10 @@ async fn most_specific_route_wins_whatever_the_file_order() {
         assert_eq!(
             redis.entries(),
             [
-                "cachalot:by_int:42",
-                "cachalot:by_param:abc",
-                "cachalot:rest:a/b",
-                "cachalot:special",
+                "cachalot:{by_int:42}",
+                "cachalot:{by_param:abc}",
+                "cachalot:{rest:a/b}",
+                "cachalot:{special}",
             ]
         );
         proxy.shutdown().await;
@@ -277,7 +277,7 @@ key = "credential:{id}"
     let seen = origin.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].method, "GET", "a HEAD miss fills with a GET");
-    assert_eq!(redis.entries(), ["cachalot:credential:abc"]);
+    assert_eq!(redis.entries(), ["cachalot:{credential:abc}"]);
 
     let full = get(proxy.addr(), "/api/credentials/abc", &[]).await;
     assert!(
@@ -443,7 +443,7 @@ ttl = "5m"
         "{}",
         read.cache_status()
     );
-    assert_eq!(redis.entries(), ["cachalot:profile:7"]);
+    assert_eq!(redis.entries(), ["cachalot:{profile:7}"]);
     proxy.shutdown().await;
 }
 
@@ -482,9 +482,9 @@ ttl = "3m"
     assert_eq!(
         redis.entries(),
         [
-            "cachalot:/api/stats/week",
-            "cachalot:file:o1:a/b.txt",
-            "cachalot:user:42",
+            "cachalot:{/api/stats/week}",
+            "cachalot:{file:o1:a/b.txt}",
+            "cachalot:{user:42}",
         ]
     );
     proxy.shutdown().await;
@@ -534,9 +534,9 @@ ttl = "1m"
     assert_eq!(
         redis.entries(),
         [
-            "cachalot:search",
-            "cachalot:search?a=1&b=2",
-            "cachalot:search?page=2",
+            "cachalot:{search}",
+            "cachalot:{search}?a=1&b=2",
+            "cachalot:{search}?page=2",
         ]
     );
     proxy.shutdown().await;
@@ -569,7 +569,7 @@ query = "ignore"
     assert_eq!(second.body, first.body);
     let targets: Vec<String> = origin.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(targets, ["/api/settings"]);
-    assert_eq!(redis.entries(), ["cachalot:settings"]);
+    assert_eq!(redis.entries(), ["cachalot:{settings}"]);
     proxy.shutdown().await;
 }
 
@@ -605,9 +605,9 @@ query = ["period"]
     assert_eq!(
         redis.entries(),
         [
-            "cachalot:stats",
-            "cachalot:stats?period=day",
-            "cachalot:stats?period=week",
+            "cachalot:{stats}",
+            "cachalot:{stats}?period=day",
+            "cachalot:{stats}?period=week",
         ]
     );
     proxy.shutdown().await;
@@ -632,7 +632,7 @@ key = "credential:{id}"
     let forged = get(proxy.addr(), "/api/credentials/a:b*", &[]).await;
     assert_eq!(forged.status, 200);
     assert!(forged.stored());
-    assert_eq!(redis.entries(), ["cachalot:credential:a%3Ab%2A"]);
+    assert_eq!(redis.entries(), ["cachalot:{credential:a%3Ab%2A}"]);
 
     let plain = get(proxy.addr(), "/api/credentials/a", &[]).await;
     assert!(
@@ -643,7 +643,7 @@ key = "credential:{id}"
     assert_eq!(plain.text(), r#"{"target":"/api/credentials/a","n":2}"#);
     assert_eq!(
         redis.entries(),
-        ["cachalot:credential:a", "cachalot:credential:a%3Ab%2A"]
+        ["cachalot:{credential:a%3Ab%2A}", "cachalot:{credential:a}"]
     );
 
     // Each is then a hit on its own entry.

@@ -46,6 +46,10 @@ pub(crate) struct RedisSection {
     pub url: Option<Spanned<String>>,
     pub prefix: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub tls_ca_file: Option<Spanned<String>>,
+    pub tls_cert_file: Option<Spanned<String>>,
+    pub tls_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,6 +11,7 @@ pub use limits::Limits;
 
 use crate::freshness::{DEFAULT_ORIGIN_TTL_MAX, Ttl};
 use crate::key::{KeyTemplate, QueryRule};
+use crate::redis_tls::TlsFiles;
 use crate::route::{
     Action, CacheRule, InvalidateRule, MethodSet, PathPattern, Route, RouteTable, Statuses,
 };
@@ -77,6 +78,30 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Per-command timeout; a slower Redis counts as down and requests go to the origin.
     pub timeout: Duration,
+    /// A password from `password_file` or the environment; wins over one in the URL.
+    pub password: Option<Secret>,
+    /// CA and client certificate files for `rediss://`.
+    pub tls: TlsFiles,
+}
+
+/// A password that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -117,19 +142,60 @@ impl Policy {
         compile(raw, file, &locate)
     }
 
-    /// Applies `REDIS_URL` from the environment, which wins over the file (12-factor style).
+    /// Applies the environment, which wins over the file (12-factor style): `REDIS_URL`,
+    /// or the managed-Redis form `REDIS_HOST` + `REDIS_PORT` + `REDIS_SSL`; and a password
+    /// from `REDIS_PASSWORD` or `REDIS_ACCESS_KEY`.
     pub fn apply_env(&mut self) -> Result<(), PolicyError> {
-        if let Ok(url) = std::env::var("REDIS_URL")
-            && !url.trim().is_empty()
-        {
-            check_redis_url(&url).map_err(|message| PolicyError {
-                file: "environment".into(),
-                position: None,
-                field: "REDIS_URL".into(),
-                message,
-            })?;
+        self.apply_vars(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// [`Policy::apply_env`] over any source of variables.
+    pub fn apply_vars(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), PolicyError> {
+        let fail = |field: &str, message: String| PolicyError {
+            file: "environment".into(),
+            position: None,
+            field: field.into(),
+            message,
+        };
+        if let Some(url) = var("REDIS_URL") {
+            check_redis_url(&url).map_err(|m| fail("REDIS_URL", m))?;
+            self.redis.url = url;
+        } else if let Some(host) = var("REDIS_HOST") {
+            let tls = match var("REDIS_SSL").map(|v| v.trim().to_ascii_lowercase()) {
+                None => false,
+                Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => true,
+                Some(v) if ["false", "0", "no", "off"].contains(&v.as_str()) => false,
+                Some(v) => {
+                    return Err(fail(
+                        "REDIS_SSL",
+                        format!("{v:?} is not a yes/no value; use true or false"),
+                    ));
+                }
+            };
+            let port = match var("REDIS_PORT") {
+                None if tls => 6380,
+                None => 6379,
+                Some(p) => p
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| {
+                        fail(
+                            "REDIS_PORT",
+                            format!("{p:?} is not a port number (1-65535)"),
+                        )
+                    })?,
+            };
+            let scheme = if tls { "rediss" } else { "redis" };
+            let url = format!("{scheme}://{}:{port}", host.trim());
+            check_redis_url(&url).map_err(|m| fail("REDIS_HOST", m))?;
             self.redis.url = url;
         }
+        if let Some(password) = var("REDIS_PASSWORD").or_else(|| var("REDIS_ACCESS_KEY")) {
+            self.redis.password = Some(Secret::new(password));
+        }
+        check_tls_scheme(&self.redis.url, &self.redis.tls).map_err(|m| fail("redis.url", m))?;
         Ok(())
     }
 
@@ -279,6 +345,37 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
             text.clone()
         }
     };
+    let tls = TlsFiles {
+        ca_file: raw.redis.tls_ca_file.as_ref().map(|f| f.get_ref().into()),
+        cert_file: raw.redis.tls_cert_file.as_ref().map(|f| f.get_ref().into()),
+        key_file: raw.redis.tls_key_file.as_ref().map(|f| f.get_ref().into()),
+    };
+    let tls_span = [
+        &raw.redis.tls_ca_file,
+        &raw.redis.tls_cert_file,
+        &raw.redis.tls_key_file,
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    .map(Spanned::span);
+    // Without a URL in the file, REDIS_URL or REDIS_HOST + REDIS_SSL supply it: the scheme
+    // is checked against the TLS files once the environment is applied.
+    if let Some(url) = &raw.redis.url {
+        check_tls_scheme(url.get_ref(), &tls)
+            .map_err(|m| locate.at(Some(url.span()), "redis.url", m))?;
+    }
+    if !tls.is_empty() {
+        tls.client_config()
+            .map_err(|m| locate.at(tls_span, "redis", m))?;
+    }
+    let password = match &raw.redis.password_file {
+        None => None,
+        Some(path) => Some(
+            read_password(path.get_ref())
+                .map_err(|m| locate.at(Some(path.span()), "redis.password_file", m))?,
+        ),
+    };
     let redis = RedisSettings {
         url: redis_url,
         prefix,
@@ -288,6 +385,8 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
             Duration::from_secs(2),
             locate,
         )?,
+        password,
+        tls,
     };
     let collapse = CollapseSettings {
         lock_ttl: duration(
@@ -880,16 +979,18 @@ fn origin_url(value: &Spanned<String>, locate: &Locator<'_>) -> Result<Uri, Poli
 }
 
 /// URL schemes the Redis client is built for.
-const REDIS_SCHEMES: &[&str] = &["redis", "redis-cluster", "redis-sentinel", "redis+unix"];
+const REDIS_SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+    "redis+unix",
+];
 
 fn check_redis_url(url: &str) -> Result<(), String> {
     let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
-    if scheme.starts_with("rediss") {
-        return Err(format!(
-            "{:?}: TLS to Redis (rediss://) is not built into this version yet; use a TLS tunnel or a plain redis:// URL",
-            redact(url)
-        ));
-    }
     if !REDIS_SCHEMES.contains(&scheme) {
         return Err(format!(
             "{:?} is not a Redis URL; expected one of {}://…, e.g. \"redis://127.0.0.1:6379\"",
@@ -906,6 +1007,29 @@ fn check_redis_url(url: &str) -> Result<(), String> {
                 e.details()
             )
         })
+}
+
+/// TLS files only mean something for a TLS URL; set with a plain one, they are a mistake
+/// that would otherwise send the password in clear text.
+fn check_tls_scheme(url: &str, tls: &TlsFiles) -> Result<(), String> {
+    if tls.is_empty() || crate::redis_connect::uses_tls(url) {
+        return Ok(());
+    }
+    Err(format!(
+        "{:?} is not a TLS URL, but [redis] has TLS files: use rediss:// (rediss-cluster://, rediss-sentinel://) or remove tls_ca_file, tls_cert_file and tls_key_file",
+        redact(url)
+    ))
+}
+
+/// A mounted secret's content, without the trailing newline editors and `echo` add.
+fn read_password(path: &str) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the password file {path:?}: {e}"))?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(format!("the password file {path:?} is empty"));
+    }
+    Ok(Secret::new(password))
 }
 
 pub(super) fn duration(

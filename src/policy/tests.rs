@@ -198,3 +198,73 @@ fn vary_per_user_and_max_variants_are_checked() {
     let pass = GOOD.replace("cache = false", "cache = false\nper_user = true");
     assert!(error(&pass).to_string().contains("no effect"));
 }
+
+/// The policy with exactly these environment variables applied.
+fn with_vars(vars: &[(&str, &str)]) -> Result<Policy, PolicyError> {
+    let mut policy = Policy::parse(GOOD, "p.toml").unwrap();
+    let vars: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    policy
+        .apply_vars(|name| vars.get(name).cloned())
+        .map(|()| policy)
+}
+
+#[test]
+fn the_environment_chooses_redis_url_or_the_managed_redis_variables() {
+    let url = |vars: &[(&str, &str)]| with_vars(vars).unwrap().redis.url;
+    assert_eq!(url(&[]), "redis://127.0.0.1:6379");
+    assert_eq!(
+        url(&[("REDIS_URL", "rediss://h:6380/1")]),
+        "rediss://h:6380/1"
+    );
+    assert_eq!(
+        url(&[("REDIS_HOST", "cache.example")]),
+        "redis://cache.example:6379"
+    );
+    assert_eq!(
+        url(&[("REDIS_HOST", "cache.example"), ("REDIS_SSL", "True")]),
+        "rediss://cache.example:6380"
+    );
+    assert_eq!(
+        url(&[
+            ("REDIS_HOST", "h"),
+            ("REDIS_SSL", "no"),
+            ("REDIS_PORT", "7000")
+        ]),
+        "redis://h:7000"
+    );
+    // REDIS_URL wins over the separate settings.
+    assert_eq!(
+        url(&[("REDIS_URL", "redis://u:1"), ("REDIS_HOST", "h")]),
+        "redis://u:1"
+    );
+    let port = with_vars(&[("REDIS_HOST", "h"), ("REDIS_PORT", "x")]).unwrap_err();
+    assert_eq!(port.field, "REDIS_PORT");
+}
+
+#[test]
+fn a_password_from_the_environment_never_prints() {
+    let policy = with_vars(&[("REDIS_ACCESS_KEY", "key"), ("REDIS_PASSWORD", "pw")]).unwrap();
+    let password = policy.redis.password.as_ref().unwrap();
+    assert_eq!(
+        password.expose(),
+        "pw",
+        "REDIS_PASSWORD wins over REDIS_ACCESS_KEY"
+    );
+    assert!(!format!("{policy:?}").contains("pw\""));
+    let policy = with_vars(&[("REDIS_ACCESS_KEY", "key")]).unwrap();
+    assert_eq!(policy.redis.password.unwrap().expose(), "key");
+}
+
+#[test]
+fn tls_files_need_a_tls_url() {
+    let source = GOOD.replace(
+        "[origin]",
+        "[redis]\nurl = \"redis://h:6379\"\ntls_ca_file = \"ca.pem\"\n\n[origin]",
+    );
+    let e = error(&source);
+    assert_eq!(e.field, "redis.url");
+    assert!(e.message.contains("use rediss://"), "{e}");
+}

@@ -5,8 +5,11 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
+pub mod load;
 pub mod origin;
 pub mod redis;
+pub mod tls;
 
 use bytes::Bytes;
 use cachalot::{Policy, Server};
@@ -34,8 +37,31 @@ pub async fn start_proxy_with(origin: SocketAddr, redis_url: &str, routes: &str)
     Server::start(policy).await.expect("proxy starts")
 }
 
+/// As [`start_proxy_with`], with extra `[redis]` settings (`password_file = "..."`).
+pub async fn start_proxy_redis(
+    origin: SocketAddr,
+    redis_url: &str,
+    redis_extra: &str,
+    routes: &str,
+) -> Server {
+    let policy = policy_text_with(origin, redis_url, redis_extra, routes);
+    let policy = Policy::parse(&policy, "test.toml")
+        .unwrap_or_else(|e| panic!("test policy is invalid: {e}"));
+    Server::start(policy).await.expect("proxy starts")
+}
+
 /// A complete policy text around `routes`.
 pub fn policy_text(origin: SocketAddr, redis_url: &str, routes: &str) -> String {
+    policy_text_with(origin, redis_url, "", routes)
+}
+
+/// A complete policy text around `routes`, with extra `[redis]` settings.
+pub fn policy_text_with(
+    origin: SocketAddr,
+    redis_url: &str,
+    redis_extra: &str,
+    routes: &str,
+) -> String {
     format!(
         r#"
 [listen]
@@ -50,6 +76,7 @@ timeout = "2s"
 url = "{redis_url}"
 prefix = "cachalot"
 timeout = "300ms"
+{redis_extra}
 
 [collapse]
 lock_ttl = "5s"
@@ -160,4 +187,41 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     }
     writing.abort();
     String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// `cachalot check --connect` (the real binary) on a policy with `redis_url` (none: the
+/// default, for the environment to replace) and extra `[redis]` settings, with exactly the
+/// Redis variables in `env` (the caller's own are removed).
+pub fn check_connect(
+    redis_url: Option<&str>,
+    redis_extra: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    use std::io::Write;
+    let url = redis_url.map_or(String::new(), |u| format!("url = \"{u}\"\n"));
+    let text = format!(
+        "[origin]\nurl = \"http://127.0.0.1:5000\"\n\n[redis]\n{url}timeout = \"1s\"\n{redis_extra}\n"
+    );
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(text.as_bytes()).expect("policy written");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cachalot"));
+    command
+        .args(["check", "--connect", "--config"])
+        .arg(file.path());
+    for name in [
+        "REDIS_URL",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_SSL",
+        "REDIS_PASSWORD",
+        "REDIS_ACCESS_KEY",
+        "CACHALOT_CONFIG",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("cachalot runs")
 }

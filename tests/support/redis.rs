@@ -10,15 +10,49 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra command-line settings (`--requirepass`, `--cluster-enabled yes`, ...).
+    args: Vec<String>,
+    /// A config file given first on the command line (a sentinel needs one it can rewrite).
+    config: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra settings, e.g. `["--requirepass", "s3cret"]`.
+    pub fn start_with(args: &[&str]) -> Self {
+        Self::launch(args, None)
+    }
+
+    /// A sentinel watching the primary at `primary` as service `name`, declaring it down
+    /// after 1 s without an answer.
+    pub fn start_sentinel(primary: SocketAddr, name: &str) -> Self {
+        let config = format!(
+            "sentinel monitor {name} {} {} 1\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n\
+             sentinel parallel-syncs {name} 1\n",
+            primary.ip(),
+            primary.port()
+        );
+        Self::launch(&["--sentinel"], Some(config))
+    }
+
+    fn launch(args: &[&str], config: Option<String>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let config = config.map(|text| {
+            let path = dir.path().join("redis.conf");
+            std::fs::write(&path, text).expect("config file written");
+            path
+        });
         let mut server = Self {
             port: 0,
             dir,
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            config,
         };
         // Another process may take the free port before redis-server binds it: try another.
         for _ in 0..5 {
@@ -41,11 +75,16 @@ impl RedisServer {
 
     /// Starts redis-server on `self.port`; false if it exits or does not answer in time.
     fn try_spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(config) = &self.config {
+            command.arg(config);
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -53,7 +92,11 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.command(&["PING"]).is_ok_and(|r| r.contains("PONG")) {
+            // A server with a password answers NOAUTH: it is up all the same.
+            if self
+                .command(&["PING"])
+                .is_ok_and(|r| r.contains("PONG") || r.contains("NOAUTH"))
+            {
                 return true;
             }
             let exited = self
@@ -74,6 +117,15 @@ impl RedisServer {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the process is running (not killed by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Kills the server (SIGKILL), as a crash would.
@@ -134,6 +186,7 @@ impl RedisServer {
                     "cachalot:gen:",
                     "cachalot:tag:",
                     "cachalot:variants:",
+                    "cachalot:purged:",
                 ]
                 .iter()
                 .any(|ns| key.starts_with(ns))

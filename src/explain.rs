@@ -230,11 +230,32 @@ fn query_note(rule: &QueryRule, query: Option<&str>) -> &'static str {
 }
 
 fn bypass_line(rule: &CacheRule) -> String {
-    if rule.ignore_cookies {
-        "a request with Authorization or Upgrade goes to the origin uncached; Cookie is stripped (ignore_cookies)".into()
-    } else {
-        "a request with Authorization, Cookie or Upgrade goes to the origin uncached".into()
+    let mut bypassing = vec!["Upgrade"];
+    if !rule.per_user {
+        bypassing.insert(0, "Authorization");
     }
+    if !rule.ignore_cookies {
+        bypassing.insert(bypassing.len() - 1, "Cookie");
+    }
+    let mut line = match bypassing.as_slice() {
+        [one] => format!("a request with {one} goes to the origin uncached"),
+        [init @ .., last] => format!(
+            "a request with {} or {last} goes to the origin uncached",
+            init.join(", ")
+        ),
+        [] => unreachable!("Upgrade always bypasses"),
+    };
+    if rule.ignore_cookies {
+        line.push_str("; Cookie is stripped (ignore_cookies)");
+    }
+    if rule.per_user {
+        line.push_str("; Authorization is cached per credential, keyed on its hash (per_user)");
+    }
+    if !rule.vary.is_empty() {
+        let names: Vec<&str> = rule.vary.iter().map(|n| n.as_str()).collect();
+        line.push_str(&format!("; the key holds {} (vary)", names.join(", ")));
+    }
+    line
 }
 
 /// Aligned `label  value` lines.

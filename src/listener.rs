@@ -70,6 +70,8 @@ pub async fn serve<H, F>(
         .max_pending_accept_reset_streams(limits.h2_max_resets)
         .max_header_list_size(limits.max_head_size as u32);
 
+    // Registered at zero, so the family exists (and rate() works) before the first refusal.
+    metrics::counter!("cachalot_connections_refused_total").increment(0);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     loop {

@@ -6,7 +6,8 @@
 //! means, routes and keys on that, and sends exactly that path to the origin:
 //!
 //! - percent-escapes of unreserved characters are decoded (`%61` is `a`, `%2e` is `.`) and
-//!   the remaining escapes upper-cased (RFC 3986 §6.2.2);
+//!   the remaining escapes upper-cased (RFC 3986 §6.2.2); a `%` that starts no escape
+//!   becomes `%25`, so no decoding step (here or at the origin) can build a new escape;
 //! - runs of `/` become one (`//api` is `/api`), as Werkzeug and most servers merge them;
 //! - dot segments are resolved (RFC 3986 §5.2.4), including `%2e%2e` and the `..;x` form
 //!   that Java servers read as `..`; a path cannot climb above `/`;
@@ -95,6 +96,13 @@ fn decode_unreserved(path: &str) -> Result<Cow<'_, str>, Rejected> {
             i += 3;
             continue;
         }
+        if bytes[i] == b'%' {
+            // A '%' that starts no escape is data: escaped, so that `%4%41` cannot become
+            // the escape `%4A` here and be decoded once more by the origin.
+            out.push_str("%25");
+            i += 1;
+            continue;
+        }
         // Paths are ASCII in a valid request-target; copy byte runs through as characters.
         let start = i;
         i += 1;
@@ -164,7 +172,10 @@ mod tests {
         assert_eq!(norm("/api/%61bc%3a%7E"), "/api/abc%3A~");
         assert_eq!(norm("/plain/path"), "/plain/path");
         assert!(matches!(normalize("/plain"), Ok(Cow::Borrowed(_))));
-        assert_eq!(norm("/bad%zz"), "/bad%zz");
+        assert_eq!(norm("/bad%zz"), "/bad%25zz");
+        // A stray '%' never combines with what follows into a new escape.
+        assert_eq!(norm("/%4%41"), "/%254A");
+        assert_eq!(normalize("/x%2%46y"), Ok(Cow::Owned("/x%252Fy".into())));
     }
 
     #[test]

@@ -191,6 +191,25 @@ async fn encoded_slashes_and_control_characters_are_refused_without_asking_the_o
 }
 
 #[tokio::test]
+async fn a_stray_percent_cannot_build_an_escape_for_the_origin_to_decode() {
+    // `%2%46` would read as `%2F` after one decoding of `%46`; the stray `%` is sent as
+    // `%25`, so the origin decodes it to the text "%2F", never to a slash.
+    assert_private_each_time("/api/users/42%2%46profile", "/api/users/42%252Fprofile").await;
+    // Built dot segments stay text: a static path the origin serves as one, never the profile.
+    let redis = RedisServer::start();
+    let origin = origin().await;
+    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let got = get(proxy.addr(), "/static/%2%65%2%65/api/users/42/profile", &[]).await;
+    assert!(!got.text().contains(SECRET));
+    assert_eq!(
+        origin.seen()[0].target,
+        "/static/%252e%252e/api/users/42/profile"
+    );
+    assert_secret_not_stored(&redis, "built dot segments");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_normalised_path_shares_the_entry_of_its_plain_form() {
     let redis = RedisServer::start();
     let origin = origin().await;

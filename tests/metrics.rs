@@ -37,6 +37,7 @@ tags = ["items"]
 [[route]]
 match = "GET /things/{id}"
 ttl = "2m"
+max_variants = 1
 
 [[route]]
 name = "hot"
@@ -115,6 +116,8 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("cachalot_l1_lookups_total", "counter", &["result"]),
     ("cachalot_l1_entries", "gauge", &[]),
     ("cachalot_l1_bytes", "gauge", &[]),
+    ("cachalot_connections_refused_total", "counter", &[]),
+    ("cachalot_variants_refused_total", "counter", &["route"]),
 ];
 
 /// A request id nobody else uses: if it shows up in `/metrics`, a raw path leaked into a label.
@@ -779,6 +782,14 @@ async fn every_metric_family_is_exported_with_its_labels_after_real_traffic() {
         not_found.cache_status().contains("status-not-stored"),
         "{not_found:?}"
     );
+    // A second query variant of one thing is over max_variants = 1: answered, not stored.
+    let c = fresh_id(&mut ids);
+    assert!(get(addr, &format!("/things/{c}?v=1"), &[]).await.stored());
+    let over = get(addr, &format!("/things/{c}?v=2"), &[]).await;
+    assert!(
+        over.cache_status().contains("too-many-variants"),
+        "{over:?}"
+    );
 
     // Collapsed in this process: followers join the flight the leader is still fetching.
     let slow = format!("/items/slow-{}", fresh_id(&mut ids));
@@ -1153,6 +1164,10 @@ async fn every_metric_family_is_exported_with_its_labels_after_real_traffic() {
     increased(
         "cachalot_origin_requests_total",
         &[("route", "GET /things/{id}"), ("status", "404")],
+    );
+    increased(
+        "cachalot_variants_refused_total",
+        &[("route", "GET /things/{id}")],
     );
     increased(
         "cachalot_origin_requests_total",

@@ -9,7 +9,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use support::{Origin, RedisServer, Reply, get, policy_text, start_proxy};
+use support::{Got, Origin, RedisServer, Reply, get, policy_text, start_proxy};
+
+/// Asserts that a response's `Cache-Status` contains `part`, showing it when not.
+fn says(got: &Got, part: &str) {
+    assert!(
+        got.cache_status().contains(part),
+        "expected {part:?} in {}",
+        got.cache_status()
+    );
+}
 
 const ORIGIN_ROUTE: &str = r#"
 [[route]]
@@ -36,17 +45,9 @@ async fn the_origins_max_age_decides_freshness_within_ttl_max() {
 
     let first = get(proxy.addr(), "/pages/short", &[]).await;
     assert!(first.stored(), "{}", first.cache_status());
-    assert!(
-        first.cache_status().contains("ttl=1"),
-        "{}",
-        first.cache_status()
-    );
+    says(&first, "ttl=1");
     let hit = get(proxy.addr(), "/pages/short", &[]).await;
-    assert!(
-        hit.cache_status().contains("; hit"),
-        "{}",
-        hit.cache_status()
-    );
+    says(&hit, "; hit");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let expired = get(proxy.addr(), "/pages/short", &[]).await;
     assert!(
@@ -58,11 +59,7 @@ async fn the_origins_max_age_decides_freshness_within_ttl_max() {
 
     // s-maxage wins over max-age for a shared cache, and ttl_max caps it.
     let capped = get(proxy.addr(), "/pages/long", &[]).await;
-    assert!(
-        capped.cache_status().contains("ttl=10;"),
-        "{}",
-        capped.cache_status()
-    );
+    says(&capped, "ttl=10;");
     proxy.shutdown().await;
 }
 
@@ -85,11 +82,7 @@ async fn a_response_without_freshness_is_stored_only_with_ttl_default() {
     assert_eq!(origin.count_of("/pages/plain"), 2);
     assert!(get(proxy.addr(), "/docs/a", &[]).await.stored());
     let hit = get(proxy.addr(), "/docs/a", &[]).await;
-    assert!(
-        hit.cache_status().contains("; hit; ttl="),
-        "{}",
-        hit.cache_status()
-    );
+    says(&hit, "; hit; ttl=");
     proxy.shutdown().await;
 }
 
@@ -183,34 +176,34 @@ async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it_without_the_body() 
         "the origin was asked conditionally"
     );
     let hit = get(proxy.addr(), "/pages/r", &[]).await;
-    assert!(
-        hit.cache_status().contains("; hit"),
-        "{}",
-        hit.cache_status()
-    );
+    says(&hit, "; hit");
     assert_eq!(hit.text(), "the whole payload");
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
-    let redis = RedisServer::start();
-    let origin = Origin::start(|_, n| {
-        let reply = Reply::ok(format!("n={n}"));
-        if n > 1 {
-            reply.delay(Duration::from_millis(300))
-        } else {
-            reply
-        }
-    })
-    .await;
-    let routes = r#"
+/// A feed that goes stale after a second and may be served stale for 30 s while refreshed.
+const FEED: &str = r#"
 [[route]]
 name = "feed"
 match = "GET /feed"
 ttl = "1s"
 stale_while_revalidate = "30s"
 "#;
+
+/// An origin that answers `n=<serial>`, the first time at once and then after `delay`.
+async fn slow_after_first(delay: Duration) -> Origin {
+    Origin::start(move |_, n| {
+        let reply = Reply::ok(format!("n={n}"));
+        if n > 1 { reply.delay(delay) } else { reply }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
+    let redis = RedisServer::start();
+    let origin = slow_after_first(Duration::from_millis(300)).await;
+    let routes = FEED;
     let proxy = start_proxy(&origin, &redis, routes).await;
     assert!(get(proxy.addr(), "/feed", &[]).await.stored());
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -243,30 +236,33 @@ stale_while_revalidate = "30s"
     let got = tokio::time::timeout(Duration::from_secs(5), refreshed)
         .await
         .expect("the background refresh stored the new response");
-    assert!(
-        got.cache_status().contains("; hit"),
-        "{}",
-        got.cache_status()
-    );
+    says(&got, "; hit");
     assert_eq!(origin.count(), 2, "one refresh for the whole burst");
     proxy.shutdown().await;
+}
+
+/// An origin that answers `good` until the returned switch is set, then `broken`.
+async fn breakable(good: Reply, broken: Reply) -> (Origin, Arc<AtomicBool>) {
+    let switch = Arc::new(AtomicBool::new(false));
+    let origin = Origin::start({
+        let switch = Arc::clone(&switch);
+        move |_, _| {
+            if switch.load(Ordering::SeqCst) {
+                broken.clone()
+            } else {
+                good.clone()
+            }
+        }
+    })
+    .await;
+    (origin, switch)
 }
 
 #[tokio::test]
 async fn stale_if_error_stands_in_for_a_failing_origin() {
     let redis = RedisServer::start();
-    let broken = Arc::new(AtomicBool::new(false));
-    let origin = Origin::start({
-        let broken = Arc::clone(&broken);
-        move |_, _| {
-            if broken.load(Ordering::SeqCst) {
-                Reply::ok("database down").status(503)
-            } else {
-                Reply::ok("good")
-            }
-        }
-    })
-    .await;
+    let (origin, broken) =
+        breakable(Reply::ok("good"), Reply::ok("database down").status(503)).await;
     let routes = r#"
 [[route]]
 name = "kept"
@@ -346,25 +342,13 @@ ttl = "origin"
     let first = get(proxy.addr(), "/pages/a", &[]).await;
     let age: u64 = first.header("age").parse().unwrap();
     assert!((300..=302).contains(&age), "Age {age}");
-    assert!(
-        first.cache_status().contains("ttl=300"),
-        "{}",
-        first.cache_status()
-    );
+    says(&first, "ttl=300");
 
     let guessed = get(proxy.addr(), "/guess/a", &[]).await;
-    assert!(
-        guessed.cache_status().contains("ttl=86400"),
-        "{}",
-        guessed.cache_status()
-    );
+    says(&guessed, "ttl=86400");
     // Without the heuristic: not fresh, but kept to be revalidated by its Last-Modified.
     let strict = get(proxy.addr(), "/strict/a", &[]).await;
-    assert!(
-        strict.cache_status().contains("stored; ttl=0"),
-        "{}",
-        strict.cache_status()
-    );
+    says(&strict, "stored; ttl=0");
     proxy.shutdown().await;
 }
 
@@ -383,11 +367,7 @@ async fn surrogate_control_for_the_proxy_beats_cache_control() {
     let proxy = start_proxy(&origin, &redis, ORIGIN_ROUTE).await;
     assert!(get(proxy.addr(), "/pages/s", &[]).await.stored());
     let hit = get(proxy.addr(), "/pages/s", &[]).await;
-    assert!(
-        hit.cache_status().contains("; hit"),
-        "{}",
-        hit.cache_status()
-    );
+    says(&hit, "; hit");
     assert_eq!(
         origin.seen()[0]
             .headers
@@ -401,22 +381,8 @@ async fn surrogate_control_for_the_proxy_beats_cache_control() {
 #[tokio::test]
 async fn one_background_refresh_across_two_instances() {
     let redis = RedisServer::start();
-    let origin = Origin::start(|_, n| {
-        let reply = Reply::ok(format!("n={n}"));
-        if n > 1 {
-            reply.delay(Duration::from_millis(500))
-        } else {
-            reply
-        }
-    })
-    .await;
-    let routes = r#"
-[[route]]
-name = "feed"
-match = "GET /feed"
-ttl = "1s"
-stale_while_revalidate = "30s"
-"#;
+    let origin = slow_after_first(Duration::from_millis(500)).await;
+    let routes = FEED;
     let one = start_proxy(&origin, &redis, routes).await;
     let two = start_proxy(&origin, &redis, routes).await;
     assert!(get(one.addr(), "/feed", &[]).await.stored());
@@ -463,11 +429,7 @@ ttl = "1m"
     );
     let tail = get(proxy.addr(), "/files/a", &[("range", "bytes=-3")]).await;
     assert_eq!((tail.status.as_u16(), tail.text().as_str()), (206, "789"));
-    assert!(
-        tail.cache_status().contains("; hit"),
-        "{}",
-        tail.cache_status()
-    );
+    says(&tail, "; hit");
     let beyond = get(proxy.addr(), "/files/a", &[("range", "bytes=10-")]).await;
     assert_eq!(beyond.status, 416);
     assert_eq!(beyond.header("content-range"), "bytes */10");
@@ -488,17 +450,10 @@ ttl = "1m"
 #[tokio::test]
 async fn must_revalidate_is_never_served_stale() {
     let redis = RedisServer::start();
-    let broken = Arc::new(AtomicBool::new(false));
-    let origin = Origin::start({
-        let broken = Arc::clone(&broken);
-        move |_, _| {
-            if broken.load(Ordering::SeqCst) {
-                Reply::ok("down").status(503)
-            } else {
-                Reply::ok("strict").header("cache-control", "max-age=1, must-revalidate")
-            }
-        }
-    })
+    let (origin, broken) = breakable(
+        Reply::ok("strict").header("cache-control", "max-age=1, must-revalidate"),
+        Reply::ok("down").status(503),
+    )
     .await;
     let routes = r#"
 [[route]]
@@ -540,11 +495,7 @@ honor_client_no_cache = true
         assert!(get(proxy.addr(), path, &[]).await.stored());
     }
     let shielded = get(proxy.addr(), "/shielded", &no_cache).await;
-    assert!(
-        shielded.cache_status().contains("; hit"),
-        "{}",
-        shielded.cache_status()
-    );
+    says(&shielded, "; hit");
     assert_eq!(
         origin.count_of("/shielded"),
         1,

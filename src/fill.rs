@@ -200,7 +200,8 @@ fn serve_filled(flight: Flight, request: &Cacheable, entry: Arc<Entry>) -> Answe
 }
 
 /// Fetches the entry from the origin and stores it if it may be stored. Always publishes
-/// the outcome and releases the lock (when `token` is ours), whatever happens.
+/// the outcome and releases the lock (when `token` is ours), whatever happens, right after
+/// the answer is ready.
 async fn fetch_and_store(
     proxy: &Arc<Proxy>,
     request: &Cacheable,
@@ -209,24 +210,30 @@ async fn fetch_and_store(
     stale: Option<&Arc<Entry>>,
 ) -> (Answer, Landing) {
     let (answer, stored) = fetch(proxy, request, generation, stale).await;
-    let key = request.fill_key();
+    let key = request.fill_key().to_string();
     let notice = match &stored {
-        Some((_, true)) => FillNotice::Stored(key.to_string()),
-        _ => FillNotice::Failed(key.to_string()),
+        Some((_, true)) => FillNotice::Stored(key.clone()),
+        _ => FillNotice::Failed(key.clone()),
     };
-    // Both go out together on the control connection, in this order (one round trip, and
-    // a waiter woken by the notice finds the entry, which was written before it).
-    let publish = async {
-        if token.is_some() || matches!(notice, FillNotice::Stored(_)) {
-            let _ = proxy.store.publish(&notice).await;
-        }
-    };
-    let unlock = async {
-        if let Some(token) = token {
-            let _ = proxy.store.unlock(key, token).await;
-        }
-    };
-    tokio::join!(publish, unlock);
+    // The client's answer does not wait for these: a waiter elsewhere is woken by the notice
+    // and reads the entry, which was written before it; the lock only has to go before it
+    // expires. Both go out together on the control connection (one round trip).
+    let announce = token.is_some() || matches!(notice, FillNotice::Stored(_));
+    let token = token.map(str::to_string);
+    let store = Arc::clone(&proxy.store);
+    tokio::spawn(async move {
+        let publish = async {
+            if announce {
+                let _ = store.publish(&notice).await;
+            }
+        };
+        let unlock = async {
+            if let Some(token) = &token {
+                let _ = store.unlock(&key, token).await;
+            }
+        };
+        tokio::join!(publish, unlock);
+    });
     let landing = match stored {
         // Even if Redis refused the write, the response is shareable with this process's waiters.
         Some((entry, _)) => Landing::Stored(entry),

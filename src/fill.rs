@@ -15,7 +15,7 @@ use crate::freshness::{self, Directives, Ttl};
 use crate::origin::{self, OriginBody, OriginError};
 use crate::proxy::{Cacheable, Proxy, error_response, from_entry};
 use crate::semantics;
-use crate::store::FillNotice;
+use crate::store::{FillNotice, Placement, Put};
 use crate::tags;
 use crate::vary;
 use bytes::{Bytes, BytesMut};
@@ -436,40 +436,31 @@ async fn store_and_answer(
     if !entry.selecting.is_empty() {
         keys.insert(0, vary::variant_key(&request.key, &entry.selecting));
     }
-    let rule = request.rule();
-    match proxy
-        .store
-        .admit_variant(&keys[0], rule.max_variants, keep)
-        .await
-    {
-        Ok(true) => {}
-        // The base already has `max_variants` live variants: served, not stored, and not
-        // shared with waiters (each asks on its own, as for any unstored response).
-        Ok(false) => {
-            metrics::counter!("cachalot_variants_refused_total", "route" => request.metric_route())
-                .increment(1);
-            status.reason = Some(Reason::TooManyVariants);
-            let response = from_entry(&entry, request, &mut status);
-            return ((response, status), None);
-        }
-        Err(_) => {
-            status.reason = Some(Reason::RedisUnavailable);
-            let response = from_entry(&entry, request, &mut status);
-            return ((response, status), Some((entry, false)));
-        }
-    }
+    let how = Placement {
+        keep,
+        tags: &tags,
+        fetch_started_ms,
+        l1_epoch: request.l1_epoch,
+        max_variants: request.rule().max_variants,
+    };
     let mut stored = true;
     for key in &keys {
-        let put = proxy
-            .store
-            .put(key, &entry, keep, &tags, fetch_started_ms, request.l1_epoch)
-            .await;
+        let put = proxy.store.put(key, &entry, &how).await;
         match put {
-            Ok(true) => {}
+            Ok(Put::Stored) => {}
             // One of its tags was purged while the fetch ran: this response may predate the
             // purge, so it is neither stored nor shared with waiters.
-            Ok(false) => {
+            Ok(Put::Purged) => {
                 status.reason = Some(Reason::Invalidated);
+                let response = from_entry(&entry, request, &mut status);
+                return ((response, status), None);
+            }
+            // The base already has `max_variants` live variants: served, not stored, and
+            // not shared with waiters (each asks on its own, as for any unstored response).
+            Ok(Put::TooManyVariants) => {
+                metrics::counter!("cachalot_variants_refused_total", "route" => request.metric_route())
+                    .increment(1);
+                status.reason = Some(Reason::TooManyVariants);
                 let response = from_entry(&entry, request, &mut status);
                 return ((response, status), None);
             }

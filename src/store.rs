@@ -56,6 +56,9 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
+if KEYS[2] then
+  redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[3])
+end
 return 1
 "#;
 
@@ -66,6 +69,31 @@ const SCAN_BATCH: u32 = 500;
 /// Invalidations kept while Redis is down; beyond this, every entry stored before Redis
 /// came back is distrusted instead (the cache refills on demand).
 const MAX_PENDING: usize = 10_000;
+
+/// How [`Store::put`] stores an entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    /// How long Redis keeps it.
+    pub keep: Duration,
+    /// The tags it is recorded under.
+    pub tags: &'a [String],
+    /// When its origin fetch started (a tag purged since makes it unstorable).
+    pub fetch_started_ms: u64,
+    /// For routes in the in-process tier: the tier's invalidation count before the lookup.
+    pub l1_epoch: Option<u64>,
+    /// The route's `max_variants`.
+    pub max_variants: u64,
+}
+
+/// What became of an entry handed to [`Store::put`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Stored,
+    /// One of its tags was purged after its fetch started: it may predate the purge.
+    Purged,
+    /// Its base already holds `max_variants` live variants.
+    TooManyVariants,
+}
 
 /// Redis could not be used for this request; the caller goes to the origin.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -379,37 +407,61 @@ impl Store {
 
     /// Stores an entry that Redis drops by itself after `keep`, and records it under its
     /// tags. The entry carries the generation its fetch started under; a tagged entry whose
-    /// fetch started before one of its tags was purged is not stored (false), since a tag
-    /// purge cannot know the keys of fills still running.
+    /// fetch started before one of its tags was purged is not stored, since a tag purge
+    /// cannot know the keys of fills still running. A key with a variant part (a query, a
+    /// user, request header values) is stored only while its base holds fewer than
+    /// `max_variants` live variants, or is already one of them: random query strings then
+    /// cost one small set per base instead of unbounded entries, and entries already stored
+    /// (the hot ones) are never pushed out by them.
     pub async fn put(
         &self,
         key: &str,
         entry: &Arc<Entry>,
-        keep: Duration,
-        tags: &[String],
-        fetch_started_ms: u64,
-        l1_epoch: Option<u64>,
-    ) -> Result<bool, Unavailable> {
-        let stored = self
-            .put_in_redis(key, entry, keep, tags, fetch_started_ms)
-            .await?;
-        if stored && let (Some(l1), Some(seen)) = (&self.l1, l1_epoch) {
+        how: &Placement<'_>,
+    ) -> Result<Put, Unavailable> {
+        let put = self.put_in_redis(key, entry, how).await?;
+        if put == Put::Stored
+            && let (Some(l1), Some(seen)) = (&self.l1, how.l1_epoch)
+        {
             l1.insert(key, Arc::clone(entry), seen);
         }
-        Ok(stored)
+        Ok(put)
     }
 
     async fn put_in_redis(
         &self,
         key: &str,
         entry: &Entry,
-        keep: Duration,
-        tags: &[String],
-        fetch_started_ms: u64,
-    ) -> Result<bool, Unavailable> {
+        how: &Placement<'_>,
+    ) -> Result<Put, Unavailable> {
+        let Placement {
+            keep,
+            tags,
+            fetch_started_ms,
+            max_variants,
+            ..
+        } = *how;
         let client = self.control.with_options(&self.options);
         let value = Bytes::from(entry.encode());
         let keep_ms = keep.as_millis().max(1) as i64;
+        let has_variant = base_key(key).len() < key.len();
+        // The common case, one round trip: admitted and stored by one script (the set and
+        // the entry share the base's hash tag, so this is single-slot in a cluster too).
+        if tags.is_empty() && has_variant {
+            return self
+                .admit(key, max_variants, keep, Some(value))
+                .await
+                .map(|admitted| {
+                    if admitted {
+                        Put::Stored
+                    } else {
+                        Put::TooManyVariants
+                    }
+                });
+        }
+        if has_variant && !self.admit(key, max_variants, keep, None).await? {
+            return Ok(Put::TooManyVariants);
+        }
         if !tags.is_empty() {
             // One GET per tag, pipelined: in a cluster the marks live in different slots.
             let pipeline = client.pipeline();
@@ -431,7 +483,7 @@ impl Store {
             // Instants from different instances' clocks, assumed synchronised (NTP): a
             // clock running ahead by more than a fill's duration would let a racing fill store.
             if last_purge.is_some_and(|at| at > fetch_started_ms) {
-                return Ok(false);
+                return Ok(Put::Purged);
             }
         }
         if tags.is_empty() {
@@ -447,7 +499,7 @@ impl Store {
                     ),
                 )
                 .await
-                .map(|()| true)
+                .map(|()| Put::Stored)
                 .map_err(Unavailable::from);
         }
         let base = base_key(key).to_string();
@@ -492,39 +544,36 @@ impl Store {
         };
         self.run("put", queued)
             .await
-            .map(|_| true)
+            .map(|_| Put::Stored)
             .map_err(Unavailable::from)
     }
 
-    /// Whether a variant of a base key (`key` with a query, user or header part) may be
-    /// stored: true when it is already counted or its base holds fewer than `max` live
-    /// variants. A key without a variant part is always admitted. Random query strings
-    /// then cost one small set per base instead of unbounded entries, and entries already
-    /// stored (the hot ones) are never pushed out by them.
-    pub async fn admit_variant(
+    /// Counts `key` among its base's live variants if there is room (or it is counted
+    /// already), and then stores `value` under it when given; false when there is no room.
+    async fn admit(
         &self,
         key: &str,
         max: u64,
         keep: Duration,
+        value: Option<Bytes>,
     ) -> Result<bool, Unavailable> {
         let base = base_key(key);
-        if base.len() == key.len() {
-            return Ok(true);
-        }
-        let args = vec![
-            key[base.len()..].to_string(),
-            max.to_string(),
-            keep.as_millis().max(1).to_string(),
-            now_ms().to_string(),
+        let mut keys = vec![self.keys.variants(base)];
+        let mut args: Vec<Bytes> = vec![
+            Bytes::from(key[base.len()..].to_string()),
+            Bytes::from(max.to_string()),
+            Bytes::from(keep.as_millis().max(1).to_string()),
+            Bytes::from(now_ms().to_string()),
         ];
+        if let Some(value) = value {
+            keys.push(self.keys.entry(key));
+            args.push(value);
+        }
         let admitted = self
             .run(
                 "admit_variant",
-                self.admit_variant.evalsha_with_reload::<i64, _, _>(
-                    &self.control,
-                    vec![self.keys.variants(base)],
-                    args,
-                ),
+                self.admit_variant
+                    .evalsha_with_reload::<i64, _, _>(&self.control, keys, args),
             )
             .await
             .map_err(Unavailable::from)?;

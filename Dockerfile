@@ -11,7 +11,7 @@
 #
 # Inside a container the policy's listen addresses must be 0.0.0.0:PORT (not 127.0.0.1),
 # or nothing outside the container can connect. Publish the admin port only to trusted
-# networks: it carries health and, later, purge and metrics.
+# networks: it carries health, metrics, the status page and purge.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

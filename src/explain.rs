@@ -70,7 +70,7 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
     out.line("request", format!("{method} {}", probe.target()));
 
     let uri = match path::normalize_uri(&probe.uri) {
-        Ok(uri) => uri,
+        Ok(uri) => uri.unwrap_or_else(|| probe.uri.clone()),
         Err(rejected) => {
             out.line("action", format!("refused with 400: {rejected}"));
             return out.text;

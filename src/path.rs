@@ -46,11 +46,12 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, Rejected> {
     Ok(Cow::Owned(resolve_segments(&decoded)))
 }
 
-/// The request URI with its path normalised and the rest (scheme, authority, query) kept.
-pub fn normalize_uri(uri: &Uri) -> Result<Uri, Rejected> {
+/// The request URI with its path normalised and the rest (scheme, authority, query) kept;
+/// `None` when the path is normal already (most requests: nothing is copied for them).
+pub fn normalize_uri(uri: &Uri) -> Result<Option<Uri>, Rejected> {
     let path = normalize(uri.path())?;
     if path == uri.path() {
-        return Ok(uri.clone());
+        return Ok(None);
     }
     let target = match uri.query() {
         Some(query) => format!("{path}?{query}"),
@@ -60,7 +61,7 @@ pub fn normalize_uri(uri: &Uri) -> Result<Uri, Rejected> {
     // The normalised path is made of the original's characters and '/', so it parses.
     parts.path_and_query =
         Some(PathAndQuery::try_from(target).expect("a normalised path is a valid request target"));
-    Ok(Uri::from_parts(parts).expect("only the path changed"))
+    Ok(Some(Uri::from_parts(parts).expect("only the path changed")))
 }
 
 /// The `/`-separated segments after the leading slash (`/` gives one empty segment).
@@ -209,9 +210,11 @@ mod tests {
     fn keeps_the_query_and_authority() {
         let uri: Uri = "http://h:1//a/./b?x=%2F".parse().unwrap();
         assert_eq!(
-            normalize_uri(&uri).unwrap().to_string(),
+            normalize_uri(&uri).unwrap().unwrap().to_string(),
             "http://h:1/a/b?x=%2F"
         );
+        let normal: Uri = "/a/b?x=1".parse().unwrap();
+        assert_eq!(normalize_uri(&normal), Ok(None));
     }
 
     #[test]

@@ -182,7 +182,8 @@ impl Proxy {
         }
         // Normalised once: routing, the key and the origin request all use this URI.
         match path::normalize_uri(request.uri()) {
-            Ok(uri) => *request.uri_mut() = uri,
+            Ok(Some(uri)) => *request.uri_mut() = uri,
+            Ok(None) => {}
             Err(rejected) => {
                 let status = CacheStatus::new(Phase::Pass).because(Reason::BadPath);
                 tracing::debug!(path = request.uri().path(), %rejected, "refused a request path");

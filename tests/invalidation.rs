@@ -178,6 +178,29 @@ fn is_hit(got: &Got) -> bool {
     got.cache_status().starts_with("cachalot; hit")
 }
 
+/// GETs `path` until it is a hit again, before `deadline`; every answer meanwhile, from
+/// the origin or the cache, must say "revoked".
+async fn revoked_until_hit(addr: SocketAddr, path: &str, deadline: Instant, when: &str) {
+    loop {
+        let got = get(addr, path, &[]).await;
+        assert_eq!(
+            state(&got),
+            "revoked",
+            "{path} {when}: {}",
+            got.cache_status()
+        );
+        if is_hit(&got) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "caching did not resume: {}",
+            got.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// One GET that must be a hit.
 async fn hit(addr: SocketAddr, path: &str) -> Got {
     let got = get(addr, path, &[]).await;
@@ -1313,24 +1336,7 @@ async fn a_revoke_while_redis_hangs_answers_at_once_is_queued_and_reads_stay_rev
     );
     // From now on, whether Redis is used again yet or not, nothing may say "valid".
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = get(addr, path, &[]).await;
-        assert_eq!(
-            state(&got),
-            "revoked",
-            "after Redis resumed: {}",
-            got.cache_status()
-        );
-        if is_hit(&got) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "caching did not resume: {}",
-            got.cache_status()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    revoked_until_hit(addr, path, deadline, "after Redis resumed").await;
     let reads = concurrent(&[addr], path, 20).await;
     assert_all_state(&reads, "revoked", "reads once caching resumed");
     proxy.shutdown().await;
@@ -1395,24 +1401,7 @@ async fn a_revoke_redis_refuses_is_queued_and_applied_before_redis_is_used_again
     assert!(accept.starts_with("+OK"), "{accept}");
     let deadline = Instant::now() + Duration::from_secs(5);
     for path in variants {
-        loop {
-            let got = get(addr, path, &[]).await;
-            assert_eq!(
-                state(&got),
-                "revoked",
-                "{path} after Redis accepts writes again: {}",
-                got.cache_status()
-            );
-            if is_hit(&got) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "caching did not resume: {}",
-                got.cache_status()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        revoked_until_hit(addr, path, deadline, "after Redis accepts writes again").await;
     }
     for proxy in proxies {
         proxy.shutdown().await;

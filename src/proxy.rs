@@ -200,8 +200,10 @@ impl Proxy {
             request.headers(),
         );
         match decided {
+            // Boxed, as are the miss paths below: hyper moves the request's future into place
+            // for every request, so the hit path's future is kept to what a hit needs.
             Decision::Forward { status, invalidate } => {
-                self.pass(request, client, status, invalidate).await
+                Box::pin(self.pass(request, client, status, invalidate)).await
             }
             Decision::Cache(Plan { route, key, tags }) => {
                 let (head, _body) = request.into_parts();
@@ -344,7 +346,12 @@ impl Proxy {
         mut request: Cacheable,
     ) -> (Response<ProxyBody>, CacheStatus) {
         if !self.store.is_healthy() {
-            return fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await;
+            return Box::pin(fill::fetch_uncached(
+                self,
+                &request,
+                Reason::RedisUnavailable,
+            ))
+            .await;
         }
         let client = if request.rule().honor_client_no_cache {
             client_directives(&request.head.headers)
@@ -352,22 +359,34 @@ impl Proxy {
             Directives::default()
         };
         if client.no_store {
-            return fill::fetch_uncached(self, &request, Reason::ClientNoStore).await;
+            return Box::pin(fill::fetch_uncached(self, &request, Reason::ClientNoStore)).await;
         }
         let use_l1 = request.rule().l1;
         let lookup = match self.store.get(&request.key, use_l1).await {
             Ok(lookup) => lookup,
-            Err(_) => return fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await,
+            Err(_) => {
+                return Box::pin(fill::fetch_uncached(
+                    self,
+                    &request,
+                    Reason::RedisUnavailable,
+                ))
+                .await;
+            }
         };
         let Ok(lookup) = self.select_variant(&mut request, lookup).await else {
-            return fill::fetch_uncached(self, &request, Reason::RedisUnavailable).await;
+            return Box::pin(fill::fetch_uncached(
+                self,
+                &request,
+                Reason::RedisUnavailable,
+            ))
+            .await;
         };
         request.l1_epoch = use_l1.then_some(lookup.l1_epoch);
         let Some(entry) = lookup.entry else {
             if client.only_if_cached {
                 return only_if_cached(&request);
             }
-            return self.miss(request, lookup.generation, None).await;
+            return Box::pin(self.miss(request, lookup.generation, None)).await;
         };
         let now = now_ms();
         let mut status = request.status(Phase::Hit);
@@ -393,7 +412,7 @@ impl Proxy {
                 (response, status)
             }
             Reuse::Revalidate if client.only_if_cached => only_if_cached(&request),
-            Reuse::Revalidate => self.miss(request, lookup.generation, Some(entry)).await,
+            Reuse::Revalidate => Box::pin(self.miss(request, lookup.generation, Some(entry))).await,
         }
     }
 

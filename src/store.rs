@@ -29,6 +29,7 @@ use fred::types::ExpireOptions;
 use fred::types::scripts::Script;
 use fred::types::sorted_sets::Ordering as ZOrdering;
 use std::collections::BTreeSet;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -298,11 +299,7 @@ impl Store {
     }
 
     /// Runs one command if Redis is healthy, recording Redis's health from its result.
-    async fn run<T>(
-        &self,
-        name: &'static str,
-        command: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Failure> {
+    async fn run<T>(&self, name: &'static str, command: Command<'_, T>) -> Result<T, Failure> {
         if !self.is_healthy() {
             return Err(Failure::Outage(Unavailable(
                 "marked down after a failed command".into(),
@@ -314,11 +311,7 @@ impl Store {
     /// Runs one command whatever the health flag says. Only failures of the connection mark
     /// Redis down; an error reply about one key (WRONGTYPE) is that key's problem, not an
     /// outage for every request.
-    async fn exec<T>(
-        &self,
-        name: &'static str,
-        command: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Failure> {
+    async fn exec<T>(&self, name: &'static str, command: Command<'_, T>) -> Result<T, Failure> {
         let started = std::time::Instant::now();
         // The client's own timeout does not cover every command (EVALSHA), so bound it here too.
         let result = tokio::time::timeout(self.settings.timeout, command).await;
@@ -367,7 +360,7 @@ impl Store {
         let client = self.pool.next().with_options(&self.options);
         let keys = vec![self.keys.generation(base_key(key)), self.keys.entry(key)];
         let (generation, raw) = match self
-            .run("mget", client.mget::<Vec<Option<Bytes>>, _>(keys))
+            .run("mget", Box::pin(client.mget::<Vec<Option<Bytes>>, _>(keys)))
             .await
         {
             Ok(mut values) if values.len() == 2 => {
@@ -472,7 +465,7 @@ impl Store {
                 pipeline.all::<Vec<Option<String>>>().await
             };
             let purged = self
-                .run("get_purge_marks", queued)
+                .run("get_purge_marks", Box::pin(queued))
                 .await
                 .map_err(Unavailable::from)?;
             let last_purge = purged
@@ -490,13 +483,13 @@ impl Store {
             return self
                 .run(
                     "set",
-                    client.set::<(), _, _>(
+                    Box::pin(client.set::<(), _, _>(
                         self.keys.entry(key),
                         value,
                         Some(Expiration::PX(keep_ms)),
                         None,
                         false,
-                    ),
+                    )),
                 )
                 .await
                 .map(|()| Put::Stored)
@@ -542,7 +535,7 @@ impl Store {
             }
             pipeline.all::<Vec<Value>>().await
         };
-        self.run("put", queued)
+        self.run("put", Box::pin(queued))
             .await
             .map(|_| Put::Stored)
             .map_err(Unavailable::from)
@@ -572,8 +565,11 @@ impl Store {
         let admitted = self
             .run(
                 "admit_variant",
-                self.admit_variant
-                    .evalsha_with_reload::<i64, _, _>(&self.control, keys, args),
+                Box::pin(self.admit_variant.evalsha_with_reload::<i64, _, _>(
+                    &self.control,
+                    keys,
+                    args,
+                )),
             )
             .await
             .map_err(Unavailable::from)?;
@@ -592,13 +588,13 @@ impl Store {
         let reply: Option<String> = self
             .run(
                 "lock",
-                client.set(
+                Box::pin(client.set(
                     self.keys.lock(key),
                     token,
                     Some(expiry),
                     Some(SetOptions::NX),
                     false,
-                ),
+                )),
             )
             .await
             .map_err(Unavailable::from)?;
@@ -611,8 +607,11 @@ impl Store {
         let keys = vec![self.keys.lock(key)];
         self.run(
             "unlock",
-            self.unlock
-                .evalsha_with_reload::<i64, _, _>(client, keys, vec![token.to_string()]),
+            Box::pin(self.unlock.evalsha_with_reload::<i64, _, _>(
+                client,
+                keys,
+                vec![token.to_string()],
+            )),
         )
         .await
         .map(drop)
@@ -624,7 +623,7 @@ impl Store {
         let client = self.control.with_options(&self.options);
         self.run(
             "publish",
-            client.publish::<i64, _, _>(self.fill_channel(), notice.encode()),
+            Box::pin(client.publish::<i64, _, _>(self.fill_channel(), notice.encode())),
         )
         .await
         .map(drop)
@@ -635,7 +634,7 @@ impl Store {
     /// probe's job, after queued invalidations are applied.
     pub async fn ping(&self) -> Result<(), Unavailable> {
         let client = self.pool.next().with_options(&self.options);
-        self.exec("ping", client.ping::<String>(None))
+        self.exec("ping", Box::pin(client.ping::<String>(None)))
             .await
             .map(drop)
             .map_err(Unavailable::from)
@@ -760,7 +759,7 @@ impl Store {
             let members: Vec<String> = self
                 .exec(
                     "zrangebyscore",
-                    client.zrangebyscore(self.keys.tag(tag), "-inf", "+inf", false, None),
+                    Box::pin(client.zrangebyscore(self.keys.tag(tag), "-inf", "+inf", false, None)),
                 )
                 .await?;
             bases.extend(members);
@@ -804,7 +803,7 @@ impl Store {
             }
             pipeline.all::<Vec<Value>>().await
         };
-        self.exec("invalidate", queued).await?;
+        self.exec("invalidate", Box::pin(queued)).await?;
         // This instance's tier drops them now, before the caller answers anyone; the
         // others hear the published list.
         if let Some(l1) = &self.l1 {
@@ -836,7 +835,12 @@ impl Store {
                 let (next, keys): (String, Vec<String>) = self
                     .exec(
                         "scan",
-                        client.scan_page(cursor.as_str(), pattern.as_str(), Some(SCAN_BATCH), None),
+                        Box::pin(client.scan_page(
+                            cursor.as_str(),
+                            pattern.as_str(),
+                            Some(SCAN_BATCH),
+                            None,
+                        )),
                     )
                     .await?;
                 bases.extend(keys.iter().filter_map(|key| self.keys.base_of(key)));
@@ -975,9 +979,12 @@ impl Store {
     ) -> Result<i64, Unavailable> {
         let client = self.control.with_options(&self.options);
         let message = serde_json::to_string(invalidation).expect("an invalidation serializes");
-        self.exec("publish", client.publish::<i64, _, _>(channel, message))
-            .await
-            .map_err(Unavailable::from)
+        self.exec(
+            "publish",
+            Box::pin(client.publish::<i64, _, _>(channel, message)),
+        )
+        .await
+        .map_err(Unavailable::from)
     }
 }
 
@@ -1003,6 +1010,12 @@ async fn probe(store: std::sync::Weak<Store>) {
 fn builder(settings: &RedisSettings) -> Result<Builder, Unavailable> {
     redis_connect::builder(settings).map_err(Unavailable)
 }
+
+/// A Redis command on its way. Boxed because fred's command futures are several KiB, and
+/// every async layer they pass through (`run`, `exec`, the timeout, the lookup, the request)
+/// would otherwise hold its own copy and move it: for a hit, that was most of a 22 KiB
+/// request future copied into place on every request.
+type Command<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
 /// Messages the subscription buffers for this process. A receiver that falls further behind
 /// must distrust the whole cache (an invalidation may be among the lost), so the buffer is

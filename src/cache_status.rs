@@ -74,6 +74,10 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// How many reasons there are, for tables indexed by `reason as usize`: the last
+    /// variant's index plus one. (A reason added after it is still counted, by name.)
+    pub const COUNT: usize = Reason::TooManyVariants as usize + 1;
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::NoRoute => "no-route",

@@ -140,9 +140,8 @@ impl Proxy {
         response
             .headers_mut()
             .insert(CACHE_STATUS.clone(), status.header_value());
-        let elapsed = started.elapsed();
-        record(&status, &response, elapsed);
-        self.stats.record(&status, elapsed);
+        let body_bytes = http_body::Body::size_hint(response.body()).exact();
+        self.stats.record(&status, body_bytes, started.elapsed());
         if let Some((method, uri)) = logged {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
             // The cached routes' key, found again rather than carried out of the cache
@@ -594,25 +593,6 @@ fn only_if_cached(request: &Cacheable) -> (Response<ProxyBody>, CacheStatus) {
         ),
         status,
     )
-}
-
-/// Counts the request under its route and cache phase, the words of `Cache-Status`, and
-/// the body bytes it was answered with (when their length is known) by where they came from.
-fn record(status: &CacheStatus, response: &Response<ProxyBody>, elapsed: std::time::Duration) {
-    let route = status.metric_route();
-    let phase = status.phase.as_str();
-    let reason = status.reason.map_or("-", Reason::as_str);
-    metrics::counter!("cachalot_requests_total", "route" => route.clone(), "phase" => phase, "reason" => reason)
-        .increment(1);
-    metrics::histogram!("cachalot_request_duration_seconds", "route" => route, "phase" => phase)
-        .record(elapsed.as_secs_f64());
-    if let Some(bytes) = http_body::Body::size_hint(response.body()).exact() {
-        let source = match status.phase {
-            Phase::Hit | Phase::Collapsed => "cache",
-            Phase::Miss | Phase::Pass | Phase::Bypass => "origin",
-        };
-        metrics::counter!("cachalot_response_bytes_total", "source" => source).increment(bytes);
-    }
 }
 
 /// A response from a stored entry: the origin's status, headers and body, plus `Age`; a 304

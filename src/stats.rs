@@ -1,11 +1,19 @@
-//! Per-route request statistics for the live status page: how often each route hits, how
-//! much origin load it saves, and how fast it answers. Prometheus has the full picture
-//! (`/metrics`); this is the small, self-contained summary a person reads at a glance.
+//! Per-route accounting of every answered request: the live status page's summary (how
+//! often each route hits, how much origin load it saves, how fast it answers) and the
+//! Prometheus request metrics (`/metrics` has the full picture).
+//!
+//! Both are kept per route label in one [`Meter`] found by one map read: the metric handles
+//! are registered once per route (and per phase and reason, on first use) instead of being
+//! looked up by name and labels on every request, and the status page's counters are
+//! atomics, so requests on different threads never wait for each other here.
 
-use crate::cache_status::{CacheStatus, Phase};
+use crate::cache_status::{CacheStatus, Phase, Reason};
+use arc_swap::ArcSwap;
+use metrics::{Counter, Histogram, SharedString};
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Latency bucket upper bounds in microseconds, roughly ×2 apart: percentiles read from
@@ -33,15 +41,79 @@ const BUCKETS_US: [u64; 20] = [
     u64::MAX,
 ];
 
-/// Counters of one route (or of requests no route took).
-#[derive(Debug, Default, Clone)]
-struct RouteStats {
-    hits: u64,
-    misses: u64,
-    collapsed: u64,
-    passed: u64,
-    bypassed: u64,
-    latency: [u64; BUCKETS_US.len()],
+/// Phases in the order of `Phase`'s variants (`phase as usize` indexes the arrays below).
+const PHASES: [Phase; 5] = [
+    Phase::Hit,
+    Phase::Miss,
+    Phase::Collapsed,
+    Phase::Pass,
+    Phase::Bypass,
+];
+
+/// What one route (or the requests no route took) has answered.
+struct Meter {
+    /// The route's label in `/metrics` (`-` for no route).
+    label: SharedString,
+    /// Requests by phase, for the status page.
+    phases: [AtomicU64; PHASES.len()],
+    latency: [AtomicU64; BUCKETS_US.len()],
+    /// `cachalot_requests_total` by phase and reason (no reason first), registered when
+    /// first used: most of the combinations never happen on a given route.
+    requests: Box<[OnceLock<Counter>]>,
+    /// `cachalot_request_duration_seconds` by phase.
+    durations: [Histogram; PHASES.len()],
+}
+
+impl Meter {
+    fn new(label: SharedString) -> Self {
+        let durations = PHASES.map(|phase| {
+            metrics::histogram!("cachalot_request_duration_seconds", "route" => label.clone(), "phase" => phase.as_str())
+        });
+        Self {
+            label,
+            phases: Default::default(),
+            latency: Default::default(),
+            requests: (0..PHASES.len() * (Reason::COUNT + 1))
+                .map(|_| OnceLock::new())
+                .collect(),
+            durations,
+        }
+    }
+
+    fn requests(&self, phase: Phase, reason: Option<Reason>) -> Counter {
+        let register = || metrics::counter!("cachalot_requests_total", "route" => self.label.clone(), "phase" => phase.as_str(), "reason" => reason.map_or("-", Reason::as_str));
+        let column = reason.map_or(0, |r| r as usize + 1);
+        if column > Reason::COUNT {
+            return register();
+        }
+        self.requests[phase as usize * (Reason::COUNT + 1) + column]
+            .get_or_init(register)
+            .clone()
+    }
+
+    fn record(&self, status: &CacheStatus, elapsed: Duration) {
+        let phase = status.phase as usize;
+        self.requests(status.phase, status.reason).increment(1);
+        self.durations[phase].record(elapsed.as_secs_f64());
+        self.phases[phase].fetch_add(1, Ordering::Relaxed);
+        let bucket = BUCKETS_US
+            .iter()
+            .position(|&bound| elapsed.as_micros() as u64 <= bound)
+            .unwrap_or(BUCKETS_US.len() - 1);
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn summary(&self, route: &str) -> RouteSummary {
+        let [hits, misses, collapsed, passed, bypassed] =
+            self.phases.each_ref().map(|n| n.load(Ordering::Relaxed));
+        let latency = self.latency.each_ref().map(|n| n.load(Ordering::Relaxed));
+        RouteSummary {
+            route: route.to_string(),
+            counts: Counts::new(hits, misses, collapsed, passed, bypassed),
+            p50_ms: percentile(&latency, 0.50),
+            p99_ms: percentile(&latency, 0.99),
+        }
+    }
 }
 
 /// Requests by cache phase and what follows from them: one definition for a route and for
@@ -103,42 +175,68 @@ pub struct RouteSummary {
     pub p99_ms: Option<f64>,
 }
 
+/// The status page's name for requests no route took.
+const NO_ROUTE: &str = "(no route)";
+
 /// Statistics of one proxy instance since it started.
 pub struct Stats {
     started: Instant,
-    routes: Mutex<BTreeMap<Arc<str>, RouteStats>>,
+    /// One meter per route label, kept across policy reloads. Read on every request; a
+    /// route's first request adds its meter, swapping the map whole.
+    meters: ArcSwap<HashMap<Arc<str>, Arc<Meter>>>,
+    /// Serialises adding meters, so two first requests do not lose one of them.
+    adding: Mutex<()>,
+    unrouted: Meter,
+    /// `cachalot_response_bytes_total` by where the body came from.
+    bytes_from_cache: Counter,
+    bytes_from_origin: Counter,
 }
 
 impl Default for Stats {
     fn default() -> Self {
+        // Handles registered before the recorder exists would record nowhere.
+        crate::metrics::install();
         Self {
             started: Instant::now(),
-            routes: Mutex::new(BTreeMap::new()),
+            meters: ArcSwap::default(),
+            adding: Mutex::new(()),
+            unrouted: Meter::new(SharedString::const_str("-")),
+            bytes_from_cache: metrics::counter!("cachalot_response_bytes_total", "source" => "cache"),
+            bytes_from_origin: metrics::counter!("cachalot_response_bytes_total", "source" => "origin"),
         }
     }
 }
 
 impl Stats {
-    /// Counts one answered request.
-    pub fn record(&self, status: &CacheStatus, elapsed: Duration) {
-        let label = status
-            .label
-            .clone()
-            .unwrap_or_else(|| Arc::from("(no route)"));
-        let bucket = BUCKETS_US
-            .iter()
-            .position(|&bound| elapsed.as_micros() as u64 <= bound)
-            .unwrap_or(BUCKETS_US.len() - 1);
-        let mut routes = self.routes.lock().expect("stats poisoned");
-        let route = routes.entry(label).or_default();
-        match status.phase {
-            Phase::Hit => route.hits += 1,
-            Phase::Miss => route.misses += 1,
-            Phase::Collapsed => route.collapsed += 1,
-            Phase::Pass => route.passed += 1,
-            Phase::Bypass => route.bypassed += 1,
+    /// Counts one answered request, under its route, cache phase and reason, and the body
+    /// bytes it was answered with (when their length is known) by where they came from.
+    pub fn record(&self, status: &CacheStatus, body_bytes: Option<u64>, elapsed: Duration) {
+        match &status.label {
+            Some(label) => self.meter(label).record(status, elapsed),
+            None => self.unrouted.record(status, elapsed),
         }
-        route.latency[bucket] += 1;
+        if let Some(bytes) = body_bytes {
+            match status.phase {
+                Phase::Hit | Phase::Collapsed => self.bytes_from_cache.increment(bytes),
+                Phase::Miss | Phase::Pass | Phase::Bypass => {
+                    self.bytes_from_origin.increment(bytes)
+                }
+            }
+        }
+    }
+
+    fn meter(&self, label: &Arc<str>) -> Arc<Meter> {
+        if let Some(meter) = self.meters.load().get(label) {
+            return Arc::clone(meter);
+        }
+        let _adding = self.adding.lock().expect("stats poisoned");
+        let mut meters = HashMap::clone(&self.meters.load());
+        let meter =
+            Arc::clone(meters.entry(Arc::clone(label)).or_insert_with(|| {
+                Arc::new(Meter::new(SharedString::from_shared(Arc::clone(label))))
+            }));
+        self.meters.store(Arc::new(meters));
+        meter
     }
 
     /// How long these statistics have been collected.
@@ -146,18 +244,19 @@ impl Stats {
         self.started.elapsed()
     }
 
-    /// One summary per route, in label order.
+    /// One summary per route that has answered a request, in label order.
     pub fn summaries(&self) -> Vec<RouteSummary> {
-        let routes = self.routes.lock().expect("stats poisoned").clone();
-        routes
-            .into_iter()
-            .map(|(label, s)| RouteSummary {
-                route: label.to_string(),
-                counts: Counts::new(s.hits, s.misses, s.collapsed, s.passed, s.bypassed),
-                p50_ms: percentile(&s.latency, 0.50),
-                p99_ms: percentile(&s.latency, 0.99),
-            })
-            .collect()
+        let meters = self.meters.load();
+        let mut summaries: Vec<RouteSummary> = meters
+            .iter()
+            .map(|(label, meter)| meter.summary(label))
+            .collect();
+        let unrouted = self.unrouted.summary(NO_ROUTE);
+        if unrouted.counts.requests > 0 {
+            summaries.push(unrouted);
+        }
+        summaries.sort_by(|a, b| a.route.cmp(&b.route));
+        summaries
     }
 }
 
@@ -199,18 +298,25 @@ mod tests {
         for _ in 0..8 {
             stats.record(
                 &status(Phase::Hit, "credential"),
+                None,
                 Duration::from_micros(150),
             );
         }
         stats.record(
             &status(Phase::Collapsed, "credential"),
+            None,
             Duration::from_millis(30),
         );
         stats.record(
             &status(Phase::Miss, "credential"),
+            Some(10),
             Duration::from_millis(30),
         );
-        stats.record(&CacheStatus::new(Phase::Pass), Duration::from_millis(1));
+        stats.record(
+            &CacheStatus::new(Phase::Pass),
+            None,
+            Duration::from_millis(1),
+        );
         let summaries = stats.summaries();
         assert_eq!(summaries.len(), 2);
         let credential = summaries.iter().find(|s| s.route == "credential").unwrap();

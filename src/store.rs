@@ -16,6 +16,7 @@
 //! variant of B at once, and makes a fill that started before the invalidation unable to
 //! store a value anyone will see: it carries the old generation.
 
+use crate::batch::Batcher;
 use crate::entry::{DecodeError, Entry, now_ms};
 use crate::invalidate::{Invalidation, base_key};
 use crate::keyspace::Keyspace;
@@ -205,6 +206,8 @@ pub enum Applied {
 pub struct Store {
     /// Lookups: the hit path's one command per request, pipelined over a few connections.
     pool: Pool,
+    /// Sends the lookups, batched when they arrive together (see `batch`).
+    lookups: Batcher,
     /// Everything else (locks, fills, notices, invalidations) on its own connection, so a
     /// leader's lock never queues behind a burst of lookups.
     control: Client,
@@ -249,17 +252,19 @@ impl Store {
             control.wait_for_connect().await
         })
         .await;
+        let options = Options {
+            timeout: Some(settings.timeout),
+            fail_fast: true,
+            max_attempts: Some(1),
+            ..Default::default()
+        };
         let store = Arc::new(Self {
+            lookups: Batcher::new(pool.clone(), options.clone()),
             pool,
             control,
             settings: settings.clone(),
             keys: Keyspace::new(&settings.prefix),
-            options: Options {
-                timeout: Some(settings.timeout),
-                fail_fast: true,
-                max_attempts: Some(1),
-                ..Default::default()
-            },
+            options,
             healthy: AtomicBool::new(matches!(connected, Ok(Ok(())))),
             unlock: Script::from_lua(UNLOCK_LUA),
             admit_variant: Script::from_lua(ADMIT_VARIANT_LUA),
@@ -357,12 +362,8 @@ impl Store {
                 l1_epoch,
             });
         }
-        let client = self.pool.next().with_options(&self.options);
         let keys = vec![self.keys.generation(base_key(key)), self.keys.entry(key)];
-        let (generation, raw) = match self
-            .run("mget", Box::pin(client.mget::<Vec<Option<Bytes>>, _>(keys)))
-            .await
-        {
+        let (generation, raw) = match self.run("mget", Box::pin(self.lookups.mget(keys))).await {
             Ok(mut values) if values.len() == 2 => {
                 let raw = values.pop().flatten();
                 let generation = values.pop().flatten();

@@ -69,7 +69,7 @@ async fn hundred_cold_requests_through_one_instance_make_one_origin_request() {
     let redis = RedisServer::start();
     let origin = slow_echo(Duration::from_millis(200)).await;
     let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
-    let sets_before = command_calls(&redis, "set");
+    let sets_before = redis.command_calls("set");
 
     let responses = concurrent(&[proxy.addr()], "/api/credentials/abc", 100).await;
 
@@ -77,7 +77,7 @@ async fn hundred_cold_requests_through_one_instance_make_one_origin_request() {
     // In a process, waiters wait on the leader without touching Redis: one `SET NX PX` for
     // the lock and one `SET` for the entry, not a lock attempt per request.
     assert_eq!(
-        command_calls(&redis, "set") - sets_before,
+        redis.command_calls("set") - sets_before,
         2,
         "SET commands for 100 collapsed requests in one instance"
     );
@@ -413,20 +413,6 @@ async fn distinct_keys_do_not_collapse_together() {
         assert_eq!(origin.count_of(&format!("/api/credentials/id{i}")), 1);
     }
     proxy.shutdown().await;
-}
-
-/// How many times Redis has run `command` (from `INFO commandstats`).
-fn command_calls(redis: &RedisServer, command: &str) -> u64 {
-    let info = redis.command(&["INFO", "commandstats"]).unwrap();
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |rest| {
-            rest.split(',')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .expect("calls=N")
-        })
 }
 
 /// Polls `done` every 10 ms until it holds, or panics after `limit`.

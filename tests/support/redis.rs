@@ -175,6 +175,20 @@ impl RedisServer {
         Ok(String::from_utf8_lossy(&reply).into_owned())
     }
 
+    /// How many times Redis has run `command` (from `INFO commandstats`).
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let info = self.command(&["INFO", "commandstats"]).unwrap();
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0, |rest| {
+                rest.split(',')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("calls=N")
+            })
+    }
+
     /// The stored entries (`cachalot:*` without the proxy's own locks, generation counters,
     /// tag sets and variant counts, which are not stored responses).
     pub fn entries(&self) -> Vec<String> {

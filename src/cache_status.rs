@@ -168,7 +168,9 @@ impl CacheStatus {
 
     /// The header value, e.g. `cachalot; hit; ttl=540; detail=credential`.
     pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.to_string())
+        let mut text = String::with_capacity(64);
+        let _ = write!(text, "{self}");
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
             .unwrap_or_else(|_| HeaderValue::from_static("cachalot"))
     }
 }
@@ -204,20 +206,12 @@ impl fmt::Display for CacheStatus {
         if let Some(ttl) = self.ttl {
             write!(f, "; ttl={ttl}")?;
         }
-        let mut detail = String::new();
-        if let Some(route) = &self.route {
-            detail.push_str(route);
+        match (&self.route, self.reason) {
+            (Some(route), Some(reason)) => write!(f, "; detail={route}/{}", reason.as_str()),
+            (Some(route), None) => write!(f, "; detail={route}"),
+            (None, Some(reason)) => write!(f, "; detail={}", reason.as_str()),
+            (None, None) => Ok(()),
         }
-        if let Some(reason) = self.reason {
-            if !detail.is_empty() {
-                detail.push('/');
-            }
-            let _ = detail.write_str(reason.as_str());
-        }
-        if !detail.is_empty() {
-            write!(f, "; detail={detail}")?;
-        }
-        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@
 
 use crate::entry::{Entry, now_ms};
 use crate::invalidate::base_key;
+use metrics::Counter;
 use moka::sync::Cache;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,9 @@ pub struct L1 {
     epoch: RwLock<u64>,
     /// Whether the invalidation feed is known to be up; the tier is bypassed while not.
     trusted: AtomicBool,
+    /// `cachalot_l1_lookups_total` by result, registered once rather than per lookup.
+    hits: Counter,
+    misses: Counter,
 }
 
 impl L1 {
@@ -47,10 +51,14 @@ impl L1 {
             })
             .support_invalidation_closures()
             .build();
+        // Handles registered before the recorder exists would record nowhere.
+        crate::metrics::install();
         Self {
             cache,
             epoch: RwLock::new(0),
             trusted: AtomicBool::new(false),
+            hits: metrics::counter!("cachalot_l1_lookups_total", "result" => "hit"),
+            misses: metrics::counter!("cachalot_l1_lookups_total", "result" => "miss"),
         }
     }
 
@@ -60,8 +68,12 @@ impl L1 {
             return None;
         }
         let found = self.cache.get(key).filter(|entry| entry.is_fresh(now_ms()));
-        let result = if found.is_some() { "hit" } else { "miss" };
-        metrics::counter!("cachalot_l1_lookups_total", "result" => result).increment(1);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.increment(1);
         found
     }
 

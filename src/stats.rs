@@ -41,42 +41,44 @@ const BUCKETS_US: [u64; 20] = [
     u64::MAX,
 ];
 
-/// Phases in the order of `Phase`'s variants (`phase as usize` indexes the arrays below).
-const PHASES: [Phase; 5] = [
-    Phase::Hit,
-    Phase::Miss,
-    Phase::Collapsed,
-    Phase::Pass,
-    Phase::Bypass,
-];
+/// How many phases there are: [`slot`] numbers them.
+const PHASES: usize = 5;
+
+/// A phase's place in the arrays below (a new phase fails to compile here until counted).
+fn slot(phase: Phase) -> usize {
+    match phase {
+        Phase::Hit => 0,
+        Phase::Miss => 1,
+        Phase::Collapsed => 2,
+        Phase::Pass => 3,
+        Phase::Bypass => 4,
+    }
+}
 
 /// What one route (or the requests no route took) has answered.
 struct Meter {
     /// The route's label in `/metrics` (`-` for no route).
     label: SharedString,
     /// Requests by phase, for the status page.
-    phases: [AtomicU64; PHASES.len()],
+    phases: [AtomicU64; PHASES],
     latency: [AtomicU64; BUCKETS_US.len()],
     /// `cachalot_requests_total` by phase and reason (no reason first), registered when
     /// first used: most of the combinations never happen on a given route.
     requests: Box<[OnceLock<Counter>]>,
-    /// `cachalot_request_duration_seconds` by phase.
-    durations: [Histogram; PHASES.len()],
+    /// `cachalot_request_duration_seconds` by phase, registered when first used.
+    durations: [OnceLock<Histogram>; PHASES],
 }
 
 impl Meter {
     fn new(label: SharedString) -> Self {
-        let durations = PHASES.map(|phase| {
-            metrics::histogram!("cachalot_request_duration_seconds", "route" => label.clone(), "phase" => phase.as_str())
-        });
         Self {
             label,
             phases: Default::default(),
             latency: Default::default(),
-            requests: (0..PHASES.len() * (Reason::COUNT + 1))
+            requests: (0..PHASES * (Reason::COUNT + 1))
                 .map(|_| OnceLock::new())
                 .collect(),
-            durations,
+            durations: Default::default(),
         }
     }
 
@@ -86,15 +88,19 @@ impl Meter {
         if column > Reason::COUNT {
             return register();
         }
-        self.requests[phase as usize * (Reason::COUNT + 1) + column]
+        self.requests[slot(phase) * (Reason::COUNT + 1) + column]
             .get_or_init(register)
             .clone()
     }
 
     fn record(&self, status: &CacheStatus, elapsed: Duration) {
-        let phase = status.phase as usize;
+        let phase = slot(status.phase);
         self.requests(status.phase, status.reason).increment(1);
-        self.durations[phase].record(elapsed.as_secs_f64());
+        self.durations[phase]
+            .get_or_init(|| {
+                metrics::histogram!("cachalot_request_duration_seconds", "route" => self.label.clone(), "phase" => status.phase.as_str())
+            })
+            .record(elapsed.as_secs_f64());
         self.phases[phase].fetch_add(1, Ordering::Relaxed);
         let bucket = BUCKETS_US
             .iter()

@@ -17,6 +17,7 @@ pub mod explain;
 mod fill;
 pub mod framing;
 pub mod freshness;
+pub mod idle;
 pub mod invalidate;
 pub mod key;
 pub mod keyspace;

@@ -11,6 +11,7 @@
 //! makes draining on shutdown simple: when all permits are back, every connection is done.
 
 use crate::body::ProxyBody;
+use crate::idle::{Connections, Tracked};
 use crate::policy::Limits;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -20,12 +21,9 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
@@ -73,6 +71,8 @@ pub async fn serve<H, F>(
     // Registered at zero, so the family exists (and rate() works) before the first refusal.
     metrics::counter!("cachalot_connections_refused_total").increment(0);
     let open = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = Arc::new(Connections::default());
+    let idle = tokio::spawn(Arc::clone(&connections).close_idle(limits.idle_timeout));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     loop {
         let accepted = tokio::select! {
@@ -104,43 +104,35 @@ pub async fn serve<H, F>(
             let response = handler(request, peer);
             async move { Ok::<_, Infallible>(response.await) }
         });
-        let activity = Arc::new(Activity::new());
+        let registration = connections.register();
         let io = TokioIo::new(Tracked {
             inner: stream,
-            activity: Arc::clone(&activity),
+            activity: Arc::clone(&registration.activity),
         });
         let connection = builder
             .serve_connection_with_upgrades(io, service)
             .into_owned();
-        let mut stop = shutdown.clone();
-        let idle_timeout = limits.idle_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             let mut connection = std::pin::pin!(connection);
             let mut closing = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    // Both end the connection once the response in progress (if any) is
-                    // done: an idle HTTP/1 connection closes at once, HTTP/2 gets GOAWAY.
-                    _ = stop.wait_for(|stop| *stop), if !closing => {
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    () = activity.silent_for(idle_timeout), if !closing => {
-                        tracing::debug!(%peer, "closing an idle connection");
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
+            let result = std::future::poll_fn(|cx| {
+                // Idle, or shutting down: ends the connection once the response in progress
+                // (if any) is done. An idle HTTP/1 connection closes at once, HTTP/2 gets GOAWAY.
+                if !closing && registration.activity.told_to_close(cx) {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
                 }
+                connection.as_mut().poll(cx)
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
     }
+    idle.abort();
+    connections.close_all();
     drop(listener);
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(DRAIN_TIMEOUT, open.acquire_many(all))
@@ -168,99 +160,4 @@ async fn refuse(mut stream: TcpStream) {
         Ok::<_, io::Error>(())
     })
     .await;
-}
-
-/// When a connection last moved a byte either way.
-struct Activity {
-    opened: Instant,
-    /// Milliseconds after `opened`.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            opened: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let now = self.opened.elapsed().as_millis() as u64;
-        self.last_ms.store(now, Ordering::Relaxed);
-    }
-
-    /// Completes once no byte has moved for `limit`.
-    async fn silent_for(&self, limit: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let silent = self.opened.elapsed().saturating_sub(last);
-            if silent >= limit {
-                return;
-            }
-            tokio::time::sleep(limit - silent).await;
-        }
-    }
-}
-
-/// A stream that records its activity.
-struct Tracked {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
-        }
-        result
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }

@@ -149,6 +149,11 @@ fn run(config: &Path, log_format: LogFormat) -> ExitCode {
     };
     runtime.block_on(async {
         let stop = stop_signal();
+        // SIGHUP reloads the policy. Caught from before the listener opens (tokio keeps a
+        // handler for good once installed), so one sent as soon as the proxy answers never
+        // meets the default action, which would terminate the process.
+        #[cfg(unix)]
+        let _hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let mut server = match Server::start(policy).await {
             Ok(server) => server,
             Err(e) => {

@@ -10,9 +10,11 @@
 //! wants it at that moment (each gets a reference to the same bytes). A read shared that way
 //! is as current as one of its own: every request in the batch was waiting when it was sent.
 //!
-//! Nothing waits on a timer. A lookup that arrives alone is sent after the batcher's next
-//! turn, which comes as soon as the tasks already ready to run have had theirs: the batch is
-//! whatever those tasks asked for meanwhile. Each batch is sent from its own task, so several
+//! Nothing waits on a timer. A lookup that arrives while no other is on its way is sent at
+//! once by its own request, as before batching: on a quiet proxy a hop through the batcher
+//! would only add task wakeups to every miss. The others queue, and are sent on the
+//! batcher's next turn, which comes as soon as the tasks already ready to run have had
+//! theirs: the batch is whatever those tasks asked for meanwhile. Each batch is sent from its own task, so several
 //! can be in flight at once and a request that gives up (its client hung up) never cancels
 //! the others' lookups. In a Redis Cluster one `MGET` may only name keys of one hash slot;
 //! there a batch is one `MGET` per slot (a key's generation and entry share a slot).
@@ -22,6 +24,7 @@ use fred::clients::{Client, WithOptions};
 use fred::prelude::{ClientLike, Error, ErrorKind, KeysInterface, Options, Pool};
 use fred::util::redis_keyslot;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -49,6 +52,10 @@ struct Queue {
 pub struct Batcher {
     queue: Arc<Queue>,
     task: JoinHandle<()>,
+    pool: Pool,
+    options: Options,
+    /// Whether a lookup is being sent on its own (at most one is).
+    alone: AtomicBool,
 }
 
 impl Batcher {
@@ -58,12 +65,23 @@ impl Batcher {
             waiting: Mutex::new(Vec::new()),
             ring: Notify::new(),
         });
-        let task = tokio::spawn(run(Arc::clone(&queue), pool, options));
-        Self { queue, task }
+        let task = tokio::spawn(run(Arc::clone(&queue), pool.clone(), options.clone()));
+        Self {
+            queue,
+            task,
+            pool,
+            options,
+            alone: AtomicBool::new(false),
+        }
     }
 
-    /// The values of `keys`, read in the next batch.
+    /// The values of `keys`: read at once if no other lookup is on its way, else in the
+    /// next batch.
     pub async fn mget(&self, keys: Vec<String>) -> Reply {
+        if let Some(_alone) = Alone::claim(&self.alone) {
+            let client = self.pool.next().with_options(&self.options);
+            return client.mget(keys).await;
+        }
         let (reply, answer) = oneshot::channel();
         let first = {
             let mut waiting = self.queue.waiting.lock().expect("batch queue poisoned");
@@ -76,6 +94,24 @@ impl Batcher {
         answer
             .await
             .unwrap_or_else(|_| Err(Error::new(ErrorKind::Canceled, "lookup batch dropped")))
+    }
+}
+
+/// The one lookup sent on its own; the next may be once this is dropped (also when the
+/// request gives up half way).
+struct Alone<'a>(&'a AtomicBool);
+
+impl<'a> Alone<'a> {
+    fn claim(flag: &'a AtomicBool) -> Option<Self> {
+        flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Self(flag))
+    }
+}
+
+impl Drop for Alone<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

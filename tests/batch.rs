@@ -1,6 +1,7 @@
-//! Lookup batching (`cachalot::batch`) against a real Redis: lookups queued together go out
-//! as one `MGET` and each gets its own keys' values; a Redis that is gone fails every lookup
-//! of the batch at once; in a Cluster, a batch is one `MGET` per hash slot.
+//! Lookup batching (`cachalot::batch`) against a real Redis: a lookup with none other on its
+//! way goes alone, lookups queued behind it go out together as one `MGET`, and each gets its
+//! own keys' values; a Redis that is gone fails every lookup of the batch at once; in a
+//! Cluster, a batch is one `MGET` per hash slot.
 //!
 //! The lookups are queued from one task on a current-thread runtime, so all of them are
 //! queued before the batcher's turn comes: the batch they form does not depend on timing.
@@ -33,7 +34,7 @@ fn values(values: &[Option<&str>]) -> Vec<Option<Bytes>> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn lookups_queued_together_are_one_mget_and_each_gets_its_own_values() {
+async fn lookups_queued_behind_one_are_one_mget_and_each_gets_its_own_values() {
     let redis = RedisServer::start();
     redis.command(&["SET", "a", "1"]).unwrap();
     redis.command(&["SET", "b", "2"]).unwrap();
@@ -50,10 +51,12 @@ async fn lookups_queued_together_are_one_mget_and_each_gets_its_own_values() {
     assert_eq!(second.unwrap(), values(&[Some("2"), Some("1")]));
     assert_eq!(hot.unwrap(), values(&[Some("1"), Some("1")]));
     assert_eq!(missing.unwrap(), values(&[None, Some("2")]));
+    // The first lookup found none on its way and went alone; the three queued behind it
+    // went together.
     assert_eq!(
         redis.command_calls("mget") - before,
-        1,
-        "one MGET for the batch"
+        2,
+        "one alone, one for the batch"
     );
 
     // A lookup alone is sent too, and sees what changed since.

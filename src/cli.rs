@@ -154,14 +154,13 @@ fn run(config: &Path, log_format: LogFormat) -> ExitCode {
         // meets the default action, which would terminate the process.
         #[cfg(unix)]
         let _hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-        let mut server = match Server::start(policy).await {
+        let server = match Server::start_watching(policy, config.to_path_buf()).await {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        server.watch_policy(config.to_path_buf());
         stop.await;
         tracing::info!("shutting down: finishing in-flight requests");
         server.shutdown().await;

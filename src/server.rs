@@ -41,7 +41,8 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     proxy: Arc<Proxy>,
-    policy_watch: Option<reload::Watch>,
+    /// Held for its `Drop`: the watch ends with the server.
+    _policy_watch: Option<reload::Watch>,
 }
 
 impl Server {
@@ -55,6 +56,21 @@ impl Server {
     /// As [`Server::start`], with the admin listener's settings given: tests run several
     /// instances in one process, each with its own token.
     pub async fn start_with(policy: Policy, admin_config: AdminConfig) -> Result<Self, StartError> {
+        Self::start_inner(policy, admin_config, None).await
+    }
+
+    /// As [`Server::start`], reloading the policy from `path` on SIGHUP and whenever the
+    /// file changes. The watch begins before the listener serves: an edit or a SIGHUP sent
+    /// as soon as the proxy answers is never missed.
+    pub async fn start_watching(policy: Policy, path: PathBuf) -> Result<Self, StartError> {
+        Self::start_inner(policy, AdminConfig::from_env(), Some(path)).await
+    }
+
+    async fn start_inner(
+        policy: Policy,
+        admin_config: AdminConfig,
+        policy_file: Option<PathBuf>,
+    ) -> Result<Self, StartError> {
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
                 .await
@@ -102,6 +118,7 @@ impl Server {
             stats: Stats::default(),
         });
         tokio::spawn(apply_messages(Arc::clone(&proxy), inbox));
+        let policy_watch = policy_file.map(|path| reload::watch(Arc::clone(&proxy), path));
 
         let (shutdown, stop) = watch::channel(false);
         let limits = proxy.policy().limits.clone();
@@ -128,7 +145,7 @@ impl Server {
             shutdown,
             tasks: vec![public_task, admin_task],
             proxy,
-            policy_watch: None,
+            _policy_watch: policy_watch,
         })
     }
 
@@ -145,11 +162,6 @@ impl Server {
     /// The running proxy (its policy, store and invalidation).
     pub fn proxy(&self) -> &Arc<Proxy> {
         &self.proxy
-    }
-
-    /// Reloads the policy from `path` on SIGHUP and whenever the file changes.
-    pub fn watch_policy(&mut self, path: PathBuf) {
-        self.policy_watch = Some(reload::watch(Arc::clone(&self.proxy), path));
     }
 
     /// Stops accepting, lets in-flight requests finish (bounded), and returns.

@@ -50,8 +50,9 @@ async fn edits_apply_live_and_broken_edits_are_rejected() {
     let good = policy_text(origin.addr(), &redis.url(), CACHED);
     write(&path, &good);
     let policy = cachalot::Policy::load(&path).unwrap();
-    let mut server = cachalot::Server::start(policy).await.unwrap();
-    server.watch_policy(path.clone());
+    let server = cachalot::Server::start_watching(policy, path.clone())
+        .await
+        .unwrap();
     let proxy = server.addr();
 
     // Clients keep asking throughout the edits; not one request may fail.

@@ -132,30 +132,30 @@ impl KeyTemplate {
             }
         }
         if let Some(query) = query {
-            let mut pairs: Vec<(String, String)> = query_pairs(query)
+            // Each pair escaped once into `name[=value]`, with the name's length to sort by.
+            let mut pairs: Vec<(String, usize)> = query_pairs(query)
                 .filter(|(name, _)| rule.keeps(name))
                 .map(|(name, value)| {
-                    let mut n = String::new();
-                    escape_into(&mut n, name, QUERY_KEEP);
-                    let v = value.map(|v| {
-                        let mut out = String::new();
-                        escape_into(&mut out, v, QUERY_KEEP);
-                        out
-                    });
-                    (n, v.map_or_else(String::new, |v| format!("={v}")))
+                    let mut pair = String::new();
+                    escape_into(&mut pair, name, QUERY_KEEP);
+                    let name_len = pair.len();
+                    if let Some(value) = value {
+                        pair.push('=');
+                        escape_into(&mut pair, value, QUERY_KEEP);
+                    }
+                    (pair, name_len)
                 })
                 .collect();
             if !pairs.is_empty() {
                 // By name only, and stable: repeated parameters keep their order, which the
                 // origin may depend on (`?tag=b&tag=a` is not `?tag=a&tag=b` to Flask's getlist).
-                pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                pairs.sort_by(|(a, a_len), (b, b_len)| a[..*a_len].cmp(&b[..*b_len]));
                 key.push('?');
-                for (i, (name, value)) in pairs.iter().enumerate() {
+                for (i, (pair, _)) in pairs.iter().enumerate() {
                     if i > 0 {
                         key.push('&');
                     }
-                    key.push_str(name);
-                    key.push_str(value);
+                    key.push_str(pair);
                 }
             }
         }

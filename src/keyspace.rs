@@ -39,33 +39,44 @@ impl Keyspace {
     /// `<prefix>:{B}V`.
     pub fn entry(&self, key: &str) -> String {
         let (base, variant) = split(key);
-        format!("{}:{{{base}}}{variant}", self.prefix)
+        self.name("", base, variant)
     }
 
     /// `<prefix>:gen:{B}`.
     pub fn generation(&self, base: &str) -> String {
-        format!("{}:gen:{{{base}}}", self.prefix)
+        self.name("gen:", base, "")
     }
 
     /// `<prefix>:variants:{B}`.
     pub fn variants(&self, base: &str) -> String {
-        format!("{}:variants:{{{base}}}", self.prefix)
+        self.name("variants:", base, "")
     }
 
     /// `<prefix>:lock:{B}V`.
     pub fn lock(&self, key: &str) -> String {
         let (base, variant) = split(key);
-        format!("{}:lock:{{{base}}}{variant}", self.prefix)
+        self.name("lock:", base, variant)
     }
 
     /// `<prefix>:tag:{T}`.
     pub fn tag(&self, tag: &str) -> String {
-        format!("{}:tag:{{{tag}}}", self.prefix)
+        self.name("tag:", tag, "")
     }
 
     /// `<prefix>:purged:{T}`.
     pub fn purged(&self, tag: &str) -> String {
-        format!("{}:purged:{{{tag}}}", self.prefix)
+        self.name("purged:", tag, "")
+    }
+
+    /// `<prefix>:<namespace>{<hashed>}<rest>`, in one allocation: every lookup names two keys.
+    fn name(&self, namespace: &str, hashed: &str, rest: &str) -> String {
+        let mut name = String::with_capacity(
+            self.prefix.len() + namespace.len() + hashed.len() + rest.len() + 3,
+        );
+        for part in [self.prefix.as_str(), ":", namespace, "{", hashed, "}", rest] {
+            name.push_str(part);
+        }
+        name
     }
 
     /// The SCAN pattern for every entry whose key starts with `start` (glob characters in

@@ -15,6 +15,7 @@ pub mod decision;
 pub mod entry;
 pub mod explain;
 mod fill;
+mod finish;
 pub mod framing;
 pub mod freshness;
 pub mod idle;

@@ -15,6 +15,7 @@ use crate::collapse::{self, Flights, Join, Landing};
 use crate::decision::{self, Decision, Plan};
 use crate::entry::{Entry, now_ms};
 use crate::fill;
+use crate::finish::finishing;
 use crate::framing;
 use crate::freshness::Directives;
 use crate::invalidate::{Invalidation, Source};
@@ -452,18 +453,19 @@ impl Proxy {
     ) -> (Response<ProxyBody>, CacheStatus) {
         match self.flights.join(request.fill_key()) {
             Join::Lead(flight) => {
-                // The fill runs in its own task, so a client that hangs up does not cancel
-                // the fetch its waiters depend on.
+                // Led in this request's task, so the lock is asked for at once; a client
+                // that hangs up hands the fill to a task of its own, since the flight's
+                // waiters depend on it.
                 let proxy = Arc::clone(self);
                 let request = Arc::new(request);
-                let task = tokio::spawn({
+                let fill = finishing({
                     let request = Arc::clone(&request);
                     async move { fill::lead(&proxy, flight, &request, generation, stale).await }
                 });
-                match task.await {
+                match fill.await {
                     Ok(answer) => answer,
                     Err(e) => {
-                        tracing::error!(error = %e, "fill task failed");
+                        tracing::error!(error = %e, "fill failed");
                         let status = request.status(Phase::Miss).because(Reason::OriginError);
                         (plain(StatusCode::BAD_GATEWAY, "fill failed\n"), status)
                     }

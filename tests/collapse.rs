@@ -115,6 +115,40 @@ async fn hundred_cold_requests_across_two_instances_make_one_origin_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_client_hangs_up_still_fills_for_its_waiters() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start();
+    let origin = slow_echo(Duration::from_millis(300)).await;
+    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+
+    // The leader's client asks, then hangs up while the origin is still answering.
+    let mut leader = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    leader
+        .write_all(b"GET /api/credentials/abc HTTP/1.1\r\nHost: cachalot\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(leader);
+    // A request that joined the flight is answered by the fill the leader started.
+    let waiter = get(proxy.addr(), "/api/credentials/abc", &[]).await;
+
+    assert_eq!(waiter.status, 200, "{}", waiter.cache_status());
+    assert!(
+        waiter.cache_status().contains("collapsed"),
+        "the waiter must get the leader's fill: {}",
+        waiter.cache_status()
+    );
+    assert_eq!(origin.count(), 1, "origin requests");
+    let after = get(proxy.addr(), "/api/credentials/abc", &[]).await;
+    assert!(
+        after.cache_status().contains("hit"),
+        "{}",
+        after.cache_status()
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_are_woken_when_the_fill_lands_not_at_the_end_of_their_wait() {
     let redis = RedisServer::start();
     let origin = slow_echo(Duration::from_millis(300)).await;

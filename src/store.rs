@@ -359,15 +359,19 @@ impl Store {
     /// value that is not a valid entry is a miss. One round trip.
     pub async fn get(&self, key: &str, use_l1: bool) -> Result<Lookup, Unavailable> {
         let l1 = self.l1.as_ref().filter(|_| use_l1);
-        let l1_epoch = l1.map_or(0, L1::epoch);
         if let Some(entry) = l1.and_then(|l1| l1.get(key)) {
             return Ok(Lookup {
                 entry: Some(entry),
                 generation: 0,
                 from_l1: true,
-                l1_epoch,
+                // A tier hit reads nothing from Redis that needs guarding, so it skips the
+                // epoch's lock. 0 is never above the true count: an insert under it can
+                // only be refused, never let through after an invalidation.
+                l1_epoch: 0,
             });
         }
+        // Read before Redis is: an invalidation that lands after this keeps the entry out.
+        let l1_epoch = l1.map_or(0, L1::epoch);
         let keys = vec![self.keys.generation(base_key(key)), self.keys.entry(key)];
         let (generation, raw) = match self.run(Op::Mget, Box::pin(self.lookups.mget(keys))).await {
             Ok(mut values) if values.len() == 2 => {

@@ -228,6 +228,7 @@ pub struct Store {
     l1: Option<L1>,
     /// Whether the pub/sub subscription is up (the in-process tier is trusted only then).
     feed_up: AtomicBool,
+    /// `cachalot_redis_command_duration_seconds`, one handle per operation.
     timings: Timings,
 }
 

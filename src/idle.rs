@@ -64,6 +64,14 @@ impl Activity {
         let moved = self.moved.load(Ordering::Relaxed);
         self.moved.store(moved.wrapping_add(1), Ordering::Relaxed);
     }
+
+    /// Counts a write that moved bytes, and passes its result on.
+    fn count_written(&self, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        result
+    }
 }
 
 /// A connection's place among the open ones; leaves them when dropped.
@@ -169,10 +177,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.moved();
-        }
-        result
+        this.activity.count_written(result)
     }
 
     fn poll_write_vectored(
@@ -182,10 +187,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.moved();
-        }
-        result
+        this.activity.count_written(result)
     }
 
     fn is_write_vectored(&self) -> bool {

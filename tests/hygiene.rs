@@ -134,11 +134,7 @@ async fn hop_by_hop_response_headers_never_reach_the_client() {
     assert!(miss.cache_status().contains("fwd=uri-miss"));
     assert_no_hop_headers(&miss, "miss");
     let hit = get(proxy.addr(), "/api/credentials/abc", &[]).await;
-    assert!(
-        hit.cache_status().starts_with("cachalot; hit"),
-        "{}",
-        hit.cache_status()
-    );
+    assert!(hit.hit(), "{}", hit.cache_status());
     assert_no_hop_headers(&hit, "hit");
     let head_hit = send(
         proxy.addr(),

@@ -175,7 +175,7 @@ fn state(got: &Got) -> String {
 }
 
 fn is_hit(got: &Got) -> bool {
-    got.cache_status().starts_with("cachalot; hit")
+    got.hit()
 }
 
 /// GETs `path` until it is a hit again, before `deadline`; every answer meanwhile, from

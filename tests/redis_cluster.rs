@@ -51,7 +51,7 @@ fn item(id: u32) -> String {
 }
 
 fn is_hit(got: &Got) -> bool {
-    got.cache_status().starts_with("cachalot; hit")
+    got.hit()
 }
 
 async fn post(addr: SocketAddr, path: &str) -> Got {

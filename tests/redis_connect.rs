@@ -63,11 +63,7 @@ async fn the_proxy_caches_through_tls_with_the_policy_s_ca() {
     let first = get(proxy.addr(), "/items/1", &[]).await;
     assert!(first.stored(), "{}", first.cache_status());
     let second = get(proxy.addr(), "/items/1", &[]).await;
-    assert!(
-        second.cache_status().starts_with("cachalot; hit"),
-        "{}",
-        second.cache_status()
-    );
+    assert!(second.hit(), "{}", second.cache_status());
     assert_eq!(origin.count(), 1);
     proxy.shutdown().await;
 
@@ -180,11 +176,7 @@ async fn a_mounted_password_file_is_used_and_its_newline_ignored() {
     let proxy = start_proxy_redis(origin.addr(), &url, &extra, ITEMS).await;
     assert!(get(proxy.addr(), "/items/7", &[]).await.stored());
     let hit = get(proxy.addr(), "/items/7", &[]).await;
-    assert!(
-        hit.cache_status().starts_with("cachalot; hit"),
-        "{}",
-        hit.cache_status()
-    );
+    assert!(hit.hit(), "{}", hit.cache_status());
     proxy.shutdown().await;
 
     let missing = check_connect(Some(&url), "password_file = \"/nonexistent/secret\"\n", &[]);

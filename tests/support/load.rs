@@ -82,7 +82,7 @@ pub async fn steady(
                         at: Instant::now(),
                         latency: sent.elapsed(),
                         ok: got.status == 200,
-                        hit: got.cache_status().starts_with("cachalot; hit"),
+                        hit: got.hit(),
                     });
                 }
                 samples

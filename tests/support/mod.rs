@@ -117,6 +117,11 @@ impl Got {
         self.cache_status().split("; ").any(|part| part == "stored")
     }
 
+    /// Whether `Cache-Status` says the response was a hit (from Redis or the in-process tier).
+    pub fn hit(&self) -> bool {
+        self.cache_status().starts_with("cachalot; hit")
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }

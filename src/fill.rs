@@ -385,13 +385,14 @@ async fn fetch(
 }
 
 /// The response's directives as this route reads them: routes that follow the origin obey
-/// `Surrogate-Control` addressed to the proxy first; fixed-TTL routes read `Cache-Control`
-/// only for what must never be stored.
+/// the most specific field addressed to the proxy (`Cachalot-Cache-Control`,
+/// `Surrogate-Control`, `CDN-Cache-Control`, then `Cache-Control`); fixed-TTL routes read
+/// them only for what must never be stored.
 fn response_directives(rule: &crate::route::CacheRule, headers: &HeaderMap) -> Directives {
     if rule.ttl.is_origin() {
-        Directives::for_surrogate(headers)
+        Directives::for_proxy(headers)
     } else {
-        Directives::parse(headers)
+        Directives::for_fixed_ttl(headers)
     }
 }
 

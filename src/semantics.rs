@@ -91,10 +91,10 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     }
     let since = request
         .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        .and_then(|v| freshness::parse_http_date(v.to_str().ok()?));
     let modified = stored
         .get(header::LAST_MODIFIED)
-        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        .and_then(|v| freshness::parse_http_date(v.to_str().ok()?));
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
 }
 

@@ -2,7 +2,9 @@
 //! an origin says a response stays fresh (§4.2.1), and how old a stored response is (§4.2.3).
 //!
 //! Routes with a fixed `ttl` decide freshness themselves (legacy origins send nothing useful);
-//! routes with `ttl = "origin"` take it from here, within the route's `ttl_max`.
+//! routes with `ttl = "origin"` take it from here, within the route's `ttl_max`. Fields that
+//! address this proxy alone (`CDN-Cache-Control`, `Cachalot-Cache-Control`) are read by
+//! `targeted` and replace `Cache-Control` here.
 
 use crate::targeted;
 use http::{HeaderMap, StatusCode, header};

@@ -49,6 +49,8 @@ pub enum Reason {
     NoStore,
     Private,
     NoCache,
+    /// A `Cache-Control`, `Pragma` or `Surrogate-Control` line could not be read: not stored.
+    UnreadableDirectives,
     Vary,
     TooLarge,
     CollapseTimeout,
@@ -92,6 +94,7 @@ impl Reason {
             Reason::NoStore => "no-store",
             Reason::Private => "private",
             Reason::NoCache => "no-cache",
+            Reason::UnreadableDirectives => "unreadable-directives",
             Reason::Vary => "vary",
             Reason::TooLarge => "too-large",
             Reason::CollapseTimeout => "collapse-timeout",

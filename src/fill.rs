@@ -318,6 +318,17 @@ async fn fetch(
     if let (StatusCode::NOT_MODIFIED, Some(entry)) = (parts.status, revalidating) {
         let headers = updated_headers(&entry.headers, parts.headers);
         let directives = response_directives(rule, &headers);
+        // The updated response must still be storable: a 304 can bring `private`, `no-store`,
+        // `Set-Cookie` or a line that cannot be read. Then it is served to this client alone
+        // and the stored entry is left as it was.
+        let explicit = freshness::explicit_lifetime(&headers, &directives, times.response_ms);
+        let refusal = semantics::not_storable(
+            entry.status,
+            &headers,
+            &directives,
+            explicit.is_some(),
+            rule,
+        );
         let refreshed = build_entry(
             request,
             (entry.status, headers, entry.body.clone()),
@@ -325,6 +336,10 @@ async fn fetch(
             times,
             generation,
         );
+        if let Some(reason) = refusal {
+            let response = from_entry(&refreshed.entry, request, &mut status);
+            return ((response, status.because(reason)), None);
+        }
         let tags = request.tags.iter().cloned().chain(origin_tags).collect();
         return store_and_answer(proxy, request, refreshed, tags, status).await;
     }
@@ -385,13 +400,14 @@ async fn fetch(
 }
 
 /// The response's directives as this route reads them: routes that follow the origin obey
-/// `Surrogate-Control` addressed to the proxy first; fixed-TTL routes read `Cache-Control`
-/// only for what must never be stored.
+/// the most specific field addressed to the proxy (`Cachalot-Cache-Control`,
+/// `Surrogate-Control`, `CDN-Cache-Control`, then `Cache-Control`); fixed-TTL routes read
+/// them only for what must never be stored.
 fn response_directives(rule: &crate::route::CacheRule, headers: &HeaderMap) -> Directives {
     if rule.ttl.is_origin() {
-        Directives::for_surrogate(headers)
+        Directives::for_proxy(headers)
     } else {
-        Directives::parse(headers)
+        Directives::for_fixed_ttl(headers)
     }
 }
 

@@ -2,13 +2,16 @@
 //! an origin says a response stays fresh (§4.2.1), and how old a stored response is (§4.2.3).
 //!
 //! Routes with a fixed `ttl` decide freshness themselves (legacy origins send nothing useful);
-//! routes with `ttl = "origin"` take it from here, within the route's `ttl_max`.
+//! routes with `ttl = "origin"` take it from here, within the route's `ttl_max`. Fields that
+//! address this proxy alone (`CDN-Cache-Control`, `Cachalot-Cache-Control`) are read by
+//! `targeted` and replace `Cache-Control` here.
 
+use crate::targeted;
 use http::{HeaderMap, StatusCode, header};
 use std::time::Duration;
 
 /// RFC 9111 §1.2.2: delta-seconds too large to represent are taken as 2^31.
-const DELTA_MAX: u64 = 1 << 31;
+pub const DELTA_MAX: u64 = 1 << 31;
 
 /// The response header a surrogate (a reverse proxy in front of the origin) obeys first.
 pub static SURROGATE_CONTROL: http::HeaderName = http::HeaderName::from_static("surrogate-control");
@@ -57,10 +60,44 @@ impl Directives {
         )
     }
 
-    /// A response's directives for this proxy: `Surrogate-Control` directives addressed to
-    /// it (no target, or `;cachalot`) replace `Cache-Control`'s, as the surrogate in front of
-    /// the origin (W3C Edge Architecture); `private` in `Cache-Control` still holds.
-    pub fn for_surrogate(headers: &HeaderMap) -> Self {
+    /// A response's directives as a route that follows the origin reads them: the most
+    /// specific field addressed to this proxy wins, and replaces the less specific ones
+    /// (RFC 9213 §2.1): `Cachalot-Cache-Control`, then `Surrogate-Control` directives
+    /// addressed to it (no target, or `;cachalot`; W3C Edge Architecture), then
+    /// `CDN-Cache-Control`, then `Cache-Control`. `Surrogate-Control` keeps `Cache-Control`'s
+    /// `private`, as it always has; the RFC 9213 fields replace `Cache-Control` whole, so a
+    /// fresh `CDN-Cache-Control: max-age` is stored even with `Cache-Control: no-store` (the
+    /// origin's word for browsers).
+    pub fn for_proxy(headers: &HeaderMap) -> Self {
+        targeted::directives(headers, &targeted::CACHALOT_CACHE_CONTROL)
+            .or_else(|| Self::surrogate(headers))
+            .or_else(|| targeted::directives(headers, &targeted::CDN_CACHE_CONTROL))
+            .unwrap_or_else(|| Self::parse(headers))
+    }
+
+    /// A response's directives as a fixed-TTL route reads them: the policy decides freshness,
+    /// so only what forbids storing counts, from `Cache-Control` and from every targeted field
+    /// (a `private` or `no-store` addressed to this proxy is never overridden by the policy).
+    pub fn for_fixed_ttl(headers: &HeaderMap) -> Self {
+        let mut d = Self::parse(headers);
+        let targeted = [
+            &targeted::CACHALOT_CACHE_CONTROL,
+            &targeted::CDN_CACHE_CONTROL,
+        ]
+        .into_iter()
+        .filter_map(|name| targeted::directives(headers, name))
+        .chain(Self::surrogate(headers));
+        for t in targeted {
+            d.no_store |= t.no_store;
+            d.private |= t.private;
+            d.no_cache |= t.no_cache;
+        }
+        d
+    }
+
+    /// `Surrogate-Control` directives addressed to this proxy, with `Cache-Control`'s
+    /// `private`; `None` when there are none.
+    fn surrogate(headers: &HeaderMap) -> Option<Self> {
         let mut ours = String::new();
         for line in headers.get_all(&SURROGATE_CONTROL) {
             let Ok(line) = line.to_str() else { continue };
@@ -75,15 +112,14 @@ impl Directives {
                 }
             }
         }
-        let cache_control = Self::parse(headers);
         let surrogate = Self::parse_lines([ours.as_str()]);
         if surrogate == Self::default() {
-            return cache_control;
+            return None;
         }
-        Self {
-            private: cache_control.private,
+        Some(Self {
+            private: Self::parse(headers).private,
             ..surrogate
-        }
+        })
     }
 
     fn parse_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
@@ -232,21 +268,7 @@ pub fn corrected_initial_age(
     request_time_ms: u64,
     response_time_ms: u64,
 ) -> Duration {
-    // One line of digits; anything else (a list, a sign, a fraction, a parameter, two
-    // lines) cannot be trusted, and an untrustworthy age is taken as very old.
-    let mut lines = headers.get_all(header::AGE).iter();
-    let age_value = match (lines.next(), lines.next()) {
-        (None, _) => 0,
-        (Some(line), None) => {
-            let text = line.to_str().unwrap_or("x").trim();
-            if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-                text.parse::<u64>().unwrap_or(DELTA_MAX).min(DELTA_MAX)
-            } else {
-                DELTA_MAX
-            }
-        }
-        (Some(_), Some(_)) => DELTA_MAX,
-    };
+    let age_value = headers.get(header::AGE).and_then(age).unwrap_or(0);
     // `Date` has whole seconds: compare at that resolution, or every response would look up
     // to a second old on arrival.
     let apparent_ms = date_ms(headers).map_or(0, |date| {
@@ -256,17 +278,115 @@ pub fn corrected_initial_age(
     Duration::from_millis(apparent_ms.max(age_value * 1000 + delay_ms))
 }
 
+/// The seconds an `Age` field states (RFC 9111 §5.1): of several values (a list, or several
+/// lines) the first, since the rest were added by caches that could not know better; a
+/// parameter after it (`7200;foo=bar`) leaves the number in force. Anything that is not a
+/// non-negative integer (`abc`, `-7200`, `7200.0`) is no age at all and ignored: the apparent
+/// age from `Date` still counts. Values too large to represent are 2^31, very old.
+fn age(line: &http::HeaderValue) -> Option<u64> {
+    let first = line.to_str().ok()?.split(',').next()?;
+    let number = first.split(';').next()?.trim();
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(number.parse::<u64>().unwrap_or(DELTA_MAX).min(DELTA_MAX))
+}
+
+/// Whether a `Cache-Control`, `Pragma` or `Surrogate-Control` line of the response cannot be
+/// read: a byte outside visible ASCII (`ext="café"`), or a quoted string that never closes
+/// (`x="a, private`). Skipping such a line could skip the `private` in it, so the response
+/// is not stored (fail closed).
+pub fn unreadable_directives(headers: &HeaderMap) -> bool {
+    [&header::CACHE_CONTROL, &header::PRAGMA, &SURROGATE_CONTROL]
+        .into_iter()
+        .flat_map(|name| headers.get_all(name))
+        .any(|line| line.to_str().map_or(true, |text| !quotes_closed(text)))
+}
+
+/// Whether every quoted string in `text` ends (a backslash escapes the next character).
+fn quotes_closed(text: &str) -> bool {
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+    }
+    !quoted
+}
+
 fn date_ms(headers: &HeaderMap) -> Option<u64> {
     http_date_ms(headers.get(header::DATE)?)
 }
 
 /// An HTTP date in ms since the Unix epoch (dates before it count as the epoch).
 fn http_date_ms(value: &http::HeaderValue) -> Option<u64> {
-    let time = httpdate::parse_http_date(value.to_str().ok()?.trim()).ok()?;
+    let time = parse_http_date(value.to_str().ok()?)?;
     Some(
         time.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     )
+}
+
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// An HTTP date in any of its three formats (RFC 9110 §5.6.7), read as robustly as that
+/// section encourages: day, month and zone names in any letter case (`THU`, `AUG`, `gMT`),
+/// and a weekday that disagrees with the date ignored (the date says which day it is).
+/// Everything else must be exact: another zone (`UTC`), a two-digit year in the modern
+/// format, a missing comma or an extra space is no date.
+pub fn parse_http_date(text: &str) -> Option<std::time::SystemTime> {
+    let text = text.trim();
+    if let Ok(time) = httpdate::parse_http_date(text) {
+        return Some(time);
+    }
+    let canonical = canonical_case(text);
+    let weekday = canonical
+        .bytes()
+        .take_while(u8::is_ascii_alphabetic)
+        .count();
+    let rest = &canonical[weekday..];
+    WEEKDAYS.iter().find_map(|day| {
+        let day = if weekday > 3 { day } else { &day[..3] };
+        httpdate::parse_http_date(&format!("{day}{rest}")).ok()
+    })
+}
+
+/// `text` with each run of letters in the case HTTP dates spell names: `GMT`, else `Thu`.
+fn canonical_case(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.eq_ignore_ascii_case("gmt") {
+            out.push_str("GMT");
+        } else {
+            let mut letters = word.chars();
+            out.extend(letters.next().map(|c| c.to_ascii_uppercase()));
+            out.extend(letters.map(|c| c.to_ascii_lowercase()));
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphabetic() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// How a route decides how long a stored response is fresh.
@@ -414,26 +534,95 @@ mod tests {
                 "max-age=60;cachalot, no-store;other-cdn",
             ),
         ]);
-        let d = Directives::for_surrogate(&h);
+        let d = Directives::for_proxy(&h);
         assert_eq!(d.max_age, Some(60));
         assert!(!d.no_store && d.private);
         let elsewhere = headers(&[
             ("cache-control", "max-age=5"),
             ("surrogate-control", "max-age=60;other-cdn"),
         ]);
-        assert_eq!(Directives::for_surrogate(&elsewhere).max_age, Some(5));
+        assert_eq!(Directives::for_proxy(&elsewhere).max_age, Some(5));
     }
 
     #[test]
-    fn untrustworthy_ages_are_very_old() {
-        for bad in [
-            &[("age", "1.5")][..],
-            &[("age", "0, 0")],
-            &[("age", "0"), ("age", "0")],
-        ] {
-            let age = corrected_initial_age(&headers(bad), 0, 0);
-            assert_eq!(age, Duration::from_secs(DELTA_MAX), "{bad:?}");
+    fn age_is_the_first_value_and_an_invalid_one_is_ignored() {
+        let cases: [(&[(&'static str, &'static str)], u64); 12] = [
+            (&[("age", "abc")], 0),
+            (&[("age", "-7200")], 0),
+            (&[("age", "7200.0")], 0),
+            (&[("age", "")], 0),
+            (&[("age", "0, 7200")], 0),
+            (&[("age", "7200, 0")], 7200),
+            (&[("age", "0"), ("age", "7200")], 0),
+            (&[("age", "7200"), ("age", "0")], 7200),
+            (&[("age", "3600"), ("age", "3600")], 3600),
+            (&[("age", "7200;foo=bar")], 7200),
+            (&[("age", "2147483648")], DELTA_MAX),
+            (&[("age", "99999999999999999999")], DELTA_MAX),
+        ];
+        for (lines, seconds) in cases {
+            let age = corrected_initial_age(&headers(lines), 0, 0);
+            assert_eq!(age, Duration::from_secs(seconds), "{lines:?}");
         }
+    }
+
+    #[test]
+    fn directives_that_cannot_be_read_are_found() {
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            "cache-control",
+            HeaderValue::from_bytes("private, ext=\"café\"".as_bytes()).unwrap(),
+        );
+        assert!(unreadable_directives(&odd));
+        for bad in [
+            ("cache-control", "x=\"a, private"),
+            ("pragma", "x=\"a\\\""),
+            ("surrogate-control", "max-age=60, x=\"y"),
+        ] {
+            assert!(unreadable_directives(&headers(&[bad])), "{bad:?}");
+        }
+        for good in [
+            (
+                "cache-control",
+                "max-age=60, no-cache=\"set-cookie, x\", x=\"a\\\"b\"",
+            ),
+            ("pragma", "no-cache"),
+            ("cdn-cache-control", "x=\"y"),
+        ] {
+            assert!(!unreadable_directives(&headers(&[good])), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn the_most_specific_targeted_field_wins() {
+        let all = [
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=30"),
+            ("surrogate-control", "max-age=20"),
+            ("cachalot-cache-control", "max-age=10"),
+        ];
+        for n in (1..=all.len()).rev() {
+            let d = Directives::for_proxy(&headers(&all[..n]));
+            let expected = [None, Some(30), Some(20), Some(10)][n - 1];
+            assert_eq!(d.max_age, expected, "{:?}", &all[..n]);
+            assert_eq!(d.no_store, n == 1);
+        }
+        // An invalid targeted field falls back to the next one.
+        let h = headers(&[
+            ("cache-control", "max-age=5"),
+            ("cdn-cache-control", "max-age=30"),
+            ("cachalot-cache-control", "max-age=\"10\""),
+        ]);
+        assert_eq!(Directives::for_proxy(&h).max_age, Some(30));
+        // Fixed-TTL routes take every refusal, whichever field states it.
+        let h = headers(&[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "private"),
+        ]);
+        assert!(Directives::for_fixed_ttl(&h).private);
+        assert!(
+            !Directives::for_fixed_ttl(&headers(&[("cdn-cache-control", "max-age=9")])).no_store
+        );
     }
 
     #[test]
@@ -451,6 +640,38 @@ mod tests {
         );
         let none = headers(&[("content-type", "text/plain")]);
         assert_eq!(explicit_lifetime(&none, &Directives::parse(&none), 0), None);
+    }
+
+    #[test]
+    fn dates_are_read_robustly_but_not_loosely() {
+        let aug18 = parse_http_date("Thu, 18 Aug 2050 02:01:18 GMT").unwrap();
+        for same in [
+            "THU, 18 Aug 2050 02:01:18 GMT",
+            "Thu, 18 AUG 2050 02:01:18 GMT",
+            "Thu, 18 Aug 2050 02:01:18 gMT",
+            "Mon, 18 Aug 2050 02:01:18 GMT",
+            "Thursday, 18-Aug-50 02:01:18 GMT",
+            "friday, 18-aug-50 02:01:18 gmt",
+            "Thu Aug 18 02:01:18 2050",
+        ] {
+            assert_eq!(parse_http_date(same), Some(aug18), "{same:?}");
+        }
+        let aug8 = parse_http_date("Mon Aug  8 02:01:18 2050").unwrap();
+        assert_eq!(parse_http_date("Thu Aug  8 02:01:18 2050"), Some(aug8));
+        for bad in [
+            "Thu, 18 Aug 2050 02:01:18 UTC",
+            "Thu, 18 Aug 2050 02:01:18 AEST",
+            "Thu, 18 Aug 50 02:01:18 GMT",
+            "Thu 18 Aug 2050 02:01:18 GMT",
+            "Thu, 18  Aug  2050 02:01:18 GMT",
+            "Thu, 18-Aug-2050 02:01:18 GMT",
+            "Thu, 18 Aug 2050 02.01.18 GMT",
+            "Thu, 18 Aug 2050 2:01:18 GMT",
+            "0",
+            "",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

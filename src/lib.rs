@@ -41,6 +41,7 @@ pub mod stats;
 pub mod status_page;
 pub mod store;
 pub mod tags;
+pub mod targeted;
 pub mod upgrade;
 pub mod vary;
 

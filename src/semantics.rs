@@ -41,6 +41,9 @@ pub fn not_storable(
     if headers.contains_key(header::SET_COOKIE) {
         return Some(Reason::SetCookie);
     }
+    if freshness::unreadable_directives(headers) {
+        return Some(Reason::UnreadableDirectives);
+    }
     if directives.no_store {
         return Some(Reason::NoStore);
     }
@@ -88,10 +91,10 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     }
     let since = request
         .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        .and_then(|v| freshness::parse_http_date(v.to_str().ok()?));
     let modified = stored
         .get(header::LAST_MODIFIED)
-        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        .and_then(|v| freshness::parse_http_date(v.to_str().ok()?));
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
 }
 
@@ -171,6 +174,10 @@ mod tests {
         assert_eq!(
             check(StatusCode::OK, &with("cache-control", "no-store"), &r),
             Some(Reason::NoStore)
+        );
+        assert_eq!(
+            check(StatusCode::OK, &with("cache-control", "x=\"a, private"), &r),
+            Some(Reason::UnreadableDirectives)
         );
         assert_eq!(
             check(StatusCode::OK, &with("content-length", "101"), &r),

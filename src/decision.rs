@@ -9,6 +9,7 @@ use crate::path;
 use crate::policy::Policy;
 use crate::route::{Action, Route};
 use crate::semantics;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use std::sync::Arc;
 
@@ -30,6 +31,10 @@ pub struct Plan {
     pub key: String,
     /// The route's tags for this request (the origin may add more).
     pub tags: Vec<String>,
+    /// The request URI with its typed parameters in canonical form, when the request used
+    /// another spelling (`/orders/0042`): the origin is asked for this one, so the entry
+    /// stored under the canonical key is the origin's answer for the canonical URL.
+    pub canonical_uri: Option<Uri>,
 }
 
 /// Decides for one request, whose URI [`path::normalize_uri`] has already normalised (the
@@ -71,10 +76,28 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
                     key
                 },
                 tags: rule.tags.iter().map(build).collect(),
+                canonical_uri: route
+                    .pattern
+                    .canonical_path(&segments, &matched.params)
+                    .map(|path| with_path(uri, &path)),
                 route: Arc::clone(&route),
             }),
         },
     }
+}
+
+/// `uri` with another path, its query kept.
+fn with_path(uri: &Uri, path: &str) -> Uri {
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    // A canonical path is the request's own segments, or digits, hex, '.', and the
+    // lower case of its own (escaped) characters: it parses wherever the request's did.
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(target).expect("a canonical path is a valid request target"));
+    Uri::from_parts(parts).expect("only the path changed")
 }
 
 /// Path and query as the origin sees them for a cached route: the route's query rule

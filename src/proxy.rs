@@ -205,8 +205,16 @@ impl Proxy {
             Decision::Forward { status, invalidate } => {
                 Box::pin(self.pass(request, client, status, invalidate)).await
             }
-            Decision::Cache(Plan { route, key, tags }) => {
-                let (head, _body) = request.into_parts();
+            Decision::Cache(Plan {
+                route,
+                key,
+                tags,
+                canonical_uri,
+            }) => {
+                let (mut head, _body) = request.into_parts();
+                if let Some(uri) = canonical_uri {
+                    head.uri = uri;
+                }
                 let cacheable = Cacheable {
                     route,
                     key,
@@ -283,7 +291,11 @@ impl Proxy {
             status.reason = Some(Reason::BodyTooLarge);
             return (body_too_large(), status);
         }
-        let upgrade = upgrade::requested(&head.headers).zip(head.extensions.remove::<OnUpgrade>());
+        // Only WebSocket is tunnelled; any other Upgrade is dropped with the hop-by-hop
+        // headers and the request goes on as plain HTTP/1.1 (see `upgrade`).
+        let upgrade = upgrade::requested(&head.headers)
+            .and_then(|offered| upgrade::allowed(&offered))
+            .zip(head.extensions.remove::<OnUpgrade>());
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
         let body = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
         let mut outgoing = origin::request_head(&self.origin, &head, target, client.ip())
@@ -323,6 +335,20 @@ impl Proxy {
         }
         let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let accepted = response.headers().get(header::UPGRADE).cloned();
+        let asked = upgrade.as_ref().map(|(protocol, _)| protocol);
+        if switched && !asked.is_some_and(|asked| upgrade::switched_to_allowed(accepted.as_ref(), asked)) {
+            tracing::warn!(
+                upgrade = ?accepted,
+                "the origin switched protocols without being asked to, or to another protocol: not tunnelled"
+            );
+            return (
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    "cachalot: the origin switched to a protocol the proxy does not tunnel\n",
+                ),
+                status,
+            );
+        }
         let origin_side = switched.then(|| hyper::upgrade::on(&mut response));
         let (mut parts, body) = response.into_parts();
         origin::strip_hop_by_hop(&mut parts.headers);

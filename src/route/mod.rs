@@ -5,8 +5,10 @@
 //! than one Redis round trip, and unlike radix routers (matchit) it can express Flask's
 //! `int` converter falling back to a plainer route when the segment is not a number.
 
+mod canonical;
 mod pattern;
 
+pub use canonical::Converter;
 pub use pattern::{Params, PathPattern, Segment};
 
 use crate::freshness::Ttl;

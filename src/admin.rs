@@ -26,9 +26,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The environment variable that holds the purge API's bearer token.

@@ -112,7 +112,10 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
                 "origin",
                 format!(
                     "GET {}{}",
-                    decision::origin_target(plan.canonical_uri.as_ref().unwrap_or(&uri), &rule.query),
+                    decision::origin_target(
+                        plan.canonical_uri.as_ref().unwrap_or(&uri),
+                        &rule.query
+                    ),
                     query_note(&rule.query, probe.uri.query())
                 ),
             );

@@ -145,7 +145,9 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refused::Unsigned => f.write_str("unsigned, and [invalidation] secret_file is set"),
-            Refused::BadSignature => f.write_str("the signature does not match the message under the shared secret"),
+            Refused::BadSignature => {
+                f.write_str("the signature does not match the message under the shared secret")
+            }
             Refused::Malformed(why) => f.write_str(why),
         }
     }

@@ -365,8 +365,18 @@ mod tests {
         let t = KeyTemplate::Default {
             name: Some("s".into()),
         };
-        let ab = t.build(&[] as &[(&str, &str)], "/", Some("tag=b&x=1&tag=a"), &QueryRule::Sorted);
-        let ba = t.build(&[] as &[(&str, &str)], "/", Some("tag=a&x=1&tag=b"), &QueryRule::Sorted);
+        let ab = t.build(
+            &[] as &[(&str, &str)],
+            "/",
+            Some("tag=b&x=1&tag=a"),
+            &QueryRule::Sorted,
+        );
+        let ba = t.build(
+            &[] as &[(&str, &str)],
+            "/",
+            Some("tag=a&x=1&tag=b"),
+            &QueryRule::Sorted,
+        );
         assert_eq!(ab, "s?tag=b&tag=a&x=1");
         assert_ne!(ab, ba);
     }
@@ -377,14 +387,24 @@ mod tests {
             name: Some("stats".into()),
         };
         let allow = QueryRule::Allow(vec!["period".into()]);
-        let key = t.build(&[] as &[(&str, &str)], "/api/stats", Some("utm=x&period=day"), &allow);
+        let key = t.build(
+            &[] as &[(&str, &str)],
+            "/api/stats",
+            Some("utm=x&period=day"),
+            &allow,
+        );
         assert_eq!(key, "stats?period=day");
         assert_eq!(
             allow.forwarded(Some("utm=x&period=day")).unwrap(),
             "period=day"
         );
         assert_eq!(QueryRule::Ignore.forwarded(Some("a=1")), None);
-        let key = t.build(&[] as &[(&str, &str)], "/api/stats", Some("a=1"), &QueryRule::Ignore);
+        let key = t.build(
+            &[] as &[(&str, &str)],
+            "/api/stats",
+            Some("a=1"),
+            &QueryRule::Ignore,
+        );
         assert_eq!(key, "stats");
     }
 
@@ -404,7 +424,12 @@ mod tests {
         );
         let unnamed = KeyTemplate::Default { name: None };
         assert_eq!(
-            unnamed.build(&[] as &[(&str, &str)], "/api/stats", Some("x=1"), &QueryRule::Sorted),
+            unnamed.build(
+                &[] as &[(&str, &str)],
+                "/api/stats",
+                Some("x=1"),
+                &QueryRule::Sorted
+            ),
             "/api/stats?x=1"
         );
     }

@@ -336,7 +336,9 @@ impl Proxy {
         let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let accepted = response.headers().get(header::UPGRADE).cloned();
         let asked = upgrade.as_ref().map(|(protocol, _)| protocol);
-        if switched && !asked.is_some_and(|asked| upgrade::switched_to_allowed(accepted.as_ref(), asked)) {
+        if switched
+            && !asked.is_some_and(|asked| upgrade::switched_to_allowed(accepted.as_ref(), asked))
+        {
             tracing::warn!(
                 upgrade = ?accepted,
                 "the origin switched protocols without being asked to, or to another protocol: not tunnelled"

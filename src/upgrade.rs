@@ -52,9 +52,11 @@ pub fn switched_to_allowed(accepted: Option<&HeaderValue>, asked: &HeaderValue) 
         return false;
     };
     is_websocket(accepted)
-        && asked
-            .to_str()
-            .is_ok_and(|asked| asked.split(',').any(|p| p.trim().eq_ignore_ascii_case(accepted)))
+        && asked.to_str().is_ok_and(|asked| {
+            asked
+                .split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case(accepted))
+        })
 }
 
 /// `websocket`, in any case, with or without a version (`websocket/13`).

@@ -14,8 +14,7 @@ use crate::invalidate::{MIN_SECRET_LEN, SigningKey};
 use crate::key::{KeyTemplate, QueryRule};
 use crate::redis_tls::TlsFiles;
 use crate::route::{
-    Action, CacheRule, InvalidateRule, MethodSet, PathPattern, Route, RouteTable, Segment,
-    Statuses,
+    Action, CacheRule, InvalidateRule, MethodSet, PathPattern, Route, RouteTable, Segment, Statuses,
 };
 use error::Locator;
 use file::{PolicyFile, QuerySetting, RouteSection, SizeSetting};

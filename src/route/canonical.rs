@@ -69,7 +69,11 @@ fn int(raw: &str) -> Option<Cow<'_, str>> {
     if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
         // The common case: ASCII digits, borrowed, at most trimmed.
         let trimmed = raw.trim_start_matches('0');
-        return Some(Cow::Borrowed(if trimmed.is_empty() { "0" } else { trimmed }));
+        return Some(Cow::Borrowed(if trimmed.is_empty() {
+            "0"
+        } else {
+            trimmed
+        }));
     }
     let digits = ascii_digits(&decode(raw)?)?;
     let trimmed = digits.trim_start_matches('0');
@@ -232,7 +236,17 @@ mod tests {
         // Longer than any machine integer: Python's int() has no limit, neither has this.
         let long = "9".repeat(40);
         assert_eq!(int(&long), Some(long.clone()));
-        for bad in ["", "-1", "+1", "4_2", "42a", "4.2", "%C2%B2", "%E2%85%A0", "%FF"] {
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "4_2",
+            "42a",
+            "4.2",
+            "%C2%B2",
+            "%E2%85%A0",
+            "%FF",
+        ] {
             assert_eq!(int(bad), None, "{bad}");
         }
     }
@@ -247,7 +261,17 @@ mod tests {
         assert_eq!(float("0.1000000000000000000001").as_deref(), Some("0.1"));
         assert_eq!(float("%EF%BC%94%EF%BC%92.5").as_deref(), Some("42.5"));
         let huge = format!("{}.0", "9".repeat(400));
-        for bad in ["42", ".5", "5.", "1e5", "-1.0", "1.2.3", "inf", "NaN", huge.as_str()] {
+        for bad in [
+            "42",
+            ".5",
+            "5.",
+            "1e5",
+            "-1.0",
+            "1.2.3",
+            "inf",
+            "NaN",
+            huge.as_str(),
+        ] {
             assert_eq!(float(bad), None, "{bad}");
         }
     }

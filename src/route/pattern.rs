@@ -25,7 +25,10 @@ pub enum Segment {
     Static(String),
     /// `{name}`, `<name>`, `<string:name>`: any one non-empty segment; with `case_insensitive`
     /// (the route's `params.<name>.case = "insensitive"`) its value is lower-cased.
-    Param { name: String, case_insensitive: bool },
+    Param {
+        name: String,
+        case_insensitive: bool,
+    },
     /// `<int:name>`, `<float:name>`, `<uuid:name>`: one segment the converter accepts.
     Typed { name: String, converter: Converter },
     /// `{*name}`, `<path:name>`: the rest of the path (one or more segments), last only.
@@ -106,9 +109,7 @@ impl PathPattern {
 
     /// The segment that captures parameter `name`.
     pub fn param(&self, name: &str) -> Option<&Segment> {
-        self.segments
-            .iter()
-            .find(|s| s.param_name() == Some(name))
+        self.segments.iter().find(|s| s.param_name() == Some(name))
     }
 
     /// Makes a string parameter case-insensitive; false if `name` is not one.
@@ -212,10 +213,9 @@ impl PathPattern {
                     (Segment::Static(x), Segment::Static(y)) => x == y,
                     // Converters accept disjoint sets of segments (int has no '.', float
                     // has one, uuid has '-'): two of them only overlap when they are one.
-                    (
-                        Segment::Typed { converter: x, .. },
-                        Segment::Typed { converter: y, .. },
-                    ) => x == y,
+                    (Segment::Typed { converter: x, .. }, Segment::Typed { converter: y, .. }) => {
+                        x == y
+                    }
                     _ => a.rank() == b.rank() && !matches!(a, Segment::Static(_)),
                 })
     }
@@ -338,7 +338,8 @@ mod tests {
     #[test]
     fn aliases_match_with_their_canonical_value_and_path() {
         let p = PathPattern::parse("/api/orders/<int:id>/items/<uuid:item>").unwrap();
-        let path = "/api/orders/%EF%BC%90%EF%BC%94%EF%BC%92/items/0E8400E2-29B4-41D4-A716-446655440000";
+        let path =
+            "/api/orders/%EF%BC%90%EF%BC%94%EF%BC%92/items/0E8400E2-29B4-41D4-A716-446655440000";
         let segments = segs(path);
         let params = p.matches(path, &segments).unwrap();
         assert_eq!(params[0].1, "42");

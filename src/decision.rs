@@ -15,10 +15,12 @@ use std::sync::Arc;
 
 /// What the route says to do with a request.
 pub enum Decision {
-    /// Forward untouched; if the request is a write, what its success invalidates.
+    /// Forward untouched; if the request is a write, what its success invalidates, and
+    /// whether a WebSocket upgrade may be tunnelled (the route's `upgrades`).
     Forward {
         status: CacheStatus,
         invalidate: Option<Invalidation>,
+        websocket: bool,
     },
     /// A GET or HEAD the cache answers.
     Cache(Plan),
@@ -48,6 +50,7 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
         return Decision::Forward {
             status: CacheStatus::new(Phase::Pass).because(Reason::NoRoute),
             invalidate: writes.then(|| own_uri_invalidation(policy, path, &segments, query)),
+            websocket: true,
         };
     };
     let route = Arc::clone(matched.route);
@@ -61,6 +64,7 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
             planned.tags.extend(route.invalidate.tags.iter().map(build));
             planned
         }),
+        websocket: route.websocket,
     };
     match &route.action {
         Action::Pass => forward(status(Phase::Pass).because(Reason::RoutePass)),

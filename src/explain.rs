@@ -121,7 +121,9 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
             );
             out.line("bypass", bypass_line(rule));
         }
-        Decision::Forward { status, invalidate } => {
+        Decision::Forward {
+            status, invalidate, ..
+        } => {
             let why = match status.reason {
                 Some(Reason::NoRoute) => "no route matches".to_string(),
                 Some(Reason::Method) => format!("only GET and HEAD are cached, this is {method}"),

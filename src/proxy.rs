@@ -202,9 +202,11 @@ impl Proxy {
         match decided {
             // Boxed, as are the miss paths below: hyper moves the request's future into place
             // for every request, so the hit path's future is kept to what a hit needs.
-            Decision::Forward { status, invalidate } => {
-                Box::pin(self.pass(request, client, status, invalidate)).await
-            }
+            Decision::Forward {
+                status,
+                invalidate,
+                websocket,
+            } => Box::pin(self.pass(request, client, status, invalidate, websocket)).await,
             Decision::Cache(Plan {
                 route,
                 key,
@@ -284,6 +286,7 @@ impl Proxy {
         client: SocketAddr,
         mut status: CacheStatus,
         invalidate: Option<Invalidation>,
+        websocket: bool,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let (mut head, body) = request.into_parts();
         let max_body = self.policy().limits.max_body;
@@ -291,9 +294,10 @@ impl Proxy {
             status.reason = Some(Reason::BodyTooLarge);
             return (body_too_large(), status);
         }
-        // Only WebSocket is tunnelled; any other Upgrade is dropped with the hop-by-hop
-        // headers and the request goes on as plain HTTP/1.1 (see `upgrade`).
+        // Only WebSocket is tunnelled, where the route allows it; any other Upgrade is
+        // dropped with the hop-by-hop headers and the request goes on as plain HTTP/1.1.
         let upgrade = upgrade::requested(&head.headers)
+            .filter(|_| websocket)
             .and_then(|offered| upgrade::allowed(&offered))
             .zip(head.extensions.remove::<OnUpgrade>());
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());

@@ -163,7 +163,14 @@ async fn two_hundred_padded_ids_store_one_entry() {
         let got = get(proxy.addr(), &path, &[]).await;
         assert_eq!(got.status, 200, "{path}");
     }
-    assert_eq!(redis.entries(), ["cachalot:{order:7}"]);
+    let entries = redis.entries();
+    assert_eq!(
+        entries.len(),
+        1,
+        "200 spellings of one id stored {} entries",
+        entries.len()
+    );
+    assert_eq!(entries, ["cachalot:{order:7}"]);
     assert_eq!(origin.count(), 1);
 }
 

@@ -152,3 +152,35 @@ async fn a_101_the_proxy_did_not_ask_for_is_a_bad_gateway() {
     let seen = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
     assert!(!seen.contains("PRI * HTTP/2.0"), "{seen}");
 }
+
+#[tokio::test]
+async fn a_route_with_no_upgrades_tunnels_not_even_websocket() {
+    let redis = RedisServer::start();
+    let (origin, log) = switching_origin(false).await;
+    let routes = r#"
+[[route]]
+match = "/feed/{*rest}"
+cache = false
+upgrades = []
+"#;
+    let proxy = support::start_proxy_with(origin, &redis.url(), routes).await;
+
+    let ask =
+        b"GET /feed/live HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client.write_all(ask).await.unwrap();
+    let reply = read_response(&mut client).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // Elsewhere WebSocket is tunnelled as before.
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let reply = read_response(&mut client).await;
+    assert!(reply.starts_with("HTTP/1.1 101"), "{reply}");
+    let seen = String::from_utf8_lossy(&log.lock().unwrap()).to_ascii_lowercase();
+    assert_eq!(seen.matches("upgrade: websocket").count(), 1, "{seen}");
+}

@@ -117,6 +117,8 @@ pub(crate) struct RouteSection {
     pub invalidate_tags: Option<Spanned<Vec<String>>>,
     /// `params.<name>.case = "insensitive"`: how a path parameter's values compare.
     pub params: Option<BTreeMap<String, Spanned<ParamSection>>>,
+    /// `upgrades = ["websocket"]` (the default) or `[]`: the protocol upgrades tunnelled.
+    pub upgrades: Option<Spanned<Vec<String>>>,
 }
 
 /// What the route says about one path parameter.

@@ -555,6 +555,12 @@ fn compile_route(
         }
     }
 
+    let websocket = match &section.upgrades {
+        None => true,
+        Some(list) => {
+            upgrades(list).map_err(|m| locate.at(Some(list.span()), field("upgrades"), m))?
+        }
+    };
     let cache = section.cache.as_ref().is_none_or(|c| *c.get_ref());
     let cache_fields: [(&str, Option<std::ops::Range<usize>>); 19] = [
         ("per_user", section.per_user.as_ref().map(Spanned::span)),
@@ -626,6 +632,7 @@ fn compile_route(
             pattern,
             action: Action::Pass,
             invalidate,
+            websocket,
             line,
         });
     }
@@ -724,6 +731,7 @@ fn compile_route(
         methods,
         pattern,
         line,
+        websocket,
         action: Action::Cache(Box::new(CacheRule {
             ttl,
             stale_while_revalidate,
@@ -747,6 +755,25 @@ fn compile_route(
 
 fn flag(setting: &Option<Spanned<bool>>) -> bool {
     setting.as_ref().is_some_and(|flag| *flag.get_ref())
+}
+
+/// `upgrades = ["websocket"]` or `[]`: whether the route tunnels WebSocket. Nothing else
+/// can be listed: after a 101 the connection is a raw tunnel past every check the proxy makes.
+fn upgrades(list: &Spanned<Vec<String>>) -> Result<bool, String> {
+    let mut websocket = false;
+    for protocol in list.get_ref() {
+        let name = protocol.split('/').next().unwrap_or_default();
+        if name.eq_ignore_ascii_case("websocket") {
+            websocket = true;
+        } else if name.eq_ignore_ascii_case("h2c") {
+            return Err("h2c is never tunnelled: after the switch every HTTP/2 request would reach the origin past the proxy's checks (clients fall back to HTTP/1.1 when no 101 comes)".into());
+        } else {
+            return Err(format!(
+                "{protocol:?} cannot be tunnelled; valid: [\"websocket\"] (the default) or [] (no upgrades)"
+            ));
+        }
+    }
+    Ok(websocket)
 }
 
 /// `params.<name>.case`: a string parameter whose values the origin compares without case

@@ -359,3 +359,36 @@ fn the_invalidation_secret_comes_from_a_file_and_is_long_enough() {
     let err = error(&with(&dir.path().join("missing")));
     assert!(err.message.contains("cannot read"), "{err}");
 }
+
+#[test]
+fn upgrades_list_only_websocket() {
+    let with = |list: &str| {
+        format!(
+            "[origin]\nurl = \"http://127.0.0.1:5000\"\n\n[[route]]\nmatch = \"/ws/{{*rest}}\"\ncache = false\nupgrades = {list}\n"
+        )
+    };
+    for (list, websocket) in [
+        ("[\"websocket\"]", true),
+        ("[\"WebSocket\"]", true),
+        ("[]", false),
+    ] {
+        let policy = Policy::parse(&with(list), "p.toml").unwrap();
+        assert_eq!(
+            policy.routes.iter().next().unwrap().websocket,
+            websocket,
+            "{list}"
+        );
+    }
+    for (list, says) in [
+        ("[\"h2c\"]", "h2c is never tunnelled"),
+        ("[\"websocket\", \"irc\"]", "\"irc\" cannot be tunnelled"),
+    ] {
+        let err = error(&with(list));
+        assert_eq!(
+            (err.field.as_str(), err.position.map(|p| p.0)),
+            ("route[0].upgrades", Some(7)),
+            "{err}"
+        );
+        assert!(err.message.contains(says), "{err}");
+    }
+}

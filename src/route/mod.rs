@@ -188,6 +188,9 @@ pub struct Route {
     pub action: Action,
     /// What a successful write on this route invalidates.
     pub invalidate: InvalidateRule,
+    /// Whether WebSocket upgrades are tunnelled (`upgrades = ["websocket"]`, the default);
+    /// no other protocol ever is (see `crate::upgrade`).
+    pub websocket: bool,
     /// The line of the policy file the route starts on, for messages about it.
     pub line: usize,
 }

@@ -352,11 +352,11 @@ mod tests {
     #[test]
     fn equivalent_escapes_share_a_key_and_different_values_do_not() {
         let t = template("c:{id}");
-        let a = t.build(&vec![("id", "a%62c")], "/", None, &QueryRule::Sorted);
-        let b = t.build(&vec![("id", "abc")], "/", None, &QueryRule::Sorted);
+        let a = t.build(&[("id", "a%62c")], "/", None, &QueryRule::Sorted);
+        let b = t.build(&[("id", "abc")], "/", None, &QueryRule::Sorted);
         assert_eq!(a, b);
-        let plus = t.build(&vec![("id", "x")], "/", Some("q=1+2"), &QueryRule::Sorted);
-        let escaped_plus = t.build(&vec![("id", "x")], "/", Some("q=1%2B2"), &QueryRule::Sorted);
+        let plus = t.build(&[("id", "x")], "/", Some("q=1+2"), &QueryRule::Sorted);
+        let escaped_plus = t.build(&[("id", "x")], "/", Some("q=1%2B2"), &QueryRule::Sorted);
         assert_ne!(plus, escaped_plus);
     }
 
@@ -415,7 +415,7 @@ mod tests {
         };
         assert_eq!(
             named.build(
-                &vec![("org", "o1"), ("rest", "a/b")],
+                &[("org", "o1"), ("rest", "a/b")],
                 "/",
                 None,
                 &QueryRule::Sorted

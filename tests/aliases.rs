@@ -306,3 +306,21 @@ fn check_connect_warns_when_nothing_bounds_redis_memory() {
     assert!(!unlimited && !noeviction, "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+#[test]
+fn explain_shows_the_canonical_value_key_and_origin_request() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cachalot"))
+        .args(["explain", "--config", "config/cachalot.toml"])
+        .arg("GET /api/users/%EF%BC%90%EF%BC%94%EF%BC%92/profile")
+        .output()
+        .expect("cachalot runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for line in [
+        "params      user_id=42",
+        "key         cachalot:{user:42:profile}",
+        "origin      GET /api/users/42/profile",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+}

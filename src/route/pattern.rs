@@ -127,27 +127,32 @@ impl PathPattern {
     }
 
     /// The request path with every parameter in its canonical form, or `None` when it is
-    /// canonical already. `params` are this pattern's match of `segments`.
+    /// canonical already (checked first, without building anything: that is every request
+    /// but an alias's). `params` are this pattern's match of `segments`.
     pub fn canonical_path(&self, segments: &[&str], params: &Params<'_>) -> Option<String> {
+        let single = self
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Segment::Param { .. } | Segment::Typed { .. }));
+        let changed = single
+            .zip(params)
+            .any(|((i, _), (_, value))| segments.get(i) != Some(&value.as_ref()));
+        if !changed {
+            return None;
+        }
         let mut out = String::new();
-        let mut changed = false;
         let mut values = params.iter().map(|(_, v)| v.as_ref());
-        for (i, segment) in self.segments.iter().enumerate() {
+        for segment in &self.segments {
             out.push('/');
             match segment {
                 Segment::Static(text) => out.push_str(text),
-                Segment::CatchAll { .. } => {
+                Segment::Param { .. } | Segment::Typed { .. } | Segment::CatchAll { .. } => {
                     out.push_str(values.next()?);
-                    break;
-                }
-                Segment::Param { .. } | Segment::Typed { .. } => {
-                    let value = values.next()?;
-                    changed |= segments.get(i) != Some(&value);
-                    out.push_str(value);
                 }
             }
         }
-        changed.then_some(out)
+        Some(out)
     }
 
     /// Matches the segments of a normalised request path (see [`crate::path`]).

@@ -219,3 +219,56 @@ async fn with_a_secret_only_signed_messages_invalidate() {
     assert_eq!(metric(&proxy, unsigned).await, 1);
     assert_eq!(metric(&proxy, forged).await, 1);
 }
+
+#[tokio::test]
+async fn cachalot_purge_signs_what_it_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("invalidation.secret");
+    std::fs::write(&secret, "4f1c8a0e9b7d6c5a4f1c8a0e9b7d6c5a\n").unwrap();
+    let redis = RedisServer::start();
+    let origin = Origin::echo().await;
+    let routes = format!(
+        "{ITEMS}\n[invalidation]\nsecret_file = {:?}\n",
+        secret.display().to_string()
+    );
+    let proxy = start_proxy_with(origin.addr(), &redis.url(), &routes).await;
+    until("the proxy subscribed", async || {
+        redis
+            .command(&["PUBSUB", "NUMSUB", "cache:invalidate"])
+            .unwrap()
+            .ends_with(":1\r\n")
+    })
+    .await;
+
+    let config = dir.path().join("cachalot.toml");
+    std::fs::write(
+        &config,
+        support::policy_text(origin.addr(), &redis.url(), &routes),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cachalot"))
+        .args(["purge", "--key", "item:1", "--config"])
+        .arg(&config)
+        .output()
+        .expect("cachalot runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("1 subscriber heard it"), "{stdout}");
+
+    let applied = r#"cachalot_invalidations_total{source="pubsub",outcome="applied"}"#;
+    until("the signed purge applied", async || {
+        metric(&proxy, applied).await == 1
+    })
+    .await;
+    let rejected = metric(
+        &proxy,
+        r#"cachalot_invalidation_messages_rejected_total{reason="unsigned"}"#,
+    )
+    .await
+        + metric(
+            &proxy,
+            r#"cachalot_invalidation_messages_rejected_total{reason="bad_signature"}"#,
+        )
+        .await;
+    assert_eq!(rejected, 0);
+}

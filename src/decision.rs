@@ -73,19 +73,23 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
         }
         Action::Cache(rule) => match semantics::request_bypass(headers, rule) {
             Some(reason) => forward(status(Phase::Bypass).because(reason)),
-            None => Decision::Cache(Plan {
-                key: {
-                    let mut key = rule.key.build(&matched.params, path, query, &rule.query);
-                    key::append_header_variant(&mut key, headers, rule.per_user, &rule.vary);
-                    key
-                },
-                tags: rule.tags.iter().map(build).collect(),
-                canonical_uri: route
-                    .pattern
-                    .canonical_path(&segments, &matched.params)
-                    .map(|path| with_path(uri, &path)),
-                route: Arc::clone(&route),
-            }),
+            None => {
+                // An unnamed route without `key` is keyed on the path: the canonical one.
+                let canonical = route.pattern.canonical_path(&segments, &matched.params);
+                let key_path = canonical.as_deref().unwrap_or(path);
+                Decision::Cache(Plan {
+                    key: {
+                        let mut key = rule
+                            .key
+                            .build(&matched.params, key_path, query, &rule.query);
+                        key::append_header_variant(&mut key, headers, rule.per_user, &rule.vary);
+                        key
+                    },
+                    tags: rule.tags.iter().map(build).collect(),
+                    canonical_uri: canonical.map(|path| with_path(uri, &path)),
+                    route: Arc::clone(&route),
+                })
+            }
         },
     }
 }
@@ -138,6 +142,11 @@ pub fn key_for_get(
     query: Option<&str>,
 ) -> Option<String> {
     let matched = policy.routes.find(&Method::GET, path, segments)?;
+    let canonical = matched
+        .route
+        .pattern
+        .canonical_path(segments, &matched.params);
+    let path = canonical.as_deref().unwrap_or(path);
     match &matched.route.action {
         Action::Cache(rule) => Some(rule.key.build(&matched.params, path, query, &rule.query)),
         Action::Pass => None,

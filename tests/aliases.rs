@@ -188,6 +188,10 @@ ttl = "10m"
 name = "price"
 match = "GET /api/prices/<float:amount>"
 ttl = "10m"
+
+[[route]]
+match = "GET /api/rates/<int:id>"
+ttl = "10m"
 "#;
     let proxy = start_proxy(&origin, &redis, routes).await;
 
@@ -197,9 +201,13 @@ ttl = "10m"
     assert!(get(proxy.addr(), lower, &[]).await.hit());
     assert!(get(proxy.addr(), "/api/prices/0042.50", &[]).await.stored());
     assert!(get(proxy.addr(), "/api/prices/42.5", &[]).await.hit());
+    // An unnamed route without `key` is keyed on the path: the canonical path.
+    assert!(get(proxy.addr(), "/api/rates/0042", &[]).await.stored());
+    assert!(get(proxy.addr(), "/api/rates/42", &[]).await.hit());
     assert_eq!(
         redis.entries(),
         [
+            "cachalot:{/api/rates/42}",
             "cachalot:{price:42.5}",
             "cachalot:{thing:550e8400-e29b-41d4-a716-446655440000}"
         ]
@@ -222,9 +230,9 @@ ttl = "10m"
         }
         assert_eq!(origin.count_of(refused), 2, "{refused}");
     }
-    assert_eq!(redis.entries().len(), 2);
+    assert_eq!(redis.entries().len(), 3);
     let targets: Vec<String> = origin.seen().into_iter().map(|s| s.target).collect();
-    assert_eq!(&targets[..2], [lower, "/api/prices/42.5"]);
+    assert_eq!(&targets[..3], [lower, "/api/prices/42.5", "/api/rates/42"]);
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -45,8 +46,10 @@ const PURGE_FIELDS: [&str; 4] = ["keys", "tags", "prefix", "reason"];
 /// secret does not belong in a file that is committed and printed by `check`.
 #[derive(Clone, Default)]
 pub struct AdminConfig {
-    /// The purge API's bearer token; `None` turns the purge API off.
-    token: Option<Arc<str>>,
+    /// SHA-256 of the purge API's bearer token; `None` turns the purge API off. Only the
+    /// digest is kept: comparing digests compares 32 bytes whatever the lengths of the token
+    /// and the guess, so timing reveals neither the token's bytes nor its length.
+    token: Option<[u8; 32]>,
 }
 
 impl AdminConfig {
@@ -61,7 +64,7 @@ impl AdminConfig {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty());
         Self {
-            token: token.map(Arc::from),
+            token: token.map(|t| Sha256::digest(t.as_bytes()).into()),
         }
     }
 
@@ -158,8 +161,9 @@ pub async fn handle(
 }
 
 /// The answer to a purge without the configured bearer token; `None` lets it through. The
-/// comparison takes the same time wherever the tokens differ, so the answer's timing does
-/// not reveal how much of a guess was right.
+/// comparison is of SHA-256 digests in constant time: it takes the same time wherever the
+/// tokens differ and whatever their lengths, so the answer's timing reveals neither how much
+/// of a guess was right nor how long the token is.
 fn refusal(config: &AdminConfig, headers: &HeaderMap) -> Option<Response<ProxyBody>> {
     let Some(expected) = &config.token else {
         tracing::warn!("purge refused: the purge API is off ({TOKEN_ENV} is not set)");
@@ -179,7 +183,9 @@ fn refusal(config: &AdminConfig, headers: &HeaderMap) -> Option<Response<ProxyBo
             "Bearer realm=\"cachalot\"",
             "purging needs Authorization: Bearer <token>",
         ),
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => return None,
+        Some(token) if bool::from(Sha256::digest(token.as_bytes()).ct_eq(expected)) => {
+            return None;
+        }
         Some(_) => (
             "Bearer realm=\"cachalot\", error=\"invalid_token\"",
             "the bearer token is not the purge API's token",

@@ -123,8 +123,11 @@ fn check(config: &Path, connect: bool) -> ExitCode {
         Err(code) => return code,
     };
     match runtime.block_on(crate::redis_connect::check(&policy.redis)) {
-        Ok(report) => {
-            println!("{report}");
+        Ok(checked) => {
+            println!("{}", checked.report);
+            for warning in &checked.warnings {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(reason) => {
@@ -228,7 +231,8 @@ fn purge(config: &Path, invalidation: &Invalidation) -> ExitCode {
             policy.redis.prefix
         );
         let channel = &policy.invalidation.channel;
-        match store.publish_invalidation(channel, invalidation).await {
+        let signing = policy.invalidation.secret.as_ref();
+        match store.publish_invalidation(channel, invalidation, signing).await {
             Ok(heard) => {
                 let heard = count(heard.max(0) as usize, "subscriber");
                 println!("published on \"{channel}\": {heard} heard it");

@@ -9,15 +9,18 @@ use crate::path;
 use crate::policy::Policy;
 use crate::route::{Action, Route};
 use crate::semantics;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use std::sync::Arc;
 
 /// What the route says to do with a request.
 pub enum Decision {
-    /// Forward untouched; if the request is a write, what its success invalidates.
+    /// Forward untouched; if the request is a write, what its success invalidates, and
+    /// whether a WebSocket upgrade may be tunnelled (the route's `upgrades`).
     Forward {
         status: CacheStatus,
         invalidate: Option<Invalidation>,
+        websocket: bool,
     },
     /// A GET or HEAD the cache answers.
     Cache(Plan),
@@ -30,6 +33,10 @@ pub struct Plan {
     pub key: String,
     /// The route's tags for this request (the origin may add more).
     pub tags: Vec<String>,
+    /// The request URI with its typed parameters in canonical form, when the request used
+    /// another spelling (`/orders/0042`): the origin is asked for this one, so the entry
+    /// stored under the canonical key is the origin's answer for the canonical URL.
+    pub canonical_uri: Option<Uri>,
 }
 
 /// Decides for one request, whose URI [`path::normalize_uri`] has already normalised (the
@@ -43,6 +50,7 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
         return Decision::Forward {
             status: CacheStatus::new(Phase::Pass).because(Reason::NoRoute),
             invalidate: writes.then(|| own_uri_invalidation(policy, path, &segments, query)),
+            websocket: true,
         };
     };
     let route = Arc::clone(matched.route);
@@ -56,6 +64,7 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
             planned.tags.extend(route.invalidate.tags.iter().map(build));
             planned
         }),
+        websocket: route.websocket,
     };
     match &route.action {
         Action::Pass => forward(status(Phase::Pass).because(Reason::RoutePass)),
@@ -64,17 +73,39 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
         }
         Action::Cache(rule) => match semantics::request_bypass(headers, rule) {
             Some(reason) => forward(status(Phase::Bypass).because(reason)),
-            None => Decision::Cache(Plan {
-                key: {
-                    let mut key = rule.key.build(&matched.params, path, query, &rule.query);
-                    key::append_header_variant(&mut key, headers, rule.per_user, &rule.vary);
-                    key
-                },
-                tags: rule.tags.iter().map(build).collect(),
-                route: Arc::clone(&route),
-            }),
+            None => {
+                // An unnamed route without `key` is keyed on the path: the canonical one.
+                let canonical = route.pattern.canonical_path(&segments, &matched.params);
+                let key_path = canonical.as_deref().unwrap_or(path);
+                Decision::Cache(Plan {
+                    key: {
+                        let mut key = rule
+                            .key
+                            .build(&matched.params, key_path, query, &rule.query);
+                        key::append_header_variant(&mut key, headers, rule.per_user, &rule.vary);
+                        key
+                    },
+                    tags: rule.tags.iter().map(build).collect(),
+                    canonical_uri: canonical.map(|path| with_path(uri, &path)),
+                    route: Arc::clone(&route),
+                })
+            }
         },
     }
+}
+
+/// `uri` with another path, its query kept.
+fn with_path(uri: &Uri, path: &str) -> Uri {
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    // A canonical path is the request's own segments, or digits, hex, '.', and the
+    // lower case of its own (escaped) characters: it parses wherever the request's did.
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(target).expect("a canonical path is a valid request target"));
+    Uri::from_parts(parts).expect("only the path changed")
 }
 
 /// Path and query as the origin sees them for a cached route: the route's query rule
@@ -111,6 +142,11 @@ pub fn key_for_get(
     query: Option<&str>,
 ) -> Option<String> {
     let matched = policy.routes.find(&Method::GET, path, segments)?;
+    let canonical = matched
+        .route
+        .pattern
+        .canonical_path(segments, &matched.params);
+    let path = canonical.as_deref().unwrap_or(path);
     match &matched.route.action {
         Action::Cache(rule) => Some(rule.key.build(&matched.params, path, query, &rule.query)),
         Action::Pass => None,

@@ -112,13 +112,18 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
                 "origin",
                 format!(
                     "GET {}{}",
-                    decision::origin_target(&uri, &rule.query),
+                    decision::origin_target(
+                        plan.canonical_uri.as_ref().unwrap_or(&uri),
+                        &rule.query
+                    ),
                     query_note(&rule.query, probe.uri.query())
                 ),
             );
             out.line("bypass", bypass_line(rule));
         }
-        Decision::Forward { status, invalidate } => {
+        Decision::Forward {
+            status, invalidate, ..
+        } => {
             let why = match status.reason {
                 Some(Reason::NoRoute) => "no route matches".to_string(),
                 Some(Reason::Method) => format!("only GET and HEAD are cached, this is {method}"),

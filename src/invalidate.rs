@@ -6,8 +6,20 @@
 //! write on a route with `invalidate`, a pub/sub message from another service
 //! (`{"keys": ["credential:abc123"], "reason": "revoked"}` on `cache:invalidate`), and the
 //! purge API. How the store makes it take effect is in `store` (generations, tag sets).
+//!
+//! Anyone who may `PUBLISH` on the channel may drop entries. A Redis ACL decides who may
+//! (README "Who may invalidate"); a shared secret can decide it too: with
+//! `[invalidation] secret_file`, a message counts only if it carries an HMAC-SHA256 of its
+//! JSON under that secret, written before it as `sha256=<64 hex digits> <json>`. Unsigned
+//! and badly signed messages are ignored and counted. A prefix rather than a JSON field,
+//! so the signature covers the exact bytes sent, with no canonical JSON to agree on.
+//! Without a secret, a signed message is read as its JSON: publishers can start signing
+//! before the proxies check.
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::fmt::Write;
 
 /// What to drop.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +96,110 @@ impl Invalidation {
     }
 }
 
+/// The shared secret invalidation messages are signed with. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(Vec<u8>);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(***)")
+    }
+}
+
+/// Shorter secrets are refused: an HMAC is as strong as its key.
+pub const MIN_SECRET_LEN: usize = 16;
+
+impl SigningKey {
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        Self(secret.into())
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
+    }
+}
+
+/// Why a published message was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// A secret is set and the message carries no signature.
+    Unsigned,
+    /// A secret is set and the signature is not the message's under it.
+    BadSignature,
+    /// Not an invalidation (or one that names nothing).
+    Malformed(String),
+}
+
+impl Refused {
+    /// The `reason` label of `cachalot_invalidation_messages_rejected_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refused::Unsigned => "unsigned",
+            Refused::BadSignature => "bad_signature",
+            Refused::Malformed(_) => "malformed",
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Unsigned => f.write_str("unsigned, and [invalidation] secret_file is set"),
+            Refused::BadSignature => {
+                f.write_str("the signature does not match the message under the shared secret")
+            }
+            Refused::Malformed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// What a signed message starts with; the signature's hex digits and a space follow.
+const SIGNATURE_PREFIX: &[u8] = b"sha256=";
+
+impl Invalidation {
+    /// The message to publish: the JSON, signed when there is a key.
+    pub fn to_message(&self, key: Option<&SigningKey>) -> String {
+        let json = serde_json::to_string(self).expect("an invalidation serializes");
+        let Some(key) = key else { return json };
+        let mut mac = key.mac();
+        mac.update(json.as_bytes());
+        let mut message = String::from("sha256=");
+        for byte in mac.finalize().into_bytes() {
+            let _ = write!(message, "{byte:02x}");
+        }
+        message.push(' ');
+        message.push_str(&json);
+        message
+    }
+
+    /// Reads a published message: with a key, only a correctly signed one.
+    pub fn from_message(message: &[u8], key: Option<&SigningKey>) -> Result<Self, Refused> {
+        let (signature, json) = match message.strip_prefix(SIGNATURE_PREFIX) {
+            Some(rest) => {
+                let (hex, json) = rest.split_at_checked(64).ok_or(Refused::BadSignature)?;
+                let json = json.strip_prefix(b" ").ok_or(Refused::BadSignature)?;
+                (Some(decode_hex(hex).ok_or(Refused::BadSignature)?), json)
+            }
+            None => (None, message),
+        };
+        if let Some(key) = key {
+            let signature = signature.ok_or(Refused::Unsigned)?;
+            let mut mac = key.mac();
+            mac.update(json);
+            // Constant time: a forger learns nothing from how long a rejection takes.
+            mac.verify_slice(&signature)
+                .map_err(|_| Refused::BadSignature)?;
+        }
+        Self::parse(json).map_err(Refused::Malformed)
+    }
+}
+
+fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
+    hex.chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
 /// The base of a key: what an invalidation of the key drops, with all its variants
 /// (`credential:abc123?x=1` → `credential:abc123`, and `page:1#accept-language=de`, a `Vary`
 /// variant, → `page:1`). Request values in keys are escaped, so the first `?` or `#` always
@@ -131,5 +247,46 @@ mod tests {
         assert_eq!(base_key("credential:abc"), "credential:abc");
         assert_eq!(base_key("page:1#accept-language=de"), "page:1");
         assert_eq!(base_key("page:1?x=1#x-team"), "page:1");
+    }
+
+    #[test]
+    fn signed_messages_verify_and_forgeries_do_not() {
+        let key = SigningKey::new("a shared secret of some length");
+        let invalidation = Invalidation::keys_and_tags(vec!["order:42".into()], vec![]);
+        let signed = invalidation.to_message(Some(&key));
+        assert!(signed.starts_with("sha256="), "{signed}");
+        assert_eq!(
+            Invalidation::from_message(signed.as_bytes(), Some(&key)),
+            Ok(invalidation.clone())
+        );
+        // Without a key, a signed message is read as its JSON (publishers may sign first).
+        assert_eq!(
+            Invalidation::from_message(signed.as_bytes(), None),
+            Ok(invalidation.clone())
+        );
+        let unsigned = invalidation.to_message(None);
+        assert_eq!(
+            Invalidation::from_message(unsigned.as_bytes(), Some(&key)),
+            Err(Refused::Unsigned)
+        );
+        let other = SigningKey::new("another shared secret, not ours");
+        let forged = invalidation.to_message(Some(&other));
+        assert_eq!(
+            Invalidation::from_message(forged.as_bytes(), Some(&key)),
+            Err(Refused::BadSignature)
+        );
+        // The signature covers the bytes: a changed key name fails.
+        let tampered = signed.replace("order:42", "order:43");
+        assert_eq!(
+            Invalidation::from_message(tampered.as_bytes(), Some(&key)),
+            Err(Refused::BadSignature)
+        );
+        for bad in ["sha256=", "sha256=zz {}", &signed[..70]] {
+            assert_eq!(
+                Invalidation::from_message(bad.as_bytes(), Some(&key)),
+                Err(Refused::BadSignature),
+                "{bad}"
+            );
+        }
     }
 }

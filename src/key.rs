@@ -9,7 +9,6 @@
 //! reaches the origin, so the stored response cannot depend on it (a key that ignored
 //! `?page=2` while the origin honoured it would serve page 1 for it).
 
-use crate::route::Params;
 use http::{HeaderMap, HeaderName, header};
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
@@ -101,10 +100,12 @@ impl KeyTemplate {
         }
     }
 
-    /// The key for one request (without the Redis prefix).
-    pub fn build(
+    /// The key for one request (without the Redis prefix). `params` are the route's match
+    /// ([`crate::route::Params`]), each value in its canonical form, so every alias of one
+    /// value (`0042`, `４２`) builds the same key.
+    pub fn build<V: AsRef<str>>(
         &self,
-        params: &Params<'_>,
+        params: &[(&str, V)],
         path: &str,
         query: Option<&str>,
         rule: &QueryRule,
@@ -115,7 +116,7 @@ impl KeyTemplate {
                 key.push_str(name);
                 for (_, value) in params {
                     key.push(':');
-                    escape_into(&mut key, value, b"/");
+                    escape_into(&mut key, value.as_ref(), b"/");
                 }
             }
             KeyTemplate::Default { name: None } => escape_into(&mut key, path, b"/:@!$'()+,;="),
@@ -124,7 +125,10 @@ impl KeyTemplate {
                     match part {
                         KeyPart::Literal(text) => key.push_str(text),
                         KeyPart::Param(name) => {
-                            let value = params.iter().find(|(n, _)| n == name).map_or("", |p| p.1);
+                            let value = params
+                                .iter()
+                                .find(|(n, _)| n == name)
+                                .map_or("", |(_, v)| v.as_ref());
                             escape_into(&mut key, value, b"/");
                         }
                     }
@@ -348,11 +352,11 @@ mod tests {
     #[test]
     fn equivalent_escapes_share_a_key_and_different_values_do_not() {
         let t = template("c:{id}");
-        let a = t.build(&vec![("id", "a%62c")], "/", None, &QueryRule::Sorted);
-        let b = t.build(&vec![("id", "abc")], "/", None, &QueryRule::Sorted);
+        let a = t.build(&[("id", "a%62c")], "/", None, &QueryRule::Sorted);
+        let b = t.build(&[("id", "abc")], "/", None, &QueryRule::Sorted);
         assert_eq!(a, b);
-        let plus = t.build(&vec![("id", "x")], "/", Some("q=1+2"), &QueryRule::Sorted);
-        let escaped_plus = t.build(&vec![("id", "x")], "/", Some("q=1%2B2"), &QueryRule::Sorted);
+        let plus = t.build(&[("id", "x")], "/", Some("q=1+2"), &QueryRule::Sorted);
+        let escaped_plus = t.build(&[("id", "x")], "/", Some("q=1%2B2"), &QueryRule::Sorted);
         assert_ne!(plus, escaped_plus);
     }
 
@@ -361,8 +365,18 @@ mod tests {
         let t = KeyTemplate::Default {
             name: Some("s".into()),
         };
-        let ab = t.build(&vec![], "/", Some("tag=b&x=1&tag=a"), &QueryRule::Sorted);
-        let ba = t.build(&vec![], "/", Some("tag=a&x=1&tag=b"), &QueryRule::Sorted);
+        let ab = t.build(
+            &[] as &[(&str, &str)],
+            "/",
+            Some("tag=b&x=1&tag=a"),
+            &QueryRule::Sorted,
+        );
+        let ba = t.build(
+            &[] as &[(&str, &str)],
+            "/",
+            Some("tag=a&x=1&tag=b"),
+            &QueryRule::Sorted,
+        );
         assert_eq!(ab, "s?tag=b&tag=a&x=1");
         assert_ne!(ab, ba);
     }
@@ -373,14 +387,24 @@ mod tests {
             name: Some("stats".into()),
         };
         let allow = QueryRule::Allow(vec!["period".into()]);
-        let key = t.build(&vec![], "/api/stats", Some("utm=x&period=day"), &allow);
+        let key = t.build(
+            &[] as &[(&str, &str)],
+            "/api/stats",
+            Some("utm=x&period=day"),
+            &allow,
+        );
         assert_eq!(key, "stats?period=day");
         assert_eq!(
             allow.forwarded(Some("utm=x&period=day")).unwrap(),
             "period=day"
         );
         assert_eq!(QueryRule::Ignore.forwarded(Some("a=1")), None);
-        let key = t.build(&vec![], "/api/stats", Some("a=1"), &QueryRule::Ignore);
+        let key = t.build(
+            &[] as &[(&str, &str)],
+            "/api/stats",
+            Some("a=1"),
+            &QueryRule::Ignore,
+        );
         assert_eq!(key, "stats");
     }
 
@@ -391,7 +415,7 @@ mod tests {
         };
         assert_eq!(
             named.build(
-                &vec![("org", "o1"), ("rest", "a/b")],
+                &[("org", "o1"), ("rest", "a/b")],
                 "/",
                 None,
                 &QueryRule::Sorted
@@ -400,7 +424,12 @@ mod tests {
         );
         let unnamed = KeyTemplate::Default { name: None };
         assert_eq!(
-            unnamed.build(&vec![], "/api/stats", Some("x=1"), &QueryRule::Sorted),
+            unnamed.build(
+                &[] as &[(&str, &str)],
+                "/api/stats",
+                Some("x=1"),
+                &QueryRule::Sorted
+            ),
             "/api/stats?x=1"
         );
     }

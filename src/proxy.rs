@@ -202,11 +202,21 @@ impl Proxy {
         match decided {
             // Boxed, as are the miss paths below: hyper moves the request's future into place
             // for every request, so the hit path's future is kept to what a hit needs.
-            Decision::Forward { status, invalidate } => {
-                Box::pin(self.pass(request, client, status, invalidate)).await
-            }
-            Decision::Cache(Plan { route, key, tags }) => {
-                let (head, _body) = request.into_parts();
+            Decision::Forward {
+                status,
+                invalidate,
+                websocket,
+            } => Box::pin(self.pass(request, client, status, invalidate, websocket)).await,
+            Decision::Cache(Plan {
+                route,
+                key,
+                tags,
+                canonical_uri,
+            }) => {
+                let (mut head, _body) = request.into_parts();
+                if let Some(uri) = canonical_uri {
+                    head.uri = uri;
+                }
                 let cacheable = Cacheable {
                     route,
                     key,
@@ -276,6 +286,7 @@ impl Proxy {
         client: SocketAddr,
         mut status: CacheStatus,
         invalidate: Option<Invalidation>,
+        websocket: bool,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let (mut head, body) = request.into_parts();
         let max_body = self.policy().limits.max_body;
@@ -283,7 +294,12 @@ impl Proxy {
             status.reason = Some(Reason::BodyTooLarge);
             return (body_too_large(), status);
         }
-        let upgrade = upgrade::requested(&head.headers).zip(head.extensions.remove::<OnUpgrade>());
+        // Only WebSocket is tunnelled, where the route allows it; any other Upgrade is
+        // dropped with the hop-by-hop headers and the request goes on as plain HTTP/1.1.
+        let upgrade = upgrade::requested(&head.headers)
+            .filter(|_| websocket)
+            .and_then(|offered| upgrade::allowed(&offered))
+            .zip(head.extensions.remove::<OnUpgrade>());
         let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
         let body = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
         let mut outgoing = origin::request_head(&self.origin, &head, target, client.ip())
@@ -323,6 +339,22 @@ impl Proxy {
         }
         let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let accepted = response.headers().get(header::UPGRADE).cloned();
+        let asked = upgrade.as_ref().map(|(protocol, _)| protocol);
+        if switched
+            && !asked.is_some_and(|asked| upgrade::switched_to_allowed(accepted.as_ref(), asked))
+        {
+            tracing::warn!(
+                upgrade = ?accepted,
+                "the origin switched protocols without being asked to, or to another protocol: not tunnelled"
+            );
+            return (
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    "cachalot: the origin switched to a protocol the proxy does not tunnel\n",
+                ),
+                status,
+            );
+        }
         let origin_side = switched.then(|| hyper::upgrade::on(&mut response));
         let (mut parts, body) = response.into_parts();
         origin::strip_hop_by_hop(&mut parts.headers);

@@ -5,6 +5,7 @@
 use crate::policy::{RedisSettings, redact};
 use fred::prelude::*;
 use fred::types::config::{ServerConfig, TlsConfig, TlsConnector, TlsHostMapping};
+use fred::types::{ClusterHash, CustomCommand};
 use std::time::Instant;
 
 /// The client configuration for `settings`. Fails on a URL or TLS file the client cannot use.
@@ -165,8 +166,17 @@ pub fn no_answer(target: &str, settings: &RedisSettings) -> String {
     )
 }
 
-/// `cachalot check --connect`: connects once (no retries), sends PING, and says what it found.
-pub async fn check(settings: &RedisSettings) -> Result<String, String> {
+/// What `cachalot check --connect` found: the line to print, and what in the server's
+/// setup deserves a warning.
+#[derive(Debug)]
+pub struct Checked {
+    pub report: String,
+    pub warnings: Vec<String>,
+}
+
+/// `cachalot check --connect`: connects once (no retries), sends PING, reads the server's
+/// memory settings (`INFO memory`), and says what it found.
+pub async fn check(settings: &RedisSettings) -> Result<Checked, String> {
     let config = config(settings)?;
     let target = target(&config);
     let timeout = settings.timeout;
@@ -187,24 +197,69 @@ pub async fn check(settings: &RedisSettings) -> Result<String, String> {
         .map_err(|e| format!("redis at {target}: {}", e.details()))?;
     let started = Instant::now();
     // No reconnect policy: the first failure is the answer. The outer bound covers the
-    // connection and the PING, each of which has `timeout` of its own.
-    let attempt = tokio::time::timeout(timeout * 2, async {
+    // connection and the commands, each of which has `timeout` of its own.
+    let attempt = tokio::time::timeout(timeout * 3, async {
         client.init().await?;
-        client.ping::<String>(None).await
+        client.ping::<String>(None).await?;
+        let pinged = started.elapsed();
+        // INFO rather than CONFIG GET: managed services often disable CONFIG.
+        let info = client
+            .custom::<String, _>(
+                CustomCommand::new_static("INFO", ClusterHash::FirstKey, false),
+                vec!["memory"],
+            )
+            .await;
+        Ok::<_, Error>((pinged, info))
     })
     .await;
     let _ = client.quit().await;
     match attempt {
-        Ok(Ok(_)) => {
+        Ok(Ok((pinged, info))) => {
             let version = client
                 .server_version()
                 .map_or(String::new(), |v| format!(", redis {v}"));
-            Ok(format!(
-                "redis {target}: connected ({mode}, {tls}{version}), PING answered in {} ms",
-                started.elapsed().as_millis()
-            ))
+            Ok(Checked {
+                report: format!(
+                    "redis {target}: connected ({mode}, {tls}{version}), PING answered in {} ms",
+                    pinged.as_millis()
+                ),
+                warnings: memory_warnings(&target, info),
+            })
         }
         Ok(Err(e)) => Err(explain(&e, &target, settings)),
         Err(_) => Err(no_answer(&target, settings)),
     }
+}
+
+/// What bounds the cache's memory is Redis's own `maxmemory` with a policy that evicts:
+/// the proxy stores whatever its routes allow, and only Redis knows how much room there is.
+/// Without a limit Redis grows until the machine runs out of memory; with `noeviction` a
+/// full Redis refuses writes to every client that shares it.
+fn memory_warnings(target: &str, info: Result<String, Error>) -> Vec<String> {
+    let info = match info {
+        Ok(info) => info,
+        Err(e) => {
+            return vec![format!(
+                "could not read the memory settings of redis at {target} (INFO memory: {}): make sure it has a maxmemory and an evicting maxmemory-policy such as allkeys-lru",
+                e.details()
+            )];
+        }
+    };
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.trim().strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let mut warnings = Vec::new();
+    if field("maxmemory") == Some("0") {
+        warnings.push(format!(
+            "redis at {target} has maxmemory 0 (no limit): the cache can grow until the machine runs out of memory; set maxmemory and an evicting maxmemory-policy (allkeys-lru for a Redis of its own, volatile-lru when shared: every key cachalot writes expires)"
+        ));
+    }
+    if field("maxmemory_policy") == Some("noeviction") {
+        warnings.push(format!(
+            "redis at {target} has maxmemory-policy noeviction: once full it refuses writes (OOM) to every client sharing it, and cachalot serves uncached; use allkeys-lru (a Redis of its own) or volatile-lru (shared)"
+        ));
+    }
+    warnings
 }

@@ -3,7 +3,7 @@
 
 use crate::admin::AdminConfig;
 use crate::collapse::Flights;
-use crate::invalidate::{Invalidation, Source};
+use crate::invalidate::{Invalidation, Refused, Source};
 use crate::origin::Origin;
 use crate::policy::{Limits, Policy};
 use crate::proxy::Proxy;
@@ -181,13 +181,19 @@ const INVALIDATION_QUEUE: usize = 4096;
 /// and skipped; it never stops the loop.
 async fn apply_messages(proxy: Arc<Proxy>, mut inbox: mpsc::Receiver<Bytes>) {
     while let Some(message) = inbox.recv().await {
-        match Invalidation::parse(&message) {
+        let key = proxy.policy().invalidation.secret.clone();
+        match Invalidation::from_message(&message, key.as_ref()) {
             Ok(invalidation) => {
                 proxy.invalidate(&invalidation, Source::PubSub).await;
             }
-            Err(e) => {
+            Err(Refused::Malformed(e)) => {
                 metrics::counter!("cachalot_invalidation_messages_malformed_total").increment(1);
                 tracing::warn!(error = %e, message = %String::from_utf8_lossy(&message), "ignoring a malformed invalidation message");
+            }
+            Err(refused) => {
+                metrics::counter!("cachalot_invalidation_messages_rejected_total", "reason" => refused.label())
+                    .increment(1);
+                tracing::warn!(error = %refused, "ignoring an invalidation message that is not signed with the shared secret");
             }
         }
     }

@@ -18,7 +18,7 @@
 
 use crate::batch::Batcher;
 use crate::entry::{DecodeError, Entry, now_ms};
-use crate::invalidate::{Invalidation, base_key};
+use crate::invalidate::{Invalidation, SigningKey, base_key};
 use crate::keyspace::Keyspace;
 use crate::l1::L1;
 use crate::policy::RedisSettings;
@@ -988,9 +988,10 @@ impl Store {
         &self,
         channel: &str,
         invalidation: &Invalidation,
+        key: Option<&SigningKey>,
     ) -> Result<i64, Unavailable> {
         let client = self.control.with_options(&self.options);
-        let message = serde_json::to_string(invalidation).expect("an invalidation serializes");
+        let message = invalidation.to_message(key);
         self.exec(
             Op::Publish,
             Box::pin(client.publish::<i64, _, _>(channel, message)),

@@ -5,6 +5,7 @@
 //! their span, so validation can name the line they came from.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +84,7 @@ pub(crate) struct L1Section {
 pub(crate) struct InvalidationSection {
     pub channel: Option<Spanned<String>>,
     pub forward_tag_headers: Option<bool>,
+    pub secret_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +115,17 @@ pub(crate) struct RouteSection {
     pub max_variants: Option<Spanned<u64>>,
     pub invalidate: Option<Spanned<Vec<String>>>,
     pub invalidate_tags: Option<Spanned<Vec<String>>>,
+    /// `params.<name>.case = "insensitive"`: how a path parameter's values compare.
+    pub params: Option<BTreeMap<String, Spanned<ParamSection>>>,
+    /// `upgrades = ["websocket"]` (the default) or `[]`: the protocol upgrades tunnelled.
+    pub upgrades: Option<Spanned<Vec<String>>>,
+}
+
+/// What the route says about one path parameter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ParamSection {
+    pub case: Option<Spanned<String>>,
 }
 
 /// `query = "sorted" | "ignore" | ["param", ...]`.

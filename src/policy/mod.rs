@@ -10,10 +10,11 @@ pub use error::PolicyError;
 pub use limits::Limits;
 
 use crate::freshness::{DEFAULT_ORIGIN_TTL_MAX, Ttl};
+use crate::invalidate::{MIN_SECRET_LEN, SigningKey};
 use crate::key::{KeyTemplate, QueryRule};
 use crate::redis_tls::TlsFiles;
 use crate::route::{
-    Action, CacheRule, InvalidateRule, MethodSet, PathPattern, Route, RouteTable, Statuses,
+    Action, CacheRule, InvalidateRule, MethodSet, PathPattern, Route, RouteTable, Segment, Statuses,
 };
 use error::Locator;
 use file::{PolicyFile, QuerySetting, RouteSection, SizeSetting};
@@ -112,6 +113,9 @@ pub struct InvalidationSettings {
     /// Whether `Surrogate-Key` / `Cache-Tag` response headers reach clients (they are
     /// instructions to the cache, stripped by default).
     pub forward_tag_headers: bool,
+    /// The shared secret messages on the channel must be signed with (`secret_file`);
+    /// `None`: any message counts (then only a Redis ACL decides who may publish).
+    pub secret: Option<SigningKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -416,6 +420,13 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
             }
         },
         forward_tag_headers: raw.invalidation.forward_tag_headers.unwrap_or(false),
+        secret: match &raw.invalidation.secret_file {
+            None => None,
+            Some(path) => Some(
+                read_signing_key(path.get_ref())
+                    .map_err(|m| locate.at(Some(path.span()), "invalidation.secret_file", m))?,
+            ),
+        },
     };
 
     let l1 = match &raw.l1 {
@@ -473,8 +484,11 @@ fn compile_route(
     let field = |name: &str| format!("route[{index}].{name}");
     let line = locate.line_col(section.pattern.span().start).0;
 
-    let (methods, pattern) = parse_match(section.pattern.get_ref())
+    let (methods, mut pattern) = parse_match(section.pattern.get_ref())
         .map_err(|m| locate.at(Some(section.pattern.span()), field("match"), m))?;
+    if let Some(settings) = &section.params {
+        param_settings(&mut pattern, settings, &field, locate)?;
+    }
 
     let name = match &section.name {
         None => None,
@@ -541,6 +555,12 @@ fn compile_route(
         }
     }
 
+    let websocket = match &section.upgrades {
+        None => true,
+        Some(list) => {
+            upgrades(list).map_err(|m| locate.at(Some(list.span()), field("upgrades"), m))?
+        }
+    };
     let cache = section.cache.as_ref().is_none_or(|c| *c.get_ref());
     let cache_fields: [(&str, Option<std::ops::Range<usize>>); 19] = [
         ("per_user", section.per_user.as_ref().map(Spanned::span)),
@@ -612,6 +632,7 @@ fn compile_route(
             pattern,
             action: Action::Pass,
             invalidate,
+            websocket,
             line,
         });
     }
@@ -710,6 +731,7 @@ fn compile_route(
         methods,
         pattern,
         line,
+        websocket,
         action: Action::Cache(Box::new(CacheRule {
             ttl,
             stale_while_revalidate,
@@ -733,6 +755,91 @@ fn compile_route(
 
 fn flag(setting: &Option<Spanned<bool>>) -> bool {
     setting.as_ref().is_some_and(|flag| *flag.get_ref())
+}
+
+/// `upgrades = ["websocket"]` or `[]`: whether the route tunnels WebSocket. Nothing else
+/// can be listed: after a 101 the connection is a raw tunnel past every check the proxy makes.
+fn upgrades(list: &Spanned<Vec<String>>) -> Result<bool, String> {
+    let mut websocket = false;
+    for protocol in list.get_ref() {
+        let name = protocol.split('/').next().unwrap_or_default();
+        if name.eq_ignore_ascii_case("websocket") {
+            websocket = true;
+        } else if name.eq_ignore_ascii_case("h2c") {
+            return Err("h2c is never tunnelled: after the switch every HTTP/2 request would reach the origin past the proxy's checks (clients fall back to HTTP/1.1 when no 101 comes)".into());
+        } else {
+            return Err(format!(
+                "{protocol:?} cannot be tunnelled; valid: [\"websocket\"] (the default) or [] (no upgrades)"
+            ));
+        }
+    }
+    Ok(websocket)
+}
+
+/// `params.<name>.case`: a string parameter whose values the origin compares without case
+/// (a MySQL `_ci` collation) is keyed, and asked of the origin, in lower case, so `Alice`
+/// and `alice` are one entry that one invalidation drops.
+fn param_settings(
+    pattern: &mut PathPattern,
+    settings: &BTreeMap<String, Spanned<file::ParamSection>>,
+    field: &dyn Fn(&str) -> String,
+    locate: &Locator<'_>,
+) -> Result<(), PolicyError> {
+    for (name, setting) in settings {
+        let here = field(&format!("params.{name}"));
+        let Some(segment) = pattern.param(name).cloned() else {
+            let names: Vec<String> = pattern.param_names().map(|n| format!("{{{n}}}")).collect();
+            let has = if names.is_empty() {
+                "no parameters".to_string()
+            } else {
+                names.join(", ")
+            };
+            return Err(locate.at(
+                Some(setting.span()),
+                here,
+                format!("the route's path has no parameter {name:?}; it has {has}"),
+            ));
+        };
+        let Some(case) = &setting.get_ref().case else {
+            return Err(locate.at(
+                Some(setting.span()),
+                here,
+                "say how the parameter compares: case = \"insensitive\" or \"sensitive\"",
+            ));
+        };
+        let here = format!("{here}.case");
+        match case.get_ref().as_str() {
+            "sensitive" => {}
+            "insensitive" if pattern.fold_case(name) => {}
+            "insensitive" => {
+                let why = match segment {
+                    Segment::Typed { converter, .. } => format!(
+                        "<{}:{name}> values have one canonical form already (see README \"Keys\")",
+                        converter.as_str()
+                    ),
+                    _ => format!("a catch-all ({{*{name}}}, <path:{name}>) spans several segments"),
+                };
+                return Err(locate.at(
+                    Some(case.span()),
+                    here,
+                    format!(
+                        "{why}; only a string parameter ({{{name}}}, <{name}>, <string:{name}>) can be case-insensitive"
+                    ),
+                ));
+            }
+            other => {
+                return Err(locate.at(
+                    Some(case.span()),
+                    here,
+                    format!(
+                        "{other:?} is not a case rule; valid: \"sensitive\" (the default: compared exactly, as Flask does) \
+                         or \"insensitive\" (the origin ignores case, e.g. a MySQL _ci collation: keys and origin requests use lower case)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `ttl = "5m"` (the policy decides) or `ttl = "origin"` (RFC 9111, with `ttl_max`,
@@ -1030,6 +1137,26 @@ fn read_password(path: &str) -> Result<Secret, String> {
         return Err(format!("the password file {path:?} is empty"));
     }
     Ok(Secret::new(password))
+}
+
+/// The invalidation secret from a mounted file, without the trailing newline editors add.
+fn read_signing_key(path: &str) -> Result<SigningKey, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the invalidation secret file {path:?}: {e}"))?;
+    let mut secret = bytes.as_slice();
+    while let Some(rest) = secret
+        .strip_suffix(b"\n")
+        .or_else(|| secret.strip_suffix(b"\r"))
+    {
+        secret = rest;
+    }
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "the invalidation secret in {path:?} is {} bytes; use at least {MIN_SECRET_LEN} random bytes, e.g. `openssl rand -hex 32 > {path}`",
+            secret.len()
+        ));
+    }
+    Ok(SigningKey::new(secret))
 }
 
 pub(super) fn duration(

@@ -268,3 +268,127 @@ fn tls_files_need_a_tls_url() {
     assert_eq!(e.field, "redis.url");
     assert!(e.message.contains("use rediss://"), "{e}");
 }
+
+#[test]
+fn param_case_rules_name_file_line_and_field() {
+    let with = |params: &str| {
+        format!(
+            "[origin]\nurl = \"http://127.0.0.1:5000\"\n\n[[route]]\nname = \"user\"\nmatch = \"GET /u/{{login}}/<int:id>/{{*rest}}\"\nttl = \"1m\"\n{params}\n"
+        )
+    };
+    let policy = Policy::parse(&with("params.login.case = \"insensitive\""), "p.toml").unwrap();
+    let route = policy.routes.iter().next().unwrap();
+    let path = "/u/Alice/0042/X";
+    let segments = crate::path::segments(path);
+    let params = route.pattern.matches(path, &segments).unwrap();
+    let values: Vec<&str> = params.iter().map(|(_, v)| v.as_ref()).collect();
+    assert_eq!(values, ["alice", "42", "X"]);
+    Policy::parse(
+        &with("[route.params.login]\ncase = \"sensitive\""),
+        "p.toml",
+    )
+    .unwrap();
+
+    for (params, line, field, says) in [
+        (
+            "params.nope.case = \"insensitive\"",
+            8,
+            "route[0].params.nope",
+            "no parameter \"nope\"",
+        ),
+        (
+            "params.login.case = \"lower\"",
+            8,
+            "route[0].params.login.case",
+            "\"lower\" is not a case rule",
+        ),
+        (
+            "params.id.case = \"insensitive\"",
+            8,
+            "route[0].params.id.case",
+            "<int:id> values have one canonical form",
+        ),
+        (
+            "params.rest.case = \"insensitive\"",
+            8,
+            "route[0].params.rest.case",
+            "catch-all",
+        ),
+        (
+            "params.login = {}",
+            8,
+            "route[0].params.login",
+            "case = \"insensitive\"",
+        ),
+        (
+            "params.login.kase = \"insensitive\"",
+            8,
+            "route[0].params.login",
+            "unknown field",
+        ),
+    ] {
+        let err = error(&with(params));
+        assert_eq!(err.file, "p.toml", "{params}");
+        assert_eq!(err.position.map(|p| p.0), Some(line), "{params}: {err}");
+        assert!(err.field.starts_with(field), "{params}: {err}");
+        assert!(err.message.contains(says), "{params}: {err}");
+    }
+}
+
+#[test]
+fn the_invalidation_secret_comes_from_a_file_and_is_long_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    let with = |path: &std::path::Path| {
+        format!(
+            "[origin]\nurl = \"http://127.0.0.1:5000\"\n\n[invalidation]\nsecret_file = {:?}\n",
+            path.display().to_string()
+        )
+    };
+    std::fs::write(&file, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let policy = Policy::parse(&with(&file), "p.toml").unwrap();
+    let key = policy.invalidation.secret.expect("a secret");
+    assert_eq!(key, SigningKey::new("0123456789abcdef0123456789abcdef"));
+    assert!(!format!("{key:?}").contains("0123"));
+
+    std::fs::write(&file, "short\n").unwrap();
+    let err = error(&with(&file));
+    assert_eq!(err.field, "invalidation.secret_file");
+    assert_eq!(err.position.map(|p| p.0), Some(5));
+    assert!(err.message.contains("at least 16"), "{err}");
+    let err = error(&with(&dir.path().join("missing")));
+    assert!(err.message.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn upgrades_list_only_websocket() {
+    let with = |list: &str| {
+        format!(
+            "[origin]\nurl = \"http://127.0.0.1:5000\"\n\n[[route]]\nmatch = \"/ws/{{*rest}}\"\ncache = false\nupgrades = {list}\n"
+        )
+    };
+    for (list, websocket) in [
+        ("[\"websocket\"]", true),
+        ("[\"WebSocket\"]", true),
+        ("[]", false),
+    ] {
+        let policy = Policy::parse(&with(list), "p.toml").unwrap();
+        assert_eq!(
+            policy.routes.iter().next().unwrap().websocket,
+            websocket,
+            "{list}"
+        );
+    }
+    for (list, says) in [
+        ("[\"h2c\"]", "h2c is never tunnelled"),
+        ("[\"websocket\", \"irc\"]", "\"irc\" cannot be tunnelled"),
+    ] {
+        let err = error(&with(list));
+        assert_eq!(
+            (err.field.as_str(), err.position.map(|p| p.0)),
+            ("route[0].upgrades", Some(7)),
+            "{err}"
+        );
+        assert!(err.message.contains(says), "{err}");
+    }
+}

@@ -5,8 +5,10 @@
 //! than one Redis round trip, and unlike radix routers (matchit) it can express Flask's
 //! `int` converter falling back to a plainer route when the segment is not a number.
 
+mod canonical;
 mod pattern;
 
+pub use canonical::Converter;
 pub use pattern::{Params, PathPattern, Segment};
 
 use crate::freshness::Ttl;
@@ -186,6 +188,9 @@ pub struct Route {
     pub action: Action,
     /// What a successful write on this route invalidates.
     pub invalidate: InvalidateRule,
+    /// Whether WebSocket upgrades are tunnelled (`upgrades = ["websocket"]`, the default);
+    /// no other protocol ever is (see `crate::upgrade`).
+    pub websocket: bool,
     /// The line of the policy file the route starts on, for messages about it.
     pub line: usize,
 }

@@ -1,10 +1,20 @@
 //! Path patterns: `/api/credentials/{id}`, `/files/{*rest}`, and Flask's `<int:id>`.
 //!
 //! Patterns are matched segment by segment against a normalised request path. Each segment
-//! has a rank (static beats `int`, which beats a plain parameter, which beats a catch-all);
-//! comparing patterns by their ranks, left to right, is what "the most specific route wins"
-//! means here, whatever order the routes appear in the file.
+//! has a rank (static beats a typed converter, which beats a plain parameter, which beats a
+//! catch-all); comparing patterns by their ranks, left to right, is what "the most specific
+//! route wins" means here, whatever order the routes appear in the file.
+//!
+//! Typed parameters accept what Werkzeug's converters accept, and no more: a value the
+//! converter would refuse is not a match (Flask would try its next rule, then 404). What
+//! they accept has many spellings of one value (`42`, `0042`, fullwidth `４２` are all
+//! `int 42` to the view), so a match yields the value in one canonical form (see
+//! [`crate::route::canonical`]): keys, tags and invalidations built from it are the same
+//! for every alias, and the origin is asked for the canonical path, so what is stored
+//! under a key is the origin's answer for exactly that key.
 
+use super::canonical::{self, Converter};
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -13,10 +23,14 @@ use std::fmt;
 pub enum Segment {
     /// Literal text that must equal the request's segment.
     Static(String),
-    /// `{name}`, `<name>`, `<string:name>`: any one non-empty segment.
-    Param { name: String },
-    /// `<int:name>`: one segment of ASCII digits only, as Flask's `int` converter.
-    Int { name: String },
+    /// `{name}`, `<name>`, `<string:name>`: any one non-empty segment; with `case_insensitive`
+    /// (the route's `params.<name>.case = "insensitive"`) its value is lower-cased.
+    Param {
+        name: String,
+        case_insensitive: bool,
+    },
+    /// `<int:name>`, `<float:name>`, `<uuid:name>`: one segment the converter accepts.
+    Typed { name: String, converter: Converter },
     /// `{*name}`, `<path:name>`: the rest of the path (one or more segments), last only.
     CatchAll { name: String },
 }
@@ -26,7 +40,7 @@ impl Segment {
     fn rank(&self) -> u8 {
         match self {
             Segment::Static(_) => 0,
-            Segment::Int { .. } => 1,
+            Segment::Typed { .. } => 1,
             Segment::Param { .. } => 2,
             Segment::CatchAll { .. } => 3,
         }
@@ -35,9 +49,9 @@ impl Segment {
     fn param_name(&self) -> Option<&str> {
         match self {
             Segment::Static(_) => None,
-            Segment::Param { name } | Segment::Int { name } | Segment::CatchAll { name } => {
-                Some(name)
-            }
+            Segment::Param { name, .. }
+            | Segment::Typed { name, .. }
+            | Segment::CatchAll { name } => Some(name),
         }
     }
 }
@@ -49,8 +63,9 @@ pub struct PathPattern {
     segments: Vec<Segment>,
 }
 
-/// Parameters captured by a match, in pattern order; values borrow the request path.
-pub type Params<'p> = Vec<(&'p str, &'p str)>;
+/// Parameters captured by a match, in pattern order, each in its canonical form: borrowed
+/// from the request path when it is canonical already (the usual case), owned when not.
+pub type Params<'p> = Vec<(&'p str, Cow<'p, str>)>;
 
 impl PathPattern {
     /// Parses the path part of a route's `match`. The error says what would be valid.
@@ -92,6 +107,54 @@ impl PathPattern {
         self.segments.iter().filter_map(Segment::param_name)
     }
 
+    /// The segment that captures parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.param_name() == Some(name))
+    }
+
+    /// Makes a string parameter case-insensitive; false if `name` is not one.
+    pub fn fold_case(&mut self, name: &str) -> bool {
+        self.segments.iter_mut().any(|segment| match segment {
+            Segment::Param {
+                name: n,
+                case_insensitive,
+            } if n == name => {
+                *case_insensitive = true;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// The request path with every parameter in its canonical form, or `None` when it is
+    /// canonical already (checked first, without building anything: that is every request
+    /// but an alias's). `params` are this pattern's match of `segments`.
+    pub fn canonical_path(&self, segments: &[&str], params: &Params<'_>) -> Option<String> {
+        let single = self
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Segment::Param { .. } | Segment::Typed { .. }));
+        let changed = single
+            .zip(params)
+            .any(|((i, _), (_, value))| segments.get(i) != Some(&value.as_ref()));
+        if !changed {
+            return None;
+        }
+        let mut out = String::new();
+        let mut values = params.iter().map(|(_, v)| v.as_ref());
+        for segment in &self.segments {
+            out.push('/');
+            match segment {
+                Segment::Static(text) => out.push_str(text),
+                Segment::Param { .. } | Segment::Typed { .. } | Segment::CatchAll { .. } => {
+                    out.push_str(values.next()?);
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// Matches the segments of a normalised request path (see [`crate::path`]).
     pub fn matches<'p>(&'p self, path: &'p str, segments: &[&'p str]) -> Option<Params<'p>> {
         let mut params = Vec::new();
@@ -105,7 +168,7 @@ impl PathPattern {
                     if rest.is_empty() {
                         return None;
                     }
-                    params.push((name.as_str(), rest));
+                    params.push((name.as_str(), Cow::Borrowed(rest)));
                     return Some(params);
                 }
                 Segment::Static(text) => {
@@ -113,19 +176,24 @@ impl PathPattern {
                         return None;
                     }
                 }
-                Segment::Param { name } => {
+                Segment::Param {
+                    name,
+                    case_insensitive,
+                } => {
                     let value = segments.get(i)?;
                     if value.is_empty() {
                         return None;
                     }
-                    params.push((name.as_str(), *value));
+                    let value = if *case_insensitive {
+                        canonical::lowercase(value)
+                    } else {
+                        Cow::Borrowed(*value)
+                    };
+                    params.push((name.as_str(), value));
                 }
-                Segment::Int { name } => {
-                    let value = segments.get(i)?;
-                    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-                        return None;
-                    }
-                    params.push((name.as_str(), *value));
+                Segment::Typed { name, converter } => {
+                    let value = converter.canonical(segments.get(i)?)?;
+                    params.push((name.as_str(), value));
                 }
             }
         }
@@ -148,6 +216,11 @@ impl PathPattern {
                 .zip(&other.segments)
                 .all(|(a, b)| match (a, b) {
                     (Segment::Static(x), Segment::Static(y)) => x == y,
+                    // Converters accept disjoint sets of segments (int has no '.', float
+                    // has one, uuid has '-'): two of them only overlap when they are one.
+                    (Segment::Typed { converter: x, .. }, Segment::Typed { converter: y, .. }) => {
+                        x == y
+                    }
                     _ => a.rank() == b.rank() && !matches!(a, Segment::Static(_)),
                 })
     }
@@ -167,6 +240,7 @@ fn parse_segment(piece: &str) -> Result<Segment, String> {
             }),
             None => Ok(Segment::Param {
                 name: param_name(inner, piece)?,
+                case_insensitive: false,
             }),
         };
     }
@@ -174,17 +248,22 @@ fn parse_segment(piece: &str) -> Result<Segment, String> {
         let (converter, name) = inner.split_once(':').unwrap_or(("string", inner));
         let name = param_name(name, piece)?;
         return match converter {
-            "string" => Ok(Segment::Param { name }),
-            "int" => Ok(Segment::Int { name }),
+            "string" => Ok(Segment::Param {
+                name,
+                case_insensitive: false,
+            }),
             "path" => Ok(Segment::CatchAll { name }),
-            other => Err(format!(
-                "unknown converter {other:?} in {piece:?}; valid: <name>, <string:name>, <int:name>, <path:name>"
-            )),
+            other => match Converter::named(other) {
+                Some(converter) => Ok(Segment::Typed { name, converter }),
+                None => Err(format!(
+                    "unknown converter {other:?} in {piece:?}; valid: <name>, <string:name>, <int:name>, <float:name>, <uuid:name>, <path:name> (converter arguments such as <int(signed=True):x> are not supported)"
+                )),
+            },
         };
     }
     if piece.contains(['{', '}', '<', '>']) {
         return Err(format!(
-            "segment {piece:?}: a parameter must be a whole segment, as {{name}}, {{*name}}, <name>, <int:name> or <path:name>"
+            "segment {piece:?}: a parameter must be a whole segment, as {{name}}, {{*name}}, <name>, <int:name>, <float:name>, <uuid:name> or <path:name>"
         ));
     }
     Ok(Segment::Static(piece.to_string()))
@@ -220,7 +299,7 @@ mod tests {
         let path = "/api/42/files/a/b.txt";
         assert_eq!(
             p.matches(path, &segs(path)).unwrap(),
-            [("user", "42"), ("rest", "a/b.txt")]
+            [("user", Cow::from("42")), ("rest", Cow::from("a/b.txt"))]
         );
         let path = "/api/x42/files/a";
         assert!(p.matches(path, &segs(path)).is_none());
@@ -241,7 +320,8 @@ mod tests {
             "/a/{*rest}/b",
             "/a/{id}/{id}",
             "/a/file.{ext}",
-            "/a/<float:x>",
+            "/a/<decimal:x>",
+            "/a/<int(signed=True):x>",
             "/a/{1x}",
         ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
@@ -250,7 +330,7 @@ mod tests {
 
     #[test]
     fn static_beats_int_beats_param_beats_catch_all() {
-        let order = ["/a/b", "/a/<int:x>", "/a/{x}", "/a/{*x}"];
+        let order = ["/a/b", "/a/<uuid:x>", "/a/{x}", "/a/{*x}"];
         let parsed: Vec<_> = order
             .iter()
             .map(|p| PathPattern::parse(p).unwrap())
@@ -258,5 +338,40 @@ mod tests {
         for pair in parsed.windows(2) {
             assert_eq!(pair[0].specificity(&pair[1]), Ordering::Less);
         }
+    }
+
+    #[test]
+    fn aliases_match_with_their_canonical_value_and_path() {
+        let p = PathPattern::parse("/api/orders/<int:id>/items/<uuid:item>").unwrap();
+        let path =
+            "/api/orders/%EF%BC%90%EF%BC%94%EF%BC%92/items/0E8400E2-29B4-41D4-A716-446655440000";
+        let segments = segs(path);
+        let params = p.matches(path, &segments).unwrap();
+        assert_eq!(params[0].1, "42");
+        assert_eq!(params[1].1, "0e8400e2-29b4-41d4-a716-446655440000");
+        assert_eq!(
+            p.canonical_path(&segments, &params).as_deref(),
+            Some("/api/orders/42/items/0e8400e2-29b4-41d4-a716-446655440000")
+        );
+        let path = "/api/orders/42/items/0e8400e2-29b4-41d4-a716-446655440000";
+        let segments = segs(path);
+        let params = p.matches(path, &segments).unwrap();
+        assert_eq!(p.canonical_path(&segments, &params), None);
+    }
+
+    #[test]
+    fn case_insensitive_params_fold_and_others_do_not() {
+        let mut p = PathPattern::parse("/u/{login}/{*rest}").unwrap();
+        assert!(p.fold_case("login"));
+        assert!(!p.fold_case("rest"));
+        let path = "/u/Alice%C3%84/X";
+        let segments = segs(path);
+        let params = p.matches(path, &segments).unwrap();
+        assert_eq!(params[0].1, "alice%C3%A4");
+        assert_eq!(params[1].1, "X");
+        assert_eq!(
+            p.canonical_path(&segments, &params).as_deref(),
+            Some("/u/alice%C3%A4/X")
+        );
     }
 }

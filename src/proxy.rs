@@ -9,6 +9,7 @@
 //! Everything the policy does not name is forwarded untouched; the cache only ever sees GET
 //! and HEAD on routes that ask for it.
 
+use crate::admit;
 use crate::body::ProxyBody;
 use crate::cache_status::{CacheStatus, Phase, Reason};
 use crate::collapse::{self, Flights, Join, Landing};
@@ -180,6 +181,17 @@ impl Proxy {
             let text = "cachalot: bad request: Transfer-Encoding must be exactly \"chunked\"\n";
             return (bad_request(text.into()), status);
         }
+        let authority = match admit::admit(&mut request, &self.policy().listen) {
+            Ok(authority) => authority,
+            Err(answer) => {
+                let status = CacheStatus::new(Phase::Pass);
+                let status = match answer.reason {
+                    Some(reason) => status.because(reason),
+                    None => status,
+                };
+                return (local_answer(answer), status);
+            }
+        };
         // Normalised once: routing, the key and the origin request all use this URI.
         match path::normalize_uri(request.uri()) {
             Ok(Some(uri)) => *request.uri_mut() = uri,
@@ -198,6 +210,7 @@ impl Proxy {
             request.method(),
             request.uri(),
             request.headers(),
+            authority.as_deref(),
         );
         match decided {
             // Boxed, as are the miss paths below: hyper moves the request's future into place
@@ -426,19 +439,23 @@ impl Proxy {
         let Some(entry) = &lookup.entry else {
             return Ok(lookup);
         };
-        if vary::matches(entry, &request.head.headers, fill::reaches_origin) {
+        if vary::matches(entry, &request.head.headers, |name: &str| {
+            fill::reaches_origin(request.rule(), name)
+        }) {
             return Ok(lookup);
         }
         let selecting = vary::selecting(
             &vary::entry_names(entry),
             &request.head.headers,
-            fill::reaches_origin,
+            |name: &str| fill::reaches_origin(request.rule(), name),
         );
         let key = vary::variant_key(&request.key, &selecting);
         let mut variant = self.store.get(&key, request.rule().l1).await?;
-        variant.entry = variant
-            .entry
-            .filter(|e| vary::matches(e, &request.head.headers, fill::reaches_origin));
+        variant.entry = variant.entry.filter(|e| {
+            vary::matches(e, &request.head.headers, |name: &str| {
+                fill::reaches_origin(request.rule(), name)
+            })
+        });
         request.variant = Some(key);
         Ok(variant)
     }
@@ -480,11 +497,9 @@ impl Proxy {
                 match tokio::time::timeout(wait, collapse::landing(receiver)).await {
                     Ok(Landing::Stored(entry))
                         if entry.generation >= generation
-                            && vary::matches(
-                                &entry,
-                                &request.head.headers,
-                                fill::reaches_origin,
-                            ) =>
+                            && vary::matches(&entry, &request.head.headers, |name: &str| {
+                                fill::reaches_origin(request.rule(), name)
+                            }) =>
                     {
                         let mut status = request.status(Phase::Collapsed);
                         status.stale = entry.staleness_ms(now_ms()) > 0;
@@ -501,7 +516,7 @@ impl Proxy {
                         let selecting = vary::selecting(
                             &vary::entry_names(&entry),
                             &request.head.headers,
-                            fill::reaches_origin,
+                            |name: &str| fill::reaches_origin(request.rule(), name),
                         );
                         request.variant = Some(vary::variant_key(&request.key, &selecting));
                         Box::pin(self.miss(request, generation, stale)).await
@@ -694,6 +709,21 @@ fn bad_request(text: String) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A request `admit` answers itself: 400 and 421 close the connection, like `bad_request`.
+fn local_answer(answer: admit::Answer) -> Response<ProxyBody> {
+    if answer.status.is_client_error() {
+        let mut response = bad_request(answer.text);
+        *response.status_mut() = answer.status;
+        return response;
+    }
+    let mut response = Response::new(ProxyBody::Empty);
+    *response.status_mut() = answer.status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     response
 }
 

@@ -77,7 +77,10 @@ pub fn decide(
             (None, Some(authority)) => Decision::Cache(Plan {
                 key: {
                     let mut key = rule.key.build(&matched.params, path, query, &rule.query);
-                    key::append_authority(&mut key, authority);
+                    // One served host: every request has it, so it tells no entry apart.
+                    if policy.listen.hosts.len() != 1 {
+                        key::append_authority(&mut key, authority);
+                    }
                     key::append_header_variant(&mut key, headers, rule.per_user, &rule.vary);
                     key
                 },

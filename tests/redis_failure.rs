@@ -428,7 +428,7 @@ async fn drill_a_killed_lock_holder_delays_the_other_instance_by_at_most_lock_tt
         // question, so the outcome is ignored.
         let _ = tokio::time::timeout(
             Duration::from_secs(10),
-            support::client().get(format!("http://{holder_addr}{path}").parse().unwrap()),
+            get(holder_addr, path, &[]),
         )
         .await;
     });

@@ -190,7 +190,12 @@ async fn host_reaches_the_origin_as_the_client_sent_it() {
     .await;
     // A client that names the proxy by its address: the origin must see that, not its own.
     let by_address = proxy.addr().to_string();
-    get(proxy.addr(), "/api/credentials/def", &[("host", &by_address)]).await;
+    get(
+        proxy.addr(),
+        "/api/credentials/def",
+        &[("host", &by_address)],
+    )
+    .await;
 
     let hosts: Vec<String> = origin
         .seen()

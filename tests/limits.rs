@@ -86,8 +86,9 @@ async fn a_streamed_body_over_max_body_is_cut_off_with_413_and_the_connection_cl
     let origin = Origin::echo().await;
     let proxy = start_proxy(&origin, &redis, &with_limits(r#"max_body = "1KiB""#)).await;
     let chunk = "a".repeat(512);
-    let mut request =
-        String::from("POST /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut request = String::from(
+        "POST /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
     for _ in 0..4 {
         request.push_str(&format!("200\r\n{chunk}\r\n"));
     }
@@ -109,11 +110,12 @@ async fn a_streamed_body_over_max_body_is_cut_off_with_413_and_the_connection_cl
     }
 
     // Chunked within the limit streams through whole.
-    let small = "POST /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\nTransfer-Encoding: chunked\r\n\
+    let small =
+        "POST /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\nTransfer-Encoding: chunked\r\n\
                  Connection: close\r\n\r\n200\r\n"
-        .to_string()
-        + &chunk
-        + "\r\n0\r\n\r\n";
+            .to_string()
+            + &chunk
+            + "\r\n0\r\n\r\n";
     let reply = raw(proxy.addr(), small.as_bytes()).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(origin.seen().iter().any(|s| s.body.len() == 512));
@@ -122,7 +124,8 @@ async fn a_streamed_body_over_max_body_is_cut_off_with_413_and_the_connection_cl
 
 /// A request head with `count` extra headers of `size` bytes each.
 fn head(count: usize, size: usize) -> String {
-    let mut text = String::from("GET /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\nConnection: close\r\n");
+    let mut text =
+        String::from("GET /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\nConnection: close\r\n");
     for i in 0..count {
         text.push_str(&format!("x-h{i}: {}\r\n", "v".repeat(size)));
     }

@@ -7,7 +7,9 @@
 
 pub mod cluster;
 pub mod load;
+pub mod logging_origin;
 pub mod origin;
+pub mod python;
 pub mod redis;
 pub mod tls;
 
@@ -68,7 +70,13 @@ pub fn policy_text_with(
     redis_extra: &str,
     routes: &str,
 ) -> String {
-    policy_text_listen(origin, redis_url, &format!("hosts = [\"{HOST}\"]"), redis_extra, routes)
+    policy_text_listen(
+        origin,
+        redis_url,
+        &format!("hosts = [\"{HOST}\"]"),
+        redis_extra,
+        routes,
+    )
 }
 
 /// As [`start_proxy`], with `listen` as the `[listen]` settings besides the addresses
@@ -183,7 +191,10 @@ pub async fn send(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
         request = request.header("host", HOST);
     }
     let request = request.body(Full::new(body)).expect("valid test request");

@@ -179,6 +179,7 @@ fn forward_headers_refuses_what_would_reopen_the_hole() {
         ("Host", "set by the proxy"),
         ("X_Team", "'_'"),
         ("Connection", "set by the proxy"),
+        ("Content-Length", "set by the proxy"),
     ] {
         let routes = format!(
             "[[route]]\nmatch = \"GET /x/{{id}}\"\nttl = \"1m\"\nforward_headers = [\"{listed}\"]\n"

@@ -904,6 +904,8 @@ fn forwarded_names(list: &Spanned<Vec<String>>) -> Result<Vec<http::HeaderName>,
             ));
         }
         if name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::EXPECT
             || name == header::ACCEPT_ENCODING
             || name == header::RANGE
             || name.as_str().starts_with("if-")

@@ -93,6 +93,12 @@ impl Cacheable {
         decision::origin_target(&self.head.uri, &self.rule().query)
     }
 
+    /// Whether a client header reaches the origin on this route's fills: what a `Vary` on it
+    /// is matched against (see `fill::reaches_origin`).
+    pub fn forwarded(&self) -> impl Fn(&str) -> bool + '_ {
+        |name| fill::reaches_origin(self.rule(), name)
+    }
+
     /// The route's label as a metric label value.
     pub fn metric_route(&self) -> metrics::SharedString {
         metrics::SharedString::from_shared(Arc::clone(&self.route.label))
@@ -439,23 +445,19 @@ impl Proxy {
         let Some(entry) = &lookup.entry else {
             return Ok(lookup);
         };
-        if vary::matches(entry, &request.head.headers, |name: &str| {
-            fill::reaches_origin(request.rule(), name)
-        }) {
+        if vary::matches(entry, &request.head.headers, request.forwarded()) {
             return Ok(lookup);
         }
         let selecting = vary::selecting(
             &vary::entry_names(entry),
             &request.head.headers,
-            |name: &str| fill::reaches_origin(request.rule(), name),
+            request.forwarded(),
         );
         let key = vary::variant_key(&request.key, &selecting);
         let mut variant = self.store.get(&key, request.rule().l1).await?;
-        variant.entry = variant.entry.filter(|e| {
-            vary::matches(e, &request.head.headers, |name: &str| {
-                fill::reaches_origin(request.rule(), name)
-            })
-        });
+        variant.entry = variant
+            .entry
+            .filter(|e| vary::matches(e, &request.head.headers, request.forwarded()));
         request.variant = Some(key);
         Ok(variant)
     }
@@ -497,9 +499,11 @@ impl Proxy {
                 match tokio::time::timeout(wait, collapse::landing(receiver)).await {
                     Ok(Landing::Stored(entry))
                         if entry.generation >= generation
-                            && vary::matches(&entry, &request.head.headers, |name: &str| {
-                                fill::reaches_origin(request.rule(), name)
-                            }) =>
+                            && vary::matches(
+                                &entry,
+                                &request.head.headers,
+                                request.forwarded(),
+                            ) =>
                     {
                         let mut status = request.status(Phase::Collapsed);
                         status.stale = entry.staleness_ms(now_ms()) > 0;
@@ -516,7 +520,7 @@ impl Proxy {
                         let selecting = vary::selecting(
                             &vary::entry_names(&entry),
                             &request.head.headers,
-                            |name: &str| fill::reaches_origin(request.rule(), name),
+                            request.forwarded(),
                         );
                         request.variant = Some(vary::variant_key(&request.key, &selecting));
                         Box::pin(self.miss(request, generation, stale)).await

@@ -73,12 +73,20 @@ pub enum Reason {
     BodyTooLarge,
     /// The route already holds `max_variants` variants of this key; this one is not stored.
     TooManyVariants,
+    /// No usable `Host` (HTTP/1.0 without one): forwarded, never stored, since the origin
+    /// would build its URLs from its own address.
+    NoHost,
+    /// The request's authority is missing or unreadable (see `authority`), or its target is
+    /// `*` for a method other than OPTIONS: 400.
+    BadHost,
+    /// `[listen] hosts` does not name the request's authority: 421.
+    MisdirectedHost,
 }
 
 impl Reason {
     /// How many reasons there are, for tables indexed by `reason as usize`: the last
     /// variant's index plus one. (A reason added after it is still counted, by name.)
-    pub const COUNT: usize = Reason::TooManyVariants as usize + 1;
+    pub const COUNT: usize = Reason::MisdirectedHost as usize + 1;
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -113,6 +121,9 @@ impl Reason {
             Reason::BadFraming => "bad-framing",
             Reason::BodyTooLarge => "body-too-large",
             Reason::TooManyVariants => "too-many-variants",
+            Reason::NoHost => "no-host",
+            Reason::BadHost => "bad-host",
+            Reason::MisdirectedHost => "misdirected-host",
         }
     }
 }

@@ -40,8 +40,17 @@ pub struct Plan {
 }
 
 /// Decides for one request, whose URI [`path::normalize_uri`] has already normalised (the
-/// proxy does that once, and sends the same path to the origin).
-pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) -> Decision {
+/// proxy does that once, and sends the same path to the origin). `authority` is the
+/// request's, in normal form (see `authority`): part of the key; without one (HTTP/1.0 with
+/// no `Host`) the request is forwarded and never stored, since the origin would fill in its
+/// own internal address wherever it builds a URL.
+pub fn decide(
+    policy: &Policy,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    authority: Option<&str>,
+) -> Decision {
     let query = uri.query();
     let path = uri.path();
     let segments = path::segments(path);
@@ -71,9 +80,10 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
         Action::Cache(_) if !matches!(*method, Method::GET | Method::HEAD) => {
             forward(status(Phase::Pass).because(Reason::Method))
         }
-        Action::Cache(rule) => match semantics::request_bypass(headers, rule) {
-            Some(reason) => forward(status(Phase::Bypass).because(reason)),
-            None => {
+        Action::Cache(rule) => match (semantics::request_bypass(headers, rule), authority) {
+            (Some(reason), _) => forward(status(Phase::Bypass).because(reason)),
+            (None, None) => forward(status(Phase::Bypass).because(Reason::NoHost)),
+            (None, Some(authority)) => {
                 // An unnamed route without `key` is keyed on the path: the canonical one.
                 let canonical = route.pattern.canonical_path(&segments, &matched.params);
                 let key_path = canonical.as_deref().unwrap_or(path);
@@ -82,6 +92,10 @@ pub fn decide(policy: &Policy, method: &Method, uri: &Uri, headers: &HeaderMap) 
                         let mut key = rule
                             .key
                             .build(&matched.params, key_path, query, &rule.query);
+                        // One served host: every request has it, so it tells no entry apart.
+                        if policy.listen.hosts.len() != 1 {
+                            key::append_authority(&mut key, authority);
+                        }
                         key::append_header_variant(&mut key, headers, rule.per_user, &rule.vary);
                         key
                     },
@@ -173,8 +187,9 @@ pub fn key_for_location(
 ) -> Option<String> {
     let uri: Uri = location.to_str().ok()?.parse().ok()?;
     if let Some(authority) = uri.authority() {
-        let host = host?.to_str().ok()?;
-        if !authority.as_str().eq_ignore_ascii_case(host) {
+        let named = crate::authority::normalize(authority.as_str().as_bytes()).ok()??;
+        let host = crate::authority::normalize(host?.as_bytes()).ok()??;
+        if named != host {
             return None;
         }
     }

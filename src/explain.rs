@@ -91,7 +91,34 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
         }
     }
 
-    match decision::decide(policy, method, &uri, &HeaderMap::new()) {
+    // The authority ends the key (`#host=`): the probe's own (`http://a.example/x`), else the
+    // first of `[listen] hosts`, else a placeholder saying where it comes from.
+    let authority = match probe.uri.authority() {
+        Some(given) => match crate::authority::normalize(given.as_str().as_bytes()) {
+            Ok(Some(authority)) => authority,
+            _ => {
+                out.line(
+                    "action",
+                    format!("refused with 400: {given} is not a valid host"),
+                );
+                return out.text;
+            }
+        },
+        None => policy
+            .listen
+            .hosts
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "<the request's Host>".into()),
+    };
+    if !policy.listen.hosts.is_empty() && !policy.listen.hosts.contains(&authority) {
+        out.line(
+            "action",
+            format!("refused with 421: [listen] hosts does not name {authority}"),
+        );
+        return out.text;
+    }
+    match decision::decide(policy, method, &uri, &HeaderMap::new(), Some(&authority)) {
         Decision::Cache(plan) => {
             let Action::Cache(rule) = &plan.route.action else {
                 unreachable!("a cache plan comes from a cached route")

@@ -14,6 +14,8 @@ use crate::entry::{Entry, now_ms};
 use crate::freshness::{self, Directives, Ttl};
 use crate::origin::{self, OriginBody, OriginError};
 use crate::proxy::{Cacheable, Proxy, error_response, from_entry};
+use crate::request_id;
+use crate::route::CacheRule;
 use crate::semantics;
 use crate::store::{FillNotice, Placement, Put};
 use crate::tags;
@@ -117,7 +119,7 @@ async fn wait_for_holder(
     // header values when it varies.
     let filled = |entry: &Entry| {
         (entry.is_fresh(now_ms()) || entry.stored_at_ms >= waiting_since)
-            && vary::matches(entry, &request.head.headers, reaches_origin)
+            && vary::matches(entry, &request.head.headers, request.forwarded())
     };
     let deadline = Instant::now() + proxy.policy().collapse.wait;
     // Register before looking again, so a notice sent in between is not missed.
@@ -543,7 +545,11 @@ fn build_entry(
         route.max(directive).as_millis() as u64
     };
     let selecting = vary::names(&headers, &rule.vary)
-        .map(|names| vary::selecting(&names, &request.head.headers, reaches_origin))
+        .map(|names| {
+            vary::selecting(&names, &request.head.headers, |name: &str| {
+                reaches_origin(rule, name)
+            })
+        })
         .unwrap_or_default();
     let entry = Entry {
         status,
@@ -616,15 +622,29 @@ const CONDITIONALS: [HeaderName; 6] = [
 ];
 
 /// Whether a client's request header reaches the origin in a fill unchanged: what a `Vary`
-/// on it is matched against. `Accept-Encoding` is replaced by `identity` (see `vary::names`).
-pub(crate) fn reaches_origin(name: &str) -> bool {
-    !(name == header::COOKIE.as_str()
-        || name == header::CONTENT_LENGTH.as_str()
-        || name == header::ACCEPT_ENCODING.as_str()
-        || UNKEYED.contains(&name)
-        || CONDITIONALS.iter().any(|c| c.as_str() == name)
-        || HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| origin::is_hop_by_hop(&n)))
+/// on it is matched against. On a cacheable route the origin sees what the key holds (the
+/// authority as `Host`, the route's `vary` headers, `Authorization` when `per_user`), the
+/// request id, and the route's `forward_headers` or else [`FORWARDED_BY_DEFAULT`]; nothing
+/// else a client sends. `Accept-Encoding` is replaced by `identity` (see `vary::names`).
+pub(crate) fn reaches_origin(rule: &CacheRule, name: &str) -> bool {
+    let keyed = name == header::HOST.as_str()
+        || (rule.per_user && name == header::AUTHORIZATION.as_str())
+        || rule.vary.iter().any(|v| v.as_str() == name);
+    let listed = match &rule.forward_headers {
+        Some(names) => names.iter().any(|n| n.as_str() == name),
+        None => FORWARDED_BY_DEFAULT.contains(&name),
+    };
+    keyed || listed || name == request_id::X_REQUEST_ID.as_str()
 }
+
+/// The client headers a fill passes to the origin when a route has no `forward_headers`:
+/// content negotiation, which an origin that uses it must declare with `Vary` (the cache
+/// then stores a variant per value), and `User-Agent`, likewise (`Vary: User-Agent`). None
+/// of them names a host, scheme, port, path or user, so none can redirect a shared response
+/// or personalise it without saying so. Everything else (`X-Forwarded-Host`, `X-Original-Url`,
+/// `Front-End-Https`, `Referer`, and names no list could foresee) is dropped.
+pub(crate) const FORWARDED_BY_DEFAULT: [&str; 4] =
+    ["accept", "accept-language", "accept-charset", "user-agent"];
 
 /// Forwards a cacheable request without the cache (Redis down, or no fill to wait for).
 pub(crate) async fn fetch_uncached(
@@ -663,26 +683,12 @@ pub(crate) async fn fetch_uncached(
     }
 }
 
-/// Request headers an origin may reflect into its response (absolute links, redirects,
-/// routing) that the cache key does not hold. On a cacheable route they never reach the
-/// origin: otherwise one client could plant a response for everyone (cache poisoning).
-const UNKEYED: [&str; 11] = [
-    "x-forwarded-host",
-    "x-forwarded-server",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-host",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "forwarded",
-];
+/// Headers the proxy itself sets on every origin request (see `origin::request_head`).
+const SET_BY_PROXY: [&str; 2] = ["x-forwarded-for", "x-forwarded-proto"];
 
-/// The origin request for a cacheable route: the route's query rule applied, `Cookie`
-/// removed where the route declared cookies irrelevant (so nothing stored is personalised),
-/// and headers the key does not hold removed (see [`UNKEYED`]; a route's `vary` keeps them).
+/// The origin request for a cacheable route: the route's query rule applied, and only the
+/// client headers [`reaches_origin`] allows (so nothing the key does not hold can shape
+/// what is stored for everyone: no cache poisoning by an unkeyed header).
 fn origin_request(proxy: &Proxy, request: &Cacheable, method: Method) -> Request<OriginBody> {
     let mut builder = origin::request_head(
         &proxy.origin,
@@ -692,14 +698,16 @@ fn origin_request(proxy: &Proxy, request: &Cacheable, method: Method) -> Request
     )
     .method(method);
     if let Some(headers) = builder.headers_mut() {
-        headers.remove(header::COOKIE);
-        // The fill reads the whole body; a request body on a GET is not forwarded.
-        headers.remove(header::CONTENT_LENGTH);
-        for name in UNKEYED {
-            // A header the route keys on (`vary`) reaches the origin: each value has its own entry.
-            if !request.rule().vary.iter().any(|v| v == name) {
-                headers.remove(name);
-            }
+        let rule = request.rule();
+        let dropped: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                !(reaches_origin(rule, name.as_str()) || SET_BY_PROXY.contains(&name.as_str()))
+            })
+            .cloned()
+            .collect();
+        for name in dropped {
+            headers.remove(name);
         }
     }
     builder

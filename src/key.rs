@@ -199,6 +199,21 @@ impl QueryRule {
     }
 }
 
+/// The request's authority, after the path and query: `#host=a.example`. Origins build
+/// absolute URLs and redirects from `Host` and pick tenants by it, so two authorities never
+/// share an entry. It is a variant of the base key, like the query: invalidating
+/// `credential:abc` (by key, tag, prefix or a write) drops it for every host.
+///
+/// `authority` is in normal form (see `authority::normalize`: letters, digits, `-._~`, an
+/// IPv6 literal and a port), so it cannot hold a separator, glob character or brace.
+pub fn append_authority(key: &mut String, authority: &str) {
+    if !key.contains('?') {
+        key.push('?');
+    }
+    key.push_str("#host=");
+    key.push_str(authority);
+}
+
 /// The parts of a key that come from request headers, after the path and query:
 /// `#user=<hash>` for a route with `per_user = true` and a request with `Authorization`,
 /// `#vary=<hash>` for a route with `vary = [...]`. `#` is escaped everywhere else in a key
@@ -469,6 +484,23 @@ mod tests {
         let mut empty = String::from("k");
         append_header_variant(&mut empty, &empty_headers, false, &host);
         assert_ne!(absent, empty);
+    }
+
+    #[test]
+    fn the_authority_is_a_variant_of_the_base_key() {
+        let mut key = String::from("credential:abc");
+        append_authority(&mut key, "a.example:8080");
+        assert_eq!(key, "credential:abc?#host=a.example:8080");
+        assert_eq!(crate::invalidate::base_key(&key), "credential:abc");
+        let mut with_query = String::from("stats?period=day");
+        append_authority(&mut with_query, "a.example");
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer t".parse().unwrap());
+        append_header_variant(&mut with_query, &headers, true, &[]);
+        assert!(
+            with_query.starts_with("stats?period=day#host=a.example#user="),
+            "{with_query}"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! keeps serving from the origin. See `proxy` for the request's way through.
 
 pub mod admin;
+pub mod admit;
+pub mod authority;
 pub mod batch;
 pub mod body;
 pub mod cache_status;

@@ -131,7 +131,8 @@ impl Origin {
 }
 
 /// Builds the origin request from the client's head: same method and headers (minus
-/// hop-by-hop), `Host` as the client sent it, `X-Forwarded-For`/`-Proto` added.
+/// hop-by-hop), `Host` as the proxy settled it (see `admit`), `X-Forwarded-For`/`-Proto`
+/// added.
 pub fn request_head(
     origin: &Origin,
     client_head: &http::request::Parts,
@@ -140,12 +141,10 @@ pub fn request_head(
 ) -> http::request::Builder {
     let mut headers = client_head.headers.clone();
     strip_hop_by_hop(&mut headers);
-    if !headers.contains_key(header::HOST)
-        && let Some(authority) = client_head.uri.authority()
-        && let Ok(value) = HeaderValue::from_str(authority.as_str())
-    {
-        // HTTP/2 clients send :authority instead of Host.
-        headers.insert(header::HOST, value);
+    // `Connection: host` must not take the Host away: the origin would fall back to its own
+    // address in the URLs it builds, for a response keyed on the client's authority.
+    if let Some(host) = client_head.headers.get(header::HOST) {
+        headers.insert(header::HOST, host.clone());
     }
     append_forwarded_for(&mut headers, client_ip);
     headers.insert(

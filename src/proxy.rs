@@ -9,6 +9,7 @@
 //! Everything the policy does not name is forwarded untouched; the cache only ever sees GET
 //! and HEAD on routes that ask for it.
 
+use crate::admit;
 use crate::body::ProxyBody;
 use crate::cache_status::{CacheStatus, Phase, Reason};
 use crate::collapse::{self, Flights, Join, Landing};
@@ -90,6 +91,12 @@ impl Cacheable {
     /// Path and query as the origin sees them (the route's query rule applied).
     pub fn origin_target(&self) -> String {
         decision::origin_target(&self.head.uri, &self.rule().query)
+    }
+
+    /// Whether a client header reaches the origin on this route's fills: what a `Vary` on it
+    /// is matched against (see `fill::reaches_origin`).
+    pub fn forwarded(&self) -> impl Fn(&str) -> bool + '_ {
+        |name| fill::reaches_origin(self.rule(), name)
     }
 
     /// The route's label as a metric label value.
@@ -180,6 +187,17 @@ impl Proxy {
             let text = "cachalot: bad request: Transfer-Encoding must be exactly \"chunked\"\n";
             return (bad_request(text.into()), status);
         }
+        let authority = match admit::admit(&mut request, &self.policy().listen) {
+            Ok(authority) => authority,
+            Err(answer) => {
+                let status = CacheStatus::new(Phase::Pass);
+                let status = match answer.reason {
+                    Some(reason) => status.because(reason),
+                    None => status,
+                };
+                return (local_answer(answer), status);
+            }
+        };
         // Normalised once: routing, the key and the origin request all use this URI.
         match path::normalize_uri(request.uri()) {
             Ok(Some(uri)) => *request.uri_mut() = uri,
@@ -198,6 +216,7 @@ impl Proxy {
             request.method(),
             request.uri(),
             request.headers(),
+            authority.as_deref(),
         );
         match decided {
             // Boxed, as are the miss paths below: hyper moves the request's future into place
@@ -458,19 +477,19 @@ impl Proxy {
         let Some(entry) = &lookup.entry else {
             return Ok(lookup);
         };
-        if vary::matches(entry, &request.head.headers, fill::reaches_origin) {
+        if vary::matches(entry, &request.head.headers, request.forwarded()) {
             return Ok(lookup);
         }
         let selecting = vary::selecting(
             &vary::entry_names(entry),
             &request.head.headers,
-            fill::reaches_origin,
+            request.forwarded(),
         );
         let key = vary::variant_key(&request.key, &selecting);
         let mut variant = self.store.get(&key, request.rule().l1).await?;
         variant.entry = variant
             .entry
-            .filter(|e| vary::matches(e, &request.head.headers, fill::reaches_origin));
+            .filter(|e| vary::matches(e, &request.head.headers, request.forwarded()));
         request.variant = Some(key);
         Ok(variant)
     }
@@ -515,7 +534,7 @@ impl Proxy {
                             && vary::matches(
                                 &entry,
                                 &request.head.headers,
-                                fill::reaches_origin,
+                                request.forwarded(),
                             ) =>
                     {
                         let mut status = request.status(Phase::Collapsed);
@@ -533,7 +552,7 @@ impl Proxy {
                         let selecting = vary::selecting(
                             &vary::entry_names(&entry),
                             &request.head.headers,
-                            fill::reaches_origin,
+                            request.forwarded(),
                         );
                         request.variant = Some(vary::variant_key(&request.key, &selecting));
                         Box::pin(self.miss(request, generation, stale)).await
@@ -726,6 +745,21 @@ fn bad_request(text: String) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A request `admit` answers itself: 400 and 421 close the connection, like `bad_request`.
+fn local_answer(answer: admit::Answer) -> Response<ProxyBody> {
+    if answer.status.is_client_error() {
+        let mut response = bad_request(answer.text);
+        *response.status_mut() = answer.status;
+        return response;
+    }
+    let mut response = Response::new(ProxyBody::Empty);
+    *response.status_mut() = answer.status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     response
 }
 

@@ -137,6 +137,7 @@ mod tests {
             per_user: false,
             vary: Vec::new(),
             max_variants: 10,
+            forward_headers: None,
         }
     }
 

@@ -17,7 +17,8 @@ pub type Selecting = Vec<(String, Option<String>)>;
 /// The request headers a response varies on, lower-case and sorted; `None` for `Vary: *`
 /// (no request can be shown to match). Left out: `Accept-Encoding` when the body is not
 /// encoded (fills ask for `identity`, and an unencoded body suits every client), headers the
-/// route's key already holds (`keyed`, its `vary` list), and `Authorization`, whose value
+/// route's key already holds (`keyed`, its `vary` list; `Host`, the authority, always), and
+/// `Authorization`, whose value
 /// must never appear in a key: requests with it bypass the cache, or (`per_user`) the key
 /// holds a hash of it.
 pub fn names(response: &HeaderMap, keyed: &[HeaderName]) -> Option<Vec<String>> {
@@ -34,6 +35,7 @@ pub fn names(response: &HeaderMap, keyed: &[HeaderName]) -> Option<Vec<String>> 
             if name.is_empty()
                 || (name == "accept-encoding" && !encoded)
                 || name == "authorization"
+                || name == "host"
                 || keyed.iter().any(|k| k.as_str() == name)
             {
                 continue;
@@ -140,7 +142,7 @@ mod tests {
     #[test]
     fn names_skip_unencoded_accept_encoding_keyed_headers_and_credentials() {
         let response = map(&[
-            ("vary", "Accept-Encoding, X-Team, Authorization"),
+            ("vary", "Accept-Encoding, X-Team, Authorization, Host"),
             ("vary", "accept-language, x-tenant"),
         ]);
         let keyed = [HeaderName::from_static("x-tenant")];

@@ -124,7 +124,7 @@ async fn a_leader_whose_client_hangs_up_still_fills_for_its_waiters() {
     // The leader's client asks, then hangs up while the origin is still answering.
     let mut leader = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
     leader
-        .write_all(b"GET /api/credentials/abc HTTP/1.1\r\nHost: cachalot\r\n\r\n")
+        .write_all(b"GET /api/credentials/abc HTTP/1.1\r\nHost: cachalot.test\r\n\r\n")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -595,7 +595,7 @@ async fn location_and_content_location_on_the_same_host_are_invalidated() {
     hit(addr, "/api/credentials/ghi").await;
 
     // An absolute Location naming the Host the client asked for (the proxy's address).
-    let absolute = format!("http://{addr}/api/credentials/ghi");
+    let absolute = format!("http://{}/api/credentials/ghi", support::HOST);
     let created = write(
         addr,
         Method::POST,

@@ -86,8 +86,9 @@ async fn a_streamed_body_over_max_body_is_cut_off_with_413_and_the_connection_cl
     let origin = Origin::echo().await;
     let proxy = start_proxy(&origin, &redis, &with_limits(r#"max_body = "1KiB""#)).await;
     let chunk = "a".repeat(512);
-    let mut request =
-        String::from("POST /api/items/1 HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut request = String::from(
+        "POST /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
     for _ in 0..4 {
         request.push_str(&format!("200\r\n{chunk}\r\n"));
     }
@@ -109,11 +110,12 @@ async fn a_streamed_body_over_max_body_is_cut_off_with_413_and_the_connection_cl
     }
 
     // Chunked within the limit streams through whole.
-    let small = "POST /api/items/1 HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\
+    let small =
+        "POST /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\nTransfer-Encoding: chunked\r\n\
                  Connection: close\r\n\r\n200\r\n"
-        .to_string()
-        + &chunk
-        + "\r\n0\r\n\r\n";
+            .to_string()
+            + &chunk
+            + "\r\n0\r\n\r\n";
     let reply = raw(proxy.addr(), small.as_bytes()).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(origin.seen().iter().any(|s| s.body.len() == 512));
@@ -122,7 +124,8 @@ async fn a_streamed_body_over_max_body_is_cut_off_with_413_and_the_connection_cl
 
 /// A request head with `count` extra headers of `size` bytes each.
 fn head(count: usize, size: usize) -> String {
-    let mut text = String::from("GET /api/items/1 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n");
+    let mut text =
+        String::from("GET /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\nConnection: close\r\n");
     for i in 0..count {
         text.push_str(&format!("x-h{i}: {}\r\n", "v".repeat(size)));
     }
@@ -164,7 +167,7 @@ async fn a_head_that_never_completes_is_dropped_after_header_timeout() {
     let started = Instant::now();
     // Slowloris: a head that starts, then trickles a header line now and then.
     stream
-        .write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: p\r\n")
+        .write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\n")
         .await
         .unwrap();
     let trickle = async {
@@ -207,7 +210,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     .await;
     let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
     stream
-        .write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: p\r\n\r\n")
+        .write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\n\r\n")
         .await
         .unwrap();
     let started = Instant::now();
@@ -229,7 +232,7 @@ async fn connections_over_max_connections_get_503_and_a_freed_slot_is_reused() {
     let _second = TcpStream::connect(proxy.addr()).await.unwrap();
     // Both are accepted (a request on the first is answered) ...
     first
-        .write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: p\r\n\r\n")
+        .write_all(b"GET /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\n\r\n")
         .await
         .unwrap();
     let mut buf = [0u8; 1024];
@@ -238,7 +241,7 @@ async fn connections_over_max_connections_get_503_and_a_freed_slot_is_reused() {
     // ... and a third is refused.
     let third = raw(
         proxy.addr(),
-        b"GET /api/items/2 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+        b"GET /api/items/2 HTTP/1.1\r\nHost: cachalot.test\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(third.starts_with("HTTP/1.1 503"), "{third}");
@@ -251,7 +254,7 @@ async fn connections_over_max_connections_get_503_and_a_freed_slot_is_reused() {
     loop {
         let next = raw(
             proxy.addr(),
-            b"GET /api/items/3 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+            b"GET /api/items/3 HTTP/1.1\r\nHost: cachalot.test\r\nConnection: close\r\n\r\n",
         )
         .await;
         if next.starts_with("HTTP/1.1 200") {
@@ -275,8 +278,8 @@ async fn h2_client(
     (client, tokio::spawn(connection))
 }
 
-fn h2_get(addr: std::net::SocketAddr, path: &str) -> http::Request<()> {
-    http::Request::get(format!("http://{addr}{path}"))
+fn h2_get(_addr: std::net::SocketAddr, path: &str) -> http::Request<()> {
+    http::Request::get(format!("http://{}{path}", support::HOST))
         .body(())
         .unwrap()
 }

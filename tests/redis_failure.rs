@@ -426,11 +426,7 @@ async fn drill_a_killed_lock_holder_delays_the_other_instance_by_at_most_lock_tt
     let doomed = tokio::spawn(async move {
         // The client of the killed instance loses its connection; that is not this drill's
         // question, so the outcome is ignored.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(10),
-            support::client().get(format!("http://{holder_addr}{path}").parse().unwrap()),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), get(holder_addr, path, &[])).await;
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while redis.keys("cachalot:lock:*").is_empty() {

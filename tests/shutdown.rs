@@ -403,7 +403,7 @@ async fn idle_connections_do_not_hold_up_the_exit() {
     let mut kept = Vec::new();
     for (addr, path) in [(proxy.addr, "/items/idle"), (proxy.admin, "/healthz")] {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: cachalot.test\r\n\r\n");
         tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
             .await
             .expect("send request");

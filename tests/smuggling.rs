@@ -21,7 +21,7 @@ ttl = "1m"
 
 /// A head for `POST /api/items/1` with `headers` (each a full line without CRLF), then `body`.
 fn post(headers: &[&str], body: &str) -> Vec<u8> {
-    let mut text = String::from("POST /api/items/1 HTTP/1.1\r\nHost: proxy\r\n");
+    let mut text = String::from("POST /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\n");
     for line in headers {
         text.push_str(line);
         text.push_str("\r\n");
@@ -33,7 +33,7 @@ fn post(headers: &[&str], body: &str) -> Vec<u8> {
 
 /// The smuggled second request most cases carry: if the proxy read the framing one way and
 /// the origin another, the origin would see a GET for `/admin/secret`.
-const SMUGGLED: &str = "GET /admin/secret HTTP/1.1\r\nHost: proxy\r\n\r\n";
+const SMUGGLED: &str = "GET /admin/secret HTTP/1.1\r\nHost: cachalot.test\r\n\r\n";
 
 async fn assert_refused(cases: &[(&str, Vec<u8>)]) {
     let redis = RedisServer::start();
@@ -231,7 +231,7 @@ async fn obsolete_line_folding_and_bare_cr_are_refused() {
         ),
         (
             "bare CR in the request line",
-            b"POST /api/items/1\rGET /x HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"POST /api/items/1\rGET /x HTTP/1.1\r\nHost: cachalot.test\r\nContent-Length: 0\r\n\r\n".to_vec(),
         ),
         (
             "a NUL in a header value",

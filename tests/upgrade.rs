@@ -50,7 +50,7 @@ async fn websocket_upgrade_is_spliced_through() {
 
     let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
     client
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: cachalot.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         .await
         .unwrap();
     let head = read_head(&mut client).await;
@@ -68,5 +68,5 @@ async fn websocket_upgrade_is_spliced_through() {
     let seen = origin_task.await.unwrap().to_ascii_lowercase();
     assert!(seen.contains("upgrade: websocket"), "{seen}");
     assert!(seen.contains("connection: upgrade"), "{seen}");
-    assert!(seen.contains("host: app.example"), "{seen}");
+    assert!(seen.contains("host: cachalot.test"), "{seen}");
 }

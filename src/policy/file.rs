@@ -32,6 +32,8 @@ pub(crate) struct PolicyFile {
 pub(crate) struct ListenSection {
     pub addr: Option<Spanned<String>>,
     pub admin: Option<Spanned<String>>,
+    pub hosts: Option<Spanned<Vec<String>>>,
+    pub underscores_in_headers: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +115,7 @@ pub(crate) struct RouteSection {
     pub per_user: Option<Spanned<bool>>,
     pub vary: Option<Spanned<Vec<String>>>,
     pub max_variants: Option<Spanned<u64>>,
+    pub forward_headers: Option<Spanned<Vec<String>>>,
     pub invalidate: Option<Spanned<Vec<String>>>,
     pub invalidate_tags: Option<Spanned<Vec<String>>>,
     /// `params.<name>.case = "insensitive"`: how a path parameter's values compare.

@@ -61,6 +61,12 @@ pub struct ListenSettings {
     pub addr: SocketAddr,
     /// Health (and later metrics and purge); never the public port.
     pub admin: SocketAddr,
+    /// `hosts = [...]`: the authorities (normal form, see `authority`) this proxy serves;
+    /// a request for any other is answered 421. Empty: any valid authority, keyed apart.
+    pub hosts: Vec<String>,
+    /// Whether header names with `_` reach the origin (nginx's `underscores_in_headers`).
+    /// Off: WSGI servers read `X_Forwarded_Host` as `X-Forwarded-Host`.
+    pub underscores_in_headers: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -435,6 +441,12 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
     };
 
     let limits = limits::compile(&raw.limits, locate)?;
+    let hosts = match &raw.listen.hosts {
+        None => Vec::new(),
+        Some(list) => {
+            served_hosts(list).map_err(|m| locate.at(Some(list.span()), "listen.hosts", m))?
+        }
+    };
 
     let mut warnings = Vec::new();
     let mut names = HashSet::new();
@@ -462,7 +474,12 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
 
     Ok(Policy {
         file: file.to_string(),
-        listen: ListenSettings { addr, admin },
+        listen: ListenSettings {
+            addr,
+            admin,
+            hosts,
+            underscores_in_headers: raw.listen.underscores_in_headers.unwrap_or(false),
+        },
         origin,
         redis,
         collapse,
@@ -562,8 +579,12 @@ fn compile_route(
         }
     };
     let cache = section.cache.as_ref().is_none_or(|c| *c.get_ref());
-    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 19] = [
+    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 20] = [
         ("per_user", section.per_user.as_ref().map(Spanned::span)),
+        (
+            "forward_headers",
+            section.forward_headers.as_ref().map(Spanned::span),
+        ),
         ("vary", section.vary.as_ref().map(Spanned::span)),
         (
             "max_variants",
@@ -725,6 +746,13 @@ fn compile_route(
             ));
         }
     };
+    let forward_headers = match &section.forward_headers {
+        None => None,
+        Some(list) => Some(
+            forwarded_names(list)
+                .map_err(|m| locate.at(Some(list.span()), field("forward_headers"), m))?,
+        ),
+    };
     Ok(Route {
         label: route_label(name.as_deref(), section.pattern.get_ref()),
         name: name.map(Arc::from),
@@ -748,6 +776,7 @@ fn compile_route(
             per_user: flag(&section.per_user),
             vary,
             max_variants,
+            forward_headers,
         })),
         invalidate,
     })
@@ -941,6 +970,91 @@ fn vary_names(list: &Spanned<Vec<String>>) -> Result<Vec<http::HeaderName>, Stri
         names.push(name);
     }
     Ok(names)
+}
+
+/// `[listen] hosts`: each a valid `host[:port]`, kept in the normal form requests are
+/// compared in (so `Example.com:80` in the file matches `Host: example.com`).
+fn served_hosts(list: &Spanned<Vec<String>>) -> Result<Vec<String>, String> {
+    let mut hosts = Vec::new();
+    for text in list.get_ref() {
+        let host = crate::authority::normalize(text.as_bytes())
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("{text:?} is not a host name, host:port or [IPv6] literal"))?;
+        if hosts.contains(&host) {
+            return Err(format!("{text:?} is listed twice (as {host:?})"));
+        }
+        hosts.push(host);
+    }
+    if hosts.is_empty() {
+        return Err("an empty list would refuse every request; leave hosts out to serve any host (each keyed apart)".into());
+    }
+    Ok(hosts)
+}
+
+/// A route's `forward_headers`: header names a fill may pass to the origin. Refused: names
+/// the fill sets itself or that never reach it, and credentials (use `per_user`).
+fn forwarded_names(list: &Spanned<Vec<String>>) -> Result<Vec<http::HeaderName>, String> {
+    use http::header;
+    let mut names: Vec<http::HeaderName> = Vec::new();
+    for text in list.get_ref() {
+        let name = http::HeaderName::from_bytes(text.as_bytes())
+            .map_err(|_| format!("{text:?} is not a header name"))?;
+        if name.as_str().contains('_') {
+            return Err(format!(
+                "{text:?} has '_': such names are dropped before any route sees them (see [listen] underscores_in_headers)"
+            ));
+        }
+        if name == header::AUTHORIZATION || name == header::COOKIE {
+            return Err(format!(
+                "{text:?} cannot be forwarded on a shared fill: use per_user = true for Authorization; cookies are stripped from fills"
+            ));
+        }
+        if name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::EXPECT
+            || name == header::ACCEPT_ENCODING
+            || name == header::RANGE
+            || name.as_str().starts_with("if-")
+            || crate::origin::is_hop_by_hop(&name)
+        {
+            return Err(format!(
+                "{text:?} is set by the proxy itself on fills (or never forwarded); it cannot be listed"
+            ));
+        }
+        if reshapes_urls(name.as_str()) {
+            return Err(format!(
+                "{text:?} tells origins which host, scheme, port or path to build URLs from; forwarded unkeyed it would poison the entry for everyone. Key on it with vary = [{text:?}] instead"
+            ));
+        }
+        if names.contains(&name) {
+            return Err(format!("{text:?} is listed twice"));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Headers proxies and frameworks use to override the URL an origin builds (host, scheme,
+/// port, path, method): never forwarded unkeyed.
+fn reshapes_urls(name: &str) -> bool {
+    [
+        "x-forwarded-",
+        "x-original-",
+        "x-rewrite-",
+        "x-http-method",
+        "x-method-",
+    ]
+    .iter()
+    .any(|start| name.starts_with(start))
+        || [
+            "forwarded",
+            "front-end-https",
+            "x-url-scheme",
+            "x-host",
+            "x-scheme",
+        ]
+        .contains(&name)
 }
 
 /// A size such as `"8MiB"`, `"512KiB"` or a number of bytes, above zero.

@@ -119,6 +119,9 @@ pub struct CacheRule {
     pub vary: Vec<http::HeaderName>,
     /// Most variants of one base key stored at a time; further ones are served unstored.
     pub max_variants: u64,
+    /// `forward_headers = [...]`: the client headers a fill passes to the origin besides
+    /// those the key holds, replacing the default set (see `fill::FORWARDED_BY_DEFAULT`).
+    pub forward_headers: Option<Vec<http::HeaderName>>,
 }
 
 /// Which origin statuses a route stores.

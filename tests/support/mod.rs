@@ -7,7 +7,9 @@
 
 pub mod cluster;
 pub mod load;
+pub mod logging_origin;
 pub mod origin;
+pub mod python;
 pub mod redis;
 pub mod tls;
 
@@ -55,10 +57,47 @@ pub fn policy_text(origin: SocketAddr, redis_url: &str, routes: &str) -> String 
     policy_text_with(origin, redis_url, "", routes)
 }
 
+/// The one host the test proxies serve (`[listen] hosts`), as a deployment behind a load
+/// balancer serves one name: every instance sees the same authority, and keys stay
+/// `credential:abc` (a single served host is not part of the key). [`send`] uses it as
+/// `Host` unless a test gives its own; raw requests name it themselves.
+pub const HOST: &str = "cachalot.test";
+
 /// A complete policy text around `routes`, with extra `[redis]` settings.
 pub fn policy_text_with(
     origin: SocketAddr,
     redis_url: &str,
+    redis_extra: &str,
+    routes: &str,
+) -> String {
+    policy_text_listen(
+        origin,
+        redis_url,
+        &format!("hosts = [\"{HOST}\"]"),
+        redis_extra,
+        routes,
+    )
+}
+
+/// As [`start_proxy`], with `listen` as the `[listen]` settings besides the addresses
+/// (`""`: any host, each keyed apart, the default).
+pub async fn start_proxy_listen(
+    origin: &Origin,
+    redis: &RedisServer,
+    listen: &str,
+    routes: &str,
+) -> Server {
+    let policy = policy_text_listen(origin.addr(), &redis.url(), listen, "", routes);
+    let policy = Policy::parse(&policy, "test.toml")
+        .unwrap_or_else(|e| panic!("test policy is invalid: {e}"));
+    Server::start(policy).await.expect("proxy starts")
+}
+
+/// A complete policy text with these `[listen]` and `[redis]` extras.
+pub fn policy_text_listen(
+    origin: SocketAddr,
+    redis_url: &str,
+    listen: &str,
     redis_extra: &str,
     routes: &str,
 ) -> String {
@@ -67,6 +106,7 @@ pub fn policy_text_with(
 [listen]
 addr = "127.0.0.1:0"
 admin = "127.0.0.1:0"
+{listen}
 
 [origin]
 url = "http://{origin}"
@@ -150,6 +190,12 @@ pub async fn send(
         .uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
+    }
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request = request.header("host", HOST);
     }
     let request = request.body(Full::new(body)).expect("valid test request");
     let response = client()

@@ -331,6 +331,45 @@ mod tests {
         watcher.abort();
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_whose_writes_stay_blocked_for_the_send_time_is_ended() {
+        let connections = Arc::new(Connections::default());
+        let stuck = connections.register();
+        let slow = connections.register();
+        let watcher = tokio::spawn(
+            Arc::clone(&connections).watch(Duration::from_secs(120), Duration::from_secs(4)),
+        );
+        let _ = stuck.activity.count_written(Poll::Pending);
+        for _ in 0..7 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            // A slow reader: blocked again and again, but each time something moved.
+            let _ = slow.activity.count_written(Poll::Ready(Ok(1)));
+            let _ = slow.activity.count_written(Poll::Pending);
+        }
+        assert!(
+            !stuck.activity.kill.load(Ordering::Acquire),
+            "3.5 s is not yet"
+        );
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = slow.activity.count_written(Poll::Ready(Ok(1)));
+            let _ = slow.activity.count_written(Poll::Pending);
+        }
+        assert!(
+            stuck.activity.kill.load(Ordering::Acquire),
+            "blocked for over 4 s"
+        );
+        assert!(
+            !slow.activity.kill.load(Ordering::Acquire),
+            "writing all along"
+        );
+        assert!(
+            !told(&stuck.activity),
+            "not idle: ended, not asked to close"
+        );
+        watcher.abort();
+    }
+
     #[tokio::test]
     async fn close_all_tells_every_open_connection_and_a_dropped_one_leaves() {
         let connections = Arc::new(Connections::default());

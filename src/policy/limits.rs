@@ -32,7 +32,9 @@ pub struct Limits {
     /// HTTP/2: streams one connection may have open at once.
     pub h2_max_streams: u32,
     /// HTTP/2: streams a client may reset before the proxy accepted them (rapid reset,
-    /// CVE-2023-44487); beyond it the connection is closed with GOAWAY.
+    /// CVE-2023-44487); beyond it the connection is closed with GOAWAY. Counted apart, as
+    /// many resets of streams already accepted (their requests may be at the origin): past
+    /// those, GOAWAY too (see `send_timeout`).
     pub h2_max_resets: usize,
 }
 

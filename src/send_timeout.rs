@@ -138,8 +138,8 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
             return Poll::Ready(());
         }
         let Some(since) = this.clock.waiting_since() else {
-            // Not waiting on the client (the answer or the origin's next bytes are on their way).
-            this.timer = None;
+            // Not waiting on the client (the answer or the origin's next bytes are on their
+            // way). The timer is kept for the next wait: at worst it wakes this task once.
             return Poll::Pending;
         };
         let connection = &this.clock.connection;

@@ -58,6 +58,29 @@ ttl = "1m"
     )
     .await;
     assert!(get(proxy.addr(), "/api/big/1", &[]).await.stored());
+    // A client that reads gets the entry whole, handed over in pieces.
+    let (whole, reader) = h2::client::handshake(TcpStream::connect(proxy.addr()).await.unwrap())
+        .await
+        .expect("h2 handshake");
+    let reader = tokio::spawn(reader);
+    let (response, _) = whole
+        .ready()
+        .await
+        .unwrap()
+        .send_request(h2_get(proxy.addr(), "/api/big/1"), true)
+        .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let mut received = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        received.extend_from_slice(&chunk);
+    }
+    assert!(
+        received == pattern(1024 * 1024),
+        "the entry arrived changed"
+    );
+    reader.abort();
 
     let stream = TcpStream::connect(proxy.addr()).await.unwrap();
     let (client, mut connection) = h2::client::Builder::new()

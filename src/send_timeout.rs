@@ -162,22 +162,21 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
 /// Notes, for a request on an HTTP/2 stream, whether its handler ran to the end: dropped
 /// before that, the client reset the stream after the proxy accepted it.
 pub struct Accepted {
-    connection: Option<Arc<ConnectionWatch>>,
+    /// The request's stream (HTTP/2 only), until the handler answers.
+    stream: Option<Arc<StreamClock>>,
 }
 
 impl Accepted {
     /// For the request whose handler is starting on this task.
     pub fn start() -> Self {
-        let connection = STREAM
-            .try_with(|stream| Arc::clone(&stream.connection))
-            .ok();
-        Self { connection }
+        Self {
+            stream: STREAM.try_with(Arc::clone).ok(),
+        }
     }
 
     /// The handler answered: wraps the body to be watched on HTTP/2.
     pub fn answered(mut self, response: http::Response<ProxyBody>) -> http::Response<Paced> {
-        self.connection = None;
-        let clock = STREAM.try_with(Arc::clone).ok();
+        let clock = self.stream.take();
         response.map(|body| Paced {
             body,
             clock,
@@ -188,9 +187,10 @@ impl Accepted {
 
 impl Drop for Accepted {
     fn drop(&mut self) {
-        let Some(connection) = self.connection.take() else {
+        let Some(stream) = self.stream.take() else {
             return;
         };
+        let connection = &stream.connection;
         let resets = connection.late_resets.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::counter!("cachalot_h2_late_resets_total").increment(1);
         if resets == connection.max_late_resets + 1 {

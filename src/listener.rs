@@ -38,11 +38,6 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// beyond this, extra connections over the limit are closed without an answer.
 const REFUSING_AT_ONCE: usize = 64;
 
-/// HTTP/2: the most data h2 queues per stream ahead of the client's window (hyper's default
-/// is 400 KiB); with [`crate::send_timeout::CHUNK`] handed over at a time, a stream's queue
-/// holds at most this plus one chunk.
-const H2_SEND_BUFFER: usize = 256 * 1024;
-
 /// What a connection over `max_connections` is told before it is closed.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: text/plain; charset=utf-8\r\n\
@@ -77,7 +72,7 @@ pub async fn serve<H, F>(
         .max_pending_accept_reset_streams(limits.h2_max_resets)
         // Stated, not left to hyper's default: with `h2_max_streams` it bounds what one
         // connection's queued (window-blocked) data can hold.
-        .max_send_buf_size(H2_SEND_BUFFER)
+        .max_send_buf_size(crate::send_timeout::SEND_BUFFER)
         .max_header_list_size(limits.max_head_size as u32);
 
     // Registered at zero, so the family exists (and rate() works) before the first refusal.

@@ -30,10 +30,19 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-/// The most of a body handed to hyper at once on HTTP/2: more than one chunk is never given
-/// to h2 ahead of the client's window, and the last one is copied out of a large body, so a
-/// stream that ends with data still queued in h2 pins at most this much.
+/// The most of a body handed to hyper at once on HTTP/2, so that hyper comes back for the
+/// next piece only once h2 took this one (which it does only with room in the client's
+/// window, see `PipeToSendStream` in hyper).
 pub const CHUNK: usize = 64 * 1024;
+
+/// The most data h2 queues per stream ahead of the client's window (hyper's default is
+/// 400 KiB). h2 takes a piece only while less than this is queued, so at most this plus one
+/// [`CHUNK`] is queued at any time.
+pub const SEND_BUFFER: usize = 256 * 1024;
+
+/// The end of a large body that is handed over as copies, not slices: what h2 may still
+/// hold once the stream's task is done then pins only itself, never the whole entry.
+const COPIED_TAIL: usize = SEND_BUFFER + CHUNK;
 
 tokio::task_local! {
     /// The connection whose task is running (set around every connection).
@@ -213,23 +222,29 @@ pub struct Paced {
 }
 
 impl Paced {
-    /// The next piece of `data` to hand over, keeping the rest; the last piece of a large
-    /// body is copied so that it does not keep the whole body alive in h2's queue.
-    fn piece(&mut self, mut data: Bytes) -> Bytes {
+    /// The next piece of a data frame: the frame itself when small, else [`CHUNK`] of it
+    /// (copied within its last [`COPIED_TAIL`] bytes), keeping the rest.
+    fn piece(&mut self, data: Bytes) -> Bytes {
         if data.len() <= CHUNK {
             return data;
         }
-        let rest = data.split_off(CHUNK);
-        self.rest = Some(rest);
-        data
+        self.rest = Some(data);
+        self.next_of_rest().expect("a rest was just kept")
     }
 
     fn next_of_rest(&mut self) -> Option<Bytes> {
-        let rest = self.rest.take()?;
-        if rest.len() > CHUNK {
-            return Some(self.piece(rest));
+        let rest = self.rest.as_mut()?;
+        // Whether this piece reaches into the last COPIED_TAIL bytes.
+        let in_tail = rest.len() < COPIED_TAIL + CHUNK;
+        let piece = rest.split_to(rest.len().min(CHUNK));
+        if rest.is_empty() {
+            self.rest = None;
         }
-        Some(Bytes::copy_from_slice(&rest))
+        Some(if in_tail {
+            Bytes::copy_from_slice(&piece)
+        } else {
+            piece
+        })
     }
 }
 
@@ -285,8 +300,9 @@ mod tests {
     use http_body_util::BodyExt;
 
     #[tokio::test]
-    async fn an_http2_body_is_handed_over_in_chunks_and_whole() {
-        let data: Bytes = (0..CHUNK * 2 + 10).map(|i| (i % 251) as u8).collect();
+    async fn an_http2_body_is_handed_over_in_chunks_and_whole_with_its_tail_copied() {
+        let len = COPIED_TAIL + CHUNK * 2 + 10;
+        let data: Bytes = (0..len).map(|i| (i % 251) as u8).collect();
         let mut paced = Paced {
             body: ProxyBody::full(data.clone()),
             clock: Some(Arc::new(StreamClock::new(ConnectionWatch::new(
@@ -296,15 +312,22 @@ mod tests {
             )))),
             rest: None,
         };
-        let mut sizes = Vec::new();
-        let mut joined = Vec::new();
+        let within = data.as_ptr_range();
+        let (mut sizes, mut copied, mut joined) = (Vec::new(), Vec::new(), Vec::new());
         while let Some(frame) = paced.frame().await {
             let piece = frame.unwrap().into_data().unwrap();
             sizes.push(piece.len());
+            copied.push(!within.contains(&piece.as_ptr()));
             joined.extend_from_slice(&piece);
         }
-        assert_eq!(sizes, [CHUNK, CHUNK, 10]);
+        assert_eq!(sizes.len(), len.div_ceil(CHUNK));
+        assert!(sizes.iter().all(|&n| n <= CHUNK), "{sizes:?}");
         assert_eq!(joined, data);
+        // Slices of the body until its last COPIED_TAIL bytes, copies from there.
+        let slices = copied.iter().take_while(|c| !**c).count();
+        assert!(copied[slices..].iter().all(|c| *c), "{copied:?}");
+        let tail = len - slices * CHUNK;
+        assert!((COPIED_TAIL..COPIED_TAIL + CHUNK).contains(&tail), "{tail}");
         assert!(paced.is_end_stream());
     }
 }

@@ -12,9 +12,9 @@
 //! - a connection whose writes are blocked and have moved nothing for `send_timeout` is
 //!   dropped at once, with the response it was sending (its memory, and a streamed pass's
 //!   origin connection, go with it): the response in progress would never finish;
-//! - an HTTP/2 connection counts its streams' progress, not bytes (PINGs and window updates
-//!   alone do not keep it open; see `send_timeout`), and one told to close that then makes
-//!   no progress for `send_timeout` is dropped.
+//! - an HTTP/2 connection (known by its preface) counts its streams' progress, not bytes
+//!   (PINGs and window updates alone do not keep it open; see `send_timeout`), and one told
+//!   to close that then makes no progress for `send_timeout` is dropped.
 //!
 //! Shutdown tells all of them the same way. Telling is a flag and a wakeup; the connection's
 //! task looks at the flags when it next runs.
@@ -245,10 +245,44 @@ impl Connections {
     }
 }
 
+/// The start of the HTTP/2 client preface (RFC 9113 §3.4); no HTTP/1 request starts so.
+const H2_PREFACE_START: &[u8; 4] = b"PRI ";
+
 /// A stream that counts the reads and writes that moved bytes.
 pub struct Tracked<S> {
-    pub inner: S,
-    pub activity: Arc<Activity>,
+    inner: S,
+    activity: Arc<Activity>,
+    /// How many of the first bytes read matched [`H2_PREFACE_START`]; past its length once
+    /// the protocol is known. An HTTP/2 connection counts its streams' progress from its
+    /// first bytes on, so one that only sends PINGs (and opens no stream) goes idle too.
+    sniffed: usize,
+}
+
+impl<S> Tracked<S> {
+    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self {
+            inner,
+            activity,
+            sniffed: 0,
+        }
+    }
+
+    fn sniff(&mut self, read: &[u8]) {
+        for &byte in read {
+            if self.sniffed >= H2_PREFACE_START.len() {
+                break;
+            }
+            if byte != H2_PREFACE_START[self.sniffed] {
+                self.sniffed = usize::MAX;
+                return;
+            }
+            self.sniffed += 1;
+        }
+        if self.sniffed == H2_PREFACE_START.len() {
+            self.activity.count_streams();
+            self.sniffed = usize::MAX;
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -262,6 +296,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.bytes_moved();
+            if this.sniffed <= H2_PREFACE_START.len() {
+                this.sniff(&buf.filled()[before..]);
+            }
         }
         result
     }

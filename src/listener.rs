@@ -125,10 +125,7 @@ pub async fn serve<H, F>(
             limits.send_timeout,
             limits.h2_max_resets,
         );
-        let io = TokioIo::new(Tracked {
-            inner: stream,
-            activity: Arc::clone(&registration.activity),
-        });
+        let io = TokioIo::new(Tracked::new(stream, Arc::clone(&registration.activity)));
         let connection = builder
             .serve_connection_with_upgrades(io, service)
             .into_owned();

@@ -141,6 +141,41 @@ ttl = "1m"
     proxy.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_connection_that_only_sends_pings_goes_idle() {
+    let redis = RedisServer::start();
+    let origin = Origin::echo().await;
+    let proxy = start_proxy(&origin, &redis, "[limits]\nidle_timeout = \"1s\"\n").await;
+    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (_client, mut connection) = h2::client::handshake(stream).await.expect("h2 handshake");
+    let mut pings = connection.ping_pong().expect("ping_pong");
+    let started = Instant::now();
+    let connection = tokio::spawn(connection);
+    let pinging = tokio::spawn(async move {
+        let mut answered = 0;
+        while pings.ping(h2::Ping::opaque()).await.is_ok() {
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        answered
+    });
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("PINGs kept the connection open past idle_timeout")
+        .unwrap()
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        pinging.await.unwrap() > 0,
+        "the proxy answered PINGs meanwhile"
+    );
+    proxy.shutdown().await;
+}
+
 /// An origin that never answers, counting requests, connections accepted and still open
 /// (one is let go of when the proxy closes it).
 struct SilentOrigin {

@@ -135,6 +135,12 @@ impl Entry {
         for header in &envelope.headers {
             let name = HeaderName::from_bytes(header.name.as_bytes())
                 .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+            // Bytes from Redis are untrusted: headers that frame the message or describe a
+            // connection are never taken from them (the length is computed from the body
+            // when the entry is served).
+            if name == http::header::CONTENT_LENGTH || crate::origin::is_hop_by_hop(&name) {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(raw.slice_ref(header.value))
                 .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
             headers.append(name, value);

@@ -38,6 +38,7 @@ pub mod reload;
 pub mod request_id;
 pub mod route;
 pub mod semantics;
+pub mod send_timeout;
 pub mod server;
 pub mod stats;
 pub mod status_page;

@@ -3,9 +3,11 @@
 //! Limits that cost a client nothing to trip are enforced here, before any request reaches
 //! the proxy (all from the policy's `[limits]`): a head over `max_head_size` or with more
 //! than `max_headers` lines gets 431; one that takes longer than `header_timeout` to arrive
-//! is dropped (slowloris); a connection silent both ways for `idle_timeout` is closed; past
-//! `max_connections`, new connections get a 503 and are closed; HTTP/2 connections are held
-//! to `h2_max_streams` concurrent streams and `h2_max_resets` early resets (rapid reset).
+//! is dropped (slowloris); a connection silent both ways for `idle_timeout` is closed; one
+//! whose client stops reading is ended after `send_timeout` (HTTP/2: per stream, see
+//! `send_timeout`); past `max_connections`, new connections get a 503 and are closed; HTTP/2
+//! connections are held to `h2_max_streams` concurrent streams, `h2_max_resets` early resets
+//! (rapid reset) and as many resets of streams already accepted.
 //!
 //! The connection limit is a semaphore that every connection holds a permit of, which also
 //! makes draining on shutdown simple: when all permits are back, every connection is done.
@@ -13,15 +15,17 @@
 use crate::body::ProxyBody;
 use crate::idle::{Connections, Tracked};
 use crate::policy::Limits;
+use crate::send_timeout::{Accepted, ConnectionWatch, StreamExecutor};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,7 +57,7 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(StreamExecutor);
     builder
         .http1()
         // Without a timer the header read timeout is silently off.
@@ -66,13 +70,21 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_streams)
         .max_pending_accept_reset_streams(limits.h2_max_resets)
+        // Stated, not left to hyper's default: with `h2_max_streams` it bounds what one
+        // connection's queued (window-blocked) data can hold.
+        .max_send_buf_size(crate::send_timeout::SEND_BUFFER)
         .max_header_list_size(limits.max_head_size as u32);
 
     // Registered at zero, so the family exists (and rate() works) before the first refusal.
     metrics::counter!("cachalot_connections_refused_total").increment(0);
+    for scope in ["connection", "stream"] {
+        metrics::counter!("cachalot_send_timeouts_total", "scope" => scope).increment(0);
+    }
+    metrics::counter!("cachalot_h2_late_resets_total").increment(0);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let connections = Arc::new(Connections::default());
-    let idle = tokio::spawn(Arc::clone(&connections).close_idle(limits.idle_timeout));
+    let idle =
+        tokio::spawn(Arc::clone(&connections).watch(limits.idle_timeout, limits.send_timeout));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     loop {
         let accepted = tokio::select! {
@@ -102,17 +114,22 @@ pub async fn serve<H, F>(
         let handler = handler.clone();
         let service = service_fn(move |request| {
             let response = handler(request, peer);
-            async move { Ok::<_, Infallible>(response.await) }
+            async move {
+                let accepted = Accepted::start();
+                Ok::<_, Infallible>(accepted.answered(response.await))
+            }
         });
         let registration = connections.register();
-        let io = TokioIo::new(Tracked {
-            inner: stream,
-            activity: Arc::clone(&registration.activity),
-        });
+        let watch = ConnectionWatch::new(
+            Arc::clone(&registration.activity),
+            limits.send_timeout,
+            limits.h2_max_resets,
+        );
+        let io = TokioIo::new(Tracked::new(stream, Arc::clone(&registration.activity)));
         let connection = builder
             .serve_connection_with_upgrades(io, service)
             .into_owned();
-        tokio::spawn(async move {
+        tokio::spawn(watch.scope(async move {
             let _permit = permit;
             let mut connection = std::pin::pin!(connection);
             let mut closing = false;
@@ -123,13 +140,18 @@ pub async fn serve<H, F>(
                     connection.as_mut().graceful_shutdown();
                     closing = true;
                 }
+                // The client stopped taking what it asked for: the connection, with its
+                // response in progress, is dropped now.
+                if registration.activity.told_to_end_now() {
+                    return Poll::Ready(Ok(()));
+                }
                 connection.as_mut().poll(cx)
             })
             .await;
             if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
-        });
+        }));
     }
     idle.abort();
     connections.close_all();

@@ -40,6 +40,9 @@ pub enum OriginError {
     Timeout(Duration),
     #[error("origin request failed: {0}")]
     Failed(String),
+    /// The origin's response could be framed two ways (see [`Origin::send`]): not forwarded.
+    #[error("origin sent both Content-Length and Transfer-Encoding")]
+    AmbiguousFraming,
     /// The client's streamed body went over `limits.max_body`: the origin request was
     /// abandoned mid-body.
     #[error("the request body is larger than limits.max_body")]
@@ -51,7 +54,9 @@ impl OriginError {
     pub fn status(&self) -> StatusCode {
         match self {
             OriginError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            OriginError::Connect(_) | OriginError::Failed(_) => StatusCode::BAD_GATEWAY,
+            OriginError::Connect(_) | OriginError::Failed(_) | OriginError::AmbiguousFraming => {
+                StatusCode::BAD_GATEWAY
+            }
             OriginError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
@@ -102,14 +107,27 @@ impl Origin {
 
     /// Sends a request and waits for the response head, at most `timeout`.
     /// `route` labels the request in metrics (the route's label, or `-`).
+    ///
+    /// A response with both `Content-Length` and `Transfer-Encoding` is refused (502, never
+    /// stored), as nginx does: hyper frames it by the transfer coding, but the length says
+    /// something else, and a body that holds a second response in the gap is how an origin
+    /// (or whatever sits in front of it) splits the connections behind the proxy. RFC 9112
+    /// §6.3 would let the proxy drop the length and forward; which of the two framings the
+    /// origin meant cannot be known, so neither is passed on. The origin connection is not
+    /// reused: the body is dropped unread.
     pub async fn send(
         &self,
         request: Request<OriginBody>,
         route: SharedString,
     ) -> Result<Response<Incoming>, OriginError> {
         let started = std::time::Instant::now();
+        let uri = request.uri().clone();
         let result = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => Err(OriginError::Timeout(self.timeout)),
+            Ok(Ok(response)) if has_two_framings(response.headers()) => {
+                tracing::warn!(uri = %uri, "origin sent both Content-Length and Transfer-Encoding; answering 502");
+                Err(OriginError::AmbiguousFraming)
+            }
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) if e.is_connect() => Err(OriginError::Connect(error_chain(&e))),
             Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => Err(OriginError::BodyTooLarge),
@@ -120,6 +138,7 @@ impl Origin {
             Err(OriginError::Timeout(_)) => SharedString::const_str("timeout"),
             Err(OriginError::Connect(_)) => SharedString::const_str("unreachable"),
             Err(OriginError::Failed(_)) => SharedString::const_str("failed"),
+            Err(OriginError::AmbiguousFraming) => SharedString::const_str("ambiguous-framing"),
             Err(OriginError::BodyTooLarge) => SharedString::const_str("body-too-large"),
         };
         metrics::counter!("cachalot_origin_requests_total", "route" => route.clone(), "status" => status)
@@ -174,6 +193,11 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
     if let Ok(value) = HeaderValue::from_str(&hops.join(", ")) {
         headers.insert(name, value);
     }
+}
+
+/// Whether a response says how long it is in two ways (RFC 9112 §6.3).
+fn has_two_framings(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
 }
 
 /// Whether a header describes one connection and is never forwarded.

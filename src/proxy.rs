@@ -678,8 +678,12 @@ pub(crate) fn from_entry(
         ),
         range::Answer::Unsatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, bytes::Bytes::new()),
     };
+    // A status that never has a body (RFC 9110 §6.4.1) is sent without one, whatever is stored.
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
     let length = body.len();
-    let mut response = Response::new(if request.head_only() {
+    let mut response = Response::new(if request.head_only() || bodiless {
         ProxyBody::Empty
     } else {
         ProxyBody::Full(Some(body))
@@ -688,12 +692,19 @@ pub(crate) fn from_entry(
     let headers = response.headers_mut();
     headers.clone_from(&entry.headers);
     headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
+    // The length is the stored body's, never a stored header's: an entry read from Redis is
+    // untrusted, and a length that disagrees with the body would split the client's
+    // connection (see `Entry::decode`, which drops framing headers).
+    if bodiless {
+        headers.remove(header::CONTENT_LENGTH);
+    } else {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
     let content_range = match part {
         range::Answer::Whole => return response,
         range::Answer::Part(bytes) => format!("bytes {}-{}/{len}", bytes.start(), bytes.end()),
         range::Answer::Unsatisfiable => format!("bytes */{len}"),
     };
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if let Ok(value) = HeaderValue::from_str(&content_range) {
         headers.insert(header::CONTENT_RANGE, value);
     }
@@ -782,6 +793,9 @@ pub(crate) fn error_response(error: &OriginError) -> Response<ProxyBody> {
         OriginError::Timeout(_) => "cachalot: the origin did not answer in time\n",
         OriginError::Connect(_) => "cachalot: the origin cannot be reached\n",
         OriginError::Failed(_) => "cachalot: the origin's response was broken\n",
+        OriginError::AmbiguousFraming => {
+            "cachalot: the origin's response had both Content-Length and Transfer-Encoding\n"
+        }
         OriginError::BodyTooLarge => "cachalot: the request body is larger than limits.max_body\n",
     };
     plain(error.status(), text)

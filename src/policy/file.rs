@@ -70,6 +70,7 @@ pub(crate) struct LimitsSection {
     pub max_headers: Option<Spanned<u64>>,
     pub header_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
+    pub send_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u64>>,
     pub h2_max_streams: Option<Spanned<u64>>,
     pub h2_max_resets: Option<Spanned<u64>>,

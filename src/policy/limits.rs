@@ -22,12 +22,19 @@ pub struct Limits {
     /// A connection with no bytes in either direction for this long is closed (after any
     /// response in progress): HTTP/2 and upgraded connections included.
     pub idle_timeout: Duration,
+    /// A response the client stops taking is cut off once nothing of it has moved for this
+    /// long (nginx's `send_timeout`): on HTTP/1 the connection is closed; on HTTP/2 the stream
+    /// is reset and the connection sent GOAWAY. Its memory, and a pass's origin connection,
+    /// are released with it.
+    pub send_timeout: Duration,
     /// Open connections on the public listener; beyond it, new ones get 503 and are closed.
     pub max_connections: usize,
     /// HTTP/2: streams one connection may have open at once.
     pub h2_max_streams: u32,
     /// HTTP/2: streams a client may reset before the proxy accepted them (rapid reset,
-    /// CVE-2023-44487); beyond it the connection is closed with GOAWAY.
+    /// CVE-2023-44487); beyond it the connection is closed with GOAWAY. Counted apart, as
+    /// many resets of streams already accepted (their requests may be at the origin): past
+    /// those, GOAWAY too (see `send_timeout`).
     pub h2_max_resets: usize,
 }
 
@@ -39,6 +46,7 @@ impl Default for Limits {
             max_headers: 100,
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
+            send_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             h2_max_streams: 128,
             h2_max_resets: 20,
@@ -106,6 +114,12 @@ pub(super) fn compile(raw: &LimitsSection, locate: &Locator<'_>) -> Result<Limit
             raw.idle_timeout.as_ref(),
             "limits.idle_timeout",
             default.idle_timeout,
+            locate,
+        )?,
+        send_timeout: duration(
+            raw.send_timeout.as_ref(),
+            "limits.send_timeout",
+            default.send_timeout,
             locate,
         )?,
         max_connections: count(

@@ -140,18 +140,22 @@ fn limits_have_defaults_and_checked_values() {
     assert_eq!(policy.limits, Limits::default());
     let with = |limits: &str| GOOD.replace("[origin]", &format!("[limits]\n{limits}\n\n[origin]"));
     let policy = Policy::parse(
-        &with("max_body = \"1MiB\"\nmax_headers = 50\nidle_timeout = \"5s\""),
+        &with(
+            "max_body = \"1MiB\"\nmax_headers = 50\nidle_timeout = \"5s\"\nsend_timeout = \"9s\"",
+        ),
         "p.toml",
     )
     .unwrap();
     assert_eq!(policy.limits.max_body, 1024 * 1024);
     assert_eq!(policy.limits.max_headers, 50);
     assert_eq!(policy.limits.idle_timeout, Duration::from_secs(5));
+    assert_eq!(policy.limits.send_timeout, Duration::from_secs(9));
     for (bad, field) in [
         ("max_head_size = \"1KiB\"", "limits.max_head_size"),
         ("max_headers = 0", "limits.max_headers"),
         ("max_connections = 0", "limits.max_connections"),
         ("header_timeout = \"soon\"", "limits.header_timeout"),
+        ("send_timeout = \"0s\"", "limits.send_timeout"),
         ("max_bodies = 1", "limits.max_bodies"),
     ] {
         let err = error(&with(bad));

@@ -21,8 +21,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-fn h2_get(addr: SocketAddr, path: &str) -> http::Request<()> {
-    http::Request::get(format!("http://{addr}{path}"))
+/// A GET for the one host the test proxies serve.
+fn h2_get(path: &str) -> http::Request<()> {
+    http::Request::get(format!("http://{}{path}", support::HOST))
         .body(())
         .unwrap()
 }
@@ -67,7 +68,7 @@ ttl = "1m"
         .ready()
         .await
         .unwrap()
-        .send_request(h2_get(proxy.addr(), "/api/big/1"), true)
+        .send_request(h2_get("/api/big/1"), true)
         .unwrap();
     let mut body = response.await.unwrap().into_body();
     let mut received = Vec::new();
@@ -101,9 +102,7 @@ ttl = "1m"
     let mut client = client.ready().await.unwrap();
     let mut responses = Vec::new();
     for _ in 0..STREAMS {
-        let (response, _) = client
-            .send_request(h2_get(proxy.addr(), "/api/big/1"), true)
-            .unwrap();
+        let (response, _) = client.send_request(h2_get("/api/big/1"), true).unwrap();
         responses.push(response);
         client = client.ready().await.unwrap();
     }
@@ -261,7 +260,7 @@ async fn resets_of_streams_already_at_the_origin_free_it_and_are_budgeted() {
     let mut streams = Vec::new();
     for i in 0..STREAMS {
         let (response, stream) = client
-            .send_request(h2_get(proxy.addr(), &format!("/slow/{i}")), true)
+            .send_request(h2_get(&format!("/slow/{i}")), true)
             .unwrap();
         streams.push((response, stream));
         client = client.ready().await.unwrap();

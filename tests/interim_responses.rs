@@ -37,7 +37,10 @@ async fn origin() -> RawOrigin {
 
 /// Everything the proxy sends back for one GET on its own connection.
 async fn fetch(proxy: SocketAddr, path: &str) -> String {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {proxy}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        support::HOST
+    );
     raw(proxy, request.as_bytes()).await
 }
 

@@ -161,7 +161,7 @@ async fn keep_alive(proxy: SocketAddr, targets: &[&str]) -> Vec<Framed> {
             ""
         };
         requests.push_str(&format!(
-            "GET {target} HTTP/1.1\r\nHost: proxy\r\n{close}\r\n"
+            "GET {target} HTTP/1.1\r\nHost: cachalot.test\r\n{close}\r\n"
         ));
     }
     stream.write_all(requests.as_bytes()).await.unwrap();
@@ -292,7 +292,9 @@ async fn a_forged_entry_in_redis_cannot_split_the_clients_connection() {
     // A HEAD's length is the stored body's too.
     let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
     stream
-        .write_all(b"HEAD /api/items/7 HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
+        .write_all(
+            b"HEAD /api/items/7 HTTP/1.1\r\nHost: cachalot.test\r\nConnection: close\r\n\r\n",
+        )
         .await
         .unwrap();
     let mut reply = String::new();

@@ -44,7 +44,7 @@ async fn slow_reader(proxy: SocketAddr, target: &str) -> TcpStream {
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(proxy).await.unwrap();
     stream
-        .write_all(format!("GET {target} HTTP/1.1\r\nHost: proxy\r\n\r\n").as_bytes())
+        .write_all(format!("GET {target} HTTP/1.1\r\nHost: cachalot.test\r\n\r\n").as_bytes())
         .await
         .unwrap();
     stream
@@ -75,7 +75,8 @@ async fn counter(admin: SocketAddr, line_start: &str) -> u64 {
 /// Asks for `target` until the proxy answers 200 (a slot came back), at most 10 s.
 async fn served_again(proxy: SocketAddr, target: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let request = format!("GET {target} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: cachalot.test\r\nConnection: close\r\n\r\n");
     loop {
         if raw(proxy, request.as_bytes())
             .await
@@ -105,7 +106,7 @@ async fn readers_that_stop_taking_a_large_hit_are_cut_off_after_send_timeout() {
     // Both slots are held by readers that take nothing.
     let refused = raw(
         proxy.addr(),
-        b"GET /api/big/1 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+        b"GET /api/big/1 HTTP/1.1\r\nHost: cachalot.test\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");

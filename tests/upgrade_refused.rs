@@ -101,7 +101,7 @@ async fn h2c_is_never_tunnelled_and_refused_requests_stay_refused() {
     let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
     client
         .write_all(
-            b"GET /page HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+            b"GET /page HTTP/1.1\r\nHost: cachalot.test\r\nConnection: Upgrade, HTTP2-Settings\r\n\
               Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
         )
         .await
@@ -112,7 +112,7 @@ async fn h2c_is_never_tunnelled_and_refused_requests_stay_refused() {
 
     // Still HTTP to the proxy: a path it refuses is refused, and never reaches the origin.
     client
-        .write_all(b"GET /a%2Fsecret HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        .write_all(b"GET /a%2Fsecret HTTP/1.1\r\nHost: cachalot.test\r\n\r\n")
         .await
         .unwrap();
     let second = read_response(&mut client).await;
@@ -133,8 +133,8 @@ async fn a_101_the_proxy_did_not_ask_for_is_a_bad_gateway() {
 
     // Asked for WebSocket, switched to h2c; and not asked at all.
     for request in [
-        &b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
-        b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n",
+        &b"GET /ws HTTP/1.1\r\nHost: cachalot.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+        b"GET /plain HTTP/1.1\r\nHost: cachalot.test\r\n\r\n",
     ] {
         let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
         client.write_all(request).await.unwrap();
@@ -145,7 +145,7 @@ async fn a_101_the_proxy_did_not_ask_for_is_a_bad_gateway() {
     }
     let reply = support::raw(
         proxy.addr(),
-        b"GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET /after HTTP/1.1\r\nHost: cachalot.test\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
@@ -166,7 +166,7 @@ upgrades = []
     let proxy = support::start_proxy_with(origin, &redis.url(), routes).await;
 
     let ask =
-        b"GET /feed/live HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        b"GET /feed/live HTTP/1.1\r\nHost: cachalot.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
     let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
     client.write_all(ask).await.unwrap();
     let reply = read_response(&mut client).await;
@@ -175,7 +175,7 @@ upgrades = []
     let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
     client
         .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: cachalot.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         )
         .await
         .unwrap();

@@ -119,11 +119,13 @@ impl Browser {
         } else {
             Bytes::from(body.to_string())
         };
+        // chromedriver refuses any Host but a local one (the harness's default is the proxy's).
+        let host = self.addr.to_string();
         let got = send(
             self.addr,
             method,
             path,
-            &[("content-type", "application/json")],
+            &[("content-type", "application/json"), ("host", &host)],
             body,
         )
         .await;

@@ -468,3 +468,15 @@ fn fixtures_are_what_flask_prints() {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
 }
+
+#[test]
+fn quotes_and_backslashes_in_a_rule_stay_inside_the_match() {
+    let table = "Endpoint  Methods  Rule\n--------  -------  -----------\nsay       GET      /say/\"hi\"\\x\nq         GET      /q\n";
+    let out = cachalot(&["init", "--flask-routes", "-"], Some(table));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let policy = text(&out.stdout);
+    let (out, _dir) = check(&policy, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("GET /say/\"hi\"\\x"));
+    assert!(text(&out.stdout).contains("ok (2 routes)"));
+}

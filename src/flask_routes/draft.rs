@@ -200,7 +200,11 @@ fn write_route(out: &mut String, draft: &Draft<'_>, all: &[Draft<'_>]) {
                 out,
                 "# Not written: route {earlier:?} already matches the same paths, and Flask answers them with the first rule."
             );
-            let _ = writeln!(out, "# match = \"{methods} {pattern}\"");
+            let _ = writeln!(
+                out,
+                "# match = {}",
+                toml_string(&format!("{methods} {pattern}"))
+            );
             return;
         }
         (Translation::Inexact { reason, nearest }, _) => {
@@ -208,8 +212,9 @@ fn write_route(out: &mut String, draft: &Draft<'_>, all: &[Draft<'_>]) {
             if let Some(nearest) = nearest {
                 let _ = writeln!(
                     out,
-                    "# The nearest route also matches paths this rule refuses (Flask answers them with\n# another view or a 404), so check those before using it:\n# [[route]]\n# name = \"{}\"\n# match = \"{methods} {nearest}\"",
-                    draft.name
+                    "# The nearest route also matches paths this rule refuses (Flask answers them with\n# another view or a 404), so check those before using it:\n# [[route]]\n# name = \"{}\"\n# match = {}",
+                    draft.name,
+                    toml_string(&format!("{methods} {nearest}"))
                 );
                 if draft.is_read() {
                     out.push_str("# cache = false\n");
@@ -220,7 +225,11 @@ fn write_route(out: &mut String, draft: &Draft<'_>, all: &[Draft<'_>]) {
     };
     out.push_str("[[route]]\n");
     let _ = writeln!(out, "name = \"{}\"", draft.name);
-    let _ = writeln!(out, "match = \"{methods} {pattern}\"");
+    let _ = writeln!(
+        out,
+        "match = {}",
+        toml_string(&format!("{methods} {pattern}"))
+    );
     if draft.is_read() {
         out.push_str("cache = false   # forwarded, not cached; to cache, replace this line by:\n");
         if is_static {
@@ -258,6 +267,11 @@ fn write_route(out: &mut String, draft: &Draft<'_>, all: &[Draft<'_>]) {
     for (key, read) in &targets {
         let _ = writeln!(out, "#   {key}: GET {}", read.flask.rule);
     }
+}
+
+/// A TOML basic string: a Flask literal may hold `"` or `\\`, which must not end the value.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
 }
 
 /// The default key of the GET route `read`, written with the write route's parameters, when

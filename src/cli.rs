@@ -1,4 +1,4 @@
-//! The command line: `cachalot check`, `run`, `explain` and `purge`.
+//! The command line: `cachalot check`, `run`, `explain`, `purge` and `init`.
 
 use crate::explain::{Probe, explain};
 use crate::invalidate::Invalidation;
@@ -29,6 +29,17 @@ enum Command {
         /// with the reason if that fails.
         #[arg(long)]
         connect: bool,
+        /// Also compare the routes with this output of `flask routes` (`-`: standard input)
+        /// and warn about each route that matches no Flask rule; exit 2 if any does not.
+        #[arg(long, value_name = "FILE")]
+        flask_routes: Option<PathBuf>,
+    },
+    /// Print a commented policy drafted from the app's routes (caches nothing until a ttl is
+    /// filled in).
+    Init {
+        /// The output of `flask routes` (`-`: standard input).
+        #[arg(long, value_name = "FILE")]
+        flask_routes: PathBuf,
     },
     /// Serve with a policy file.
     Run {
@@ -75,7 +86,12 @@ impl Cli {
     /// Runs the chosen command; the exit code tells scripts whether it worked.
     pub fn run(self) -> ExitCode {
         match self.command {
-            Command::Check { config, connect } => check(&config, connect),
+            Command::Check {
+                config,
+                connect,
+                flask_routes,
+            } => check(&config, connect, flask_routes.as_deref()),
+            Command::Init { flask_routes } => crate::flask_routes::init(&flask_routes),
             Command::Run { config, log_format } => run(&config, log_format),
             Command::Explain { config, request } => explain_request(&config, &request),
             Command::Purge {
@@ -105,7 +121,7 @@ fn load(config: &Path) -> Result<Policy, ExitCode> {
     })
 }
 
-fn check(config: &Path, connect: bool) -> ExitCode {
+fn check(config: &Path, connect: bool, flask_routes: Option<&Path>) -> ExitCode {
     let policy = match load(config) {
         Ok(policy) => policy,
         Err(code) => return code,
@@ -115,8 +131,11 @@ fn check(config: &Path, connect: bool) -> ExitCode {
         eprintln!("warning: {warning}");
     }
     println!("{}: ok ({} routes)", config.display(), policy.routes.len());
+    let routes_code = flask_routes.map_or(ExitCode::SUCCESS, |routes| {
+        crate::flask_routes::compare(&policy, routes)
+    });
     if !connect {
-        return ExitCode::SUCCESS;
+        return routes_code;
     }
     let runtime = match started(tokio::runtime::Builder::new_current_thread().enable_all()) {
         Ok(runtime) => runtime,
@@ -128,7 +147,7 @@ fn check(config: &Path, connect: bool) -> ExitCode {
             for warning in &checked.warnings {
                 eprintln!("warning: {warning}");
             }
-            ExitCode::SUCCESS
+            routes_code
         }
         Err(reason) => {
             eprintln!("error: {reason}");

@@ -18,6 +18,7 @@ pub mod entry;
 pub mod explain;
 mod fill;
 mod finish;
+pub mod flask_routes;
 pub mod framing;
 pub mod freshness;
 pub mod idle;

@@ -102,6 +102,11 @@ impl PathPattern {
         &self.source
     }
 
+    /// The segments, in order (`cachalot check --flask-routes` compares them with Flask's).
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
     /// Parameter names, in order.
     pub fn param_names(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(Segment::param_name)

@@ -263,10 +263,12 @@ pub enum LogFormat {
 }
 
 /// Logs go to stderr; `RUST_LOG` chooses the level (info by default, which includes the
-/// access log: one line per request, target `cachalot::access`).
+/// access log: one line per request, target `cachalot::access`). The file watcher's own
+/// info lines (a watch removed with its deleted directory, on every ConfigMap swap) are
+/// not news to an operator.
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

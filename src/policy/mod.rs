@@ -18,6 +18,7 @@ use crate::route::{
 use error::Locator;
 use file::{PolicyFile, QuerySetting, RouteSection, SizeSetting};
 use http::{Method, Uri};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -52,6 +53,9 @@ pub struct Policy {
     pub limits: Limits,
     /// Things that are valid but probably not meant (printed by `check` and at start).
     pub warnings: Vec<String>,
+    /// The SHA-256 of the text this policy was read from: the file watcher reloads only
+    /// when the file's content differs from it.
+    pub source_digest: [u8; 32],
 }
 
 #[derive(Debug, Clone)]
@@ -139,7 +143,11 @@ impl Policy {
     pub fn parse(source: &str, file: &str) -> Result<Self, PolicyError> {
         let locate = Locator::new(file, source);
         let raw = deserialize(source, &locate)?;
-        compile(raw, file, &locate)
+        let policy = compile(raw, file, &locate)?;
+        Ok(Policy {
+            source_digest: Sha256::digest(source.as_bytes()).into(),
+            ..policy
+        })
     }
 
     /// Applies the environment, which wins over the file (12-factor style): `REDIS_URL`,
@@ -460,6 +468,7 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         l1,
         limits,
         warnings,
+        source_digest: [0; 32],
     })
 }
 

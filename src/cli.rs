@@ -1,4 +1,4 @@
-//! The command line: `cachalot check`, `run`, `explain` and `purge`.
+//! The command line: `cachalot check`, `run`, `health`, `explain` and `purge`.
 
 use crate::explain::{Probe, explain};
 use crate::invalidate::Invalidation;
@@ -40,6 +40,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t, env = "CACHALOT_LOG_FORMAT")]
         log_format: LogFormat,
     },
+    /// Ask the running proxy's admin listener whether it is ready (GET /readyz): exit 0 if
+    /// it is, 1 with the reason if not. For a container HEALTHCHECK; needs no curl.
+    Health {
+        /// The policy file (for `listen.admin`; CACHALOT_ADMIN_LISTEN wins, as for run).
+        #[arg(short, long, env = "CACHALOT_CONFIG")]
+        config: PathBuf,
+    },
     /// Show what the proxy does with one request: route, Redis key, TTL, tags, and what a
     /// write there invalidates. Sends nothing.
     Explain {
@@ -77,6 +84,7 @@ impl Cli {
         match self.command {
             Command::Check { config, connect } => check(&config, connect),
             Command::Run { config, log_format } => run(&config, log_format),
+            Command::Health { config } => health(&config),
             Command::Explain { config, request } => explain_request(&config, &request),
             Command::Purge {
                 config,
@@ -166,6 +174,27 @@ fn run(config: &Path, log_format: LogFormat) -> ExitCode {
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+fn health(config: &Path) -> ExitCode {
+    let policy = match load(config) {
+        Ok(policy) => policy,
+        Err(code) => return code,
+    };
+    let runtime = match started(tokio::runtime::Builder::new_current_thread().enable_all()) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::health::check(policy.listen.admin)) {
+        Ok(()) => {
+            println!("ready");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("error: not ready: {reason}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn explain_request(config: &Path, request: &str) -> ExitCode {

@@ -18,6 +18,7 @@ mod fill;
 mod finish;
 pub mod framing;
 pub mod freshness;
+pub mod health;
 pub mod idle;
 pub mod invalidate;
 pub mod key;

@@ -17,9 +17,11 @@ fn families(metrics: &str, keyword: &str) -> BTreeSet<String> {
 }
 
 fn value(metrics: &str, series: &str) -> Option<String> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_string))
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')
+            .map(str::to_string)
+    })
 }
 
 #[tokio::test]
@@ -31,7 +33,11 @@ async fn every_family_has_help_and_the_build_and_redis_state_are_metrics() {
     let without = start_proxy_with(origin.addr(), &dead, ROUTES).await;
     get(without.addr(), "/items/1", &[]).await;
     let metrics = get(without.admin_addr(), "/metrics", &[]).await.text();
-    assert_eq!(value(&metrics, "cachalot_redis_up").as_deref(), Some("0"), "{metrics}");
+    assert_eq!(
+        value(&metrics, "cachalot_redis_up").as_deref(),
+        Some("0"),
+        "{metrics}"
+    );
     without.shutdown().await;
 
     let redis = RedisServer::start();
@@ -40,7 +46,11 @@ async fn every_family_has_help_and_the_build_and_redis_state_are_metrics() {
         get(proxy.addr(), "/items/1", &[]).await;
     }
     let metrics = get(proxy.admin_addr(), "/metrics", &[]).await.text();
-    assert_eq!(value(&metrics, "cachalot_redis_up").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(
+        value(&metrics, "cachalot_redis_up").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
     assert_eq!(
         value(
             &metrics,

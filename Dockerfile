@@ -1,17 +1,22 @@
 # cachalot container image: multi-stage build, small non-root runtime.
 #
-# No Docker engine runs where cachalot is developed, so this file is kept correct by reading:
-# it uses only the same cargo build the tests use and the binary's documented interface
-# (`cachalot run --config FILE`, REDIS_URL, RUST_LOG). Review it when either changes.
+# No Docker engine runs where cachalot is developed, so this file is kept correct by reading
+# (and by tests/deploy.rs, which checks its paths, ports and variables): it uses only the
+# same cargo build the tests use and the binary's documented interface (`cachalot run
+# --config FILE`, `cachalot health`, the CACHALOT_* and REDIS_URL variables, RUST_LOG).
+# Review it when either changes.
 #
 #   docker build -t cachalot .
 #   docker run -p 8080:8080 -p 127.0.0.1:9901:9901 \
-#     -v "$PWD/config/cachalot.toml:/etc/cachalot/cachalot.toml:ro" \
-#     -e REDIS_URL=redis://redis:6379 cachalot
+#     -e CACHALOT_ORIGIN=http://api:5000 -e REDIS_URL=redis://redis:6379 cachalot
 #
-# Inside a container the policy's listen addresses must be 0.0.0.0:PORT (not 127.0.0.1),
-# or nothing outside the container can connect. Publish the admin port only to trusted
-# networks: it carries health, metrics, the status page and purge.
+# The baked policy is config/cachalot.toml, which listens on 127.0.0.1 and names a local
+# origin: the environment below makes the image listen on every interface (inside a
+# container 127.0.0.1 is the container itself), and CACHALOT_ORIGIN / REDIS_URL say where the
+# API and Redis are; each wins over the file. Mount your own policy over
+# /etc/cachalot/cachalot.toml (read-only is fine; mount its directory to have edits reload).
+# Publish the admin port only to trusted networks: it carries health, metrics, the status
+# page and purge.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -35,8 +40,10 @@ RUN apt-get update \
 COPY --from=build /src/target/release/cachalot /usr/local/bin/cachalot
 COPY config/cachalot.toml /etc/cachalot/cachalot.toml
 USER 10001:10001
-ENV RUST_LOG=info
+ENV RUST_LOG=info CACHALOT_CONFIG=/etc/cachalot/cachalot.toml CACHALOT_LISTEN=0.0.0.0:8080 CACHALOT_ADMIN_LISTEN=0.0.0.0:9901
 EXPOSE 8080 9901
+# GET /readyz on the admin port, by the binary itself (the image has no curl).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 CMD ["/usr/local/bin/cachalot", "health"]
 # Mount your policy over /etc/cachalot/cachalot.toml (read-only is fine).
 ENTRYPOINT ["/usr/local/bin/cachalot"]
 CMD ["run", "--config", "/etc/cachalot/cachalot.toml"]

@@ -2,6 +2,11 @@
 //! and the purge API. Never served on the public port, so nothing here is reachable through
 //! the proxy.
 //!
+//! `/healthz` says the process is up; `/readyz` says it takes new requests, and turns 503
+//! the moment a graceful shutdown starts (the admin listener keeps answering until the
+//! public one has drained), so Kubernetes takes the pod out of its Service before the
+//! in-flight requests are done.
+//!
 //! Health, metrics and the status page (`/`, `/status.json`) are open: a load balancer has
 //! no token, and the numbers hold no secret. Purging is not: it needs
 //! `Authorization: Bearer <token>`, with the token from `CACHALOT_ADMIN_TOKEN`. Without a
@@ -30,6 +35,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tokio::sync::watch;
 
 /// The environment variable that holds the purge API's bearer token.
 pub const TOKEN_ENV: &str = "CACHALOT_ADMIN_TOKEN";
@@ -84,10 +90,12 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
-/// Answers one admin request.
+/// Answers one admin request. `stopping` turns true when the public listener starts its
+/// graceful shutdown.
 pub async fn handle(
     proxy: Arc<Proxy>,
     config: AdminConfig,
+    stopping: watch::Receiver<bool>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if request.method().as_str() == "PURGE" {
@@ -111,7 +119,7 @@ pub async fn handle(
     }
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
     match path {
-        "/" | "/status.json" | "/healthz" | "/health/cache" | "/metrics" if !read => {
+        "/" | "/status.json" | "/healthz" | "/readyz" | "/health/cache" | "/metrics" if !read => {
             allow("GET, HEAD", "use GET\n")
         }
         "/" => {
@@ -135,6 +143,14 @@ pub async fn handle(
         }
         // The process is up and accepting: it serves, with or without Redis.
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
+        // Whether new requests are welcome: not once shutdown has begun. Redis being down
+        // does not make the proxy unready: it serves from the origin meanwhile.
+        "/readyz" if *stopping.borrow() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n",
+        ),
+        "/readyz" => text(StatusCode::OK, "text/plain", "ready\n"),
         // Whether the cache works right now; the proxy keeps serving either way.
         "/health/cache" => match proxy.store.ping().await {
             Ok(()) => text(StatusCode::OK, "application/json", "{\"redis\":\"ok\"}\n"),
@@ -155,7 +171,7 @@ pub async fn handle(
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /, /status.json, /healthz, /health/cache, /metrics, POST /purge or PURGE <path>\n",
+            "not found; try /, /status.json, /healthz, /readyz, /health/cache, /metrics, POST /purge or PURGE <path>\n",
         ),
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: `cachalot check`, `run`, `explain`, `purge` and `init`.
+//! The command line: `cachalot check`, `run`, `health`, `explain`, `purge` and `init`.
 
 use crate::explain::{Probe, explain};
 use crate::invalidate::Invalidation;
@@ -51,6 +51,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t, env = "CACHALOT_LOG_FORMAT")]
         log_format: LogFormat,
     },
+    /// Ask the running proxy's admin listener whether it is ready (GET /readyz): exit 0 if
+    /// it is, 1 with the reason if not. For a container HEALTHCHECK; needs no curl.
+    Health {
+        /// The policy file (for `listen.admin`; CACHALOT_ADMIN_LISTEN wins, as for run).
+        #[arg(short, long, env = "CACHALOT_CONFIG")]
+        config: PathBuf,
+    },
     /// Show what the proxy does with one request: route, Redis key, TTL, tags, and what a
     /// write there invalidates. Sends nothing.
     Explain {
@@ -93,6 +100,7 @@ impl Cli {
             } => check(&config, connect, flask_routes.as_deref()),
             Command::Init { flask_routes } => crate::flask_routes::init(&flask_routes),
             Command::Run { config, log_format } => run(&config, log_format),
+            Command::Health { config } => health(&config),
             Command::Explain { config, request } => explain_request(&config, &request),
             Command::Purge {
                 config,
@@ -188,6 +196,27 @@ fn run(config: &Path, log_format: LogFormat) -> ExitCode {
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+fn health(config: &Path) -> ExitCode {
+    let policy = match load(config) {
+        Ok(policy) => policy,
+        Err(code) => return code,
+    };
+    let runtime = match started(tokio::runtime::Builder::new_current_thread().enable_all()) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::health::check(policy.listen.admin)) {
+        Ok(()) => {
+            println!("ready");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("error: not ready: {reason}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn explain_request(config: &Path, request: &str) -> ExitCode {
@@ -286,10 +315,12 @@ pub enum LogFormat {
 }
 
 /// Logs go to stderr; `RUST_LOG` chooses the level (info by default, which includes the
-/// access log: one line per request, target `cachalot::access`).
+/// access log: one line per request, target `cachalot::access`). The file watcher's own
+/// info lines (a watch removed with its deleted directory, on every ConfigMap swap) are
+/// not news to an operator.
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -68,9 +68,19 @@ pub fn decide(
     let forward = |status: CacheStatus| Decision::Forward {
         status,
         invalidate: writes.then(|| {
+            // A key or tag named twice (the route's `invalidate` often names the key §4.4
+            // already drops) is dropped, logged and explained once.
             let mut planned = own_uri_invalidation(policy, path, &segments, query);
-            planned.keys.extend(route.invalidate.keys.iter().map(build));
-            planned.tags.extend(route.invalidate.tags.iter().map(build));
+            for key in route.invalidate.keys.iter().map(build) {
+                if !planned.keys.contains(&key) {
+                    planned.keys.push(key);
+                }
+            }
+            for tag in route.invalidate.tags.iter().map(build) {
+                if !planned.tags.contains(&tag) {
+                    planned.tags.push(tag);
+                }
+            }
             planned
         }),
         websocket: route.websocket,

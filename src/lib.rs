@@ -21,6 +21,7 @@ mod finish;
 pub mod flask_routes;
 pub mod framing;
 pub mod freshness;
+pub mod health;
 pub mod idle;
 pub mod invalidate;
 pub mod key;

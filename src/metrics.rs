@@ -26,6 +26,8 @@ pub fn install() -> &'static PrometheusHandle {
         // Fails only if another recorder was installed first; then ours renders nothing
         // new, which is what a library embedded in a bigger program should accept.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
+        metrics::gauge!("cachalot_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         // Histograms buffer samples until upkeep folds them into buckets: without it memory
         // grows with every request while nobody scrapes /metrics.
         let upkeep = handle.clone();
@@ -40,6 +42,94 @@ pub fn install() -> &'static PrometheusHandle {
             .expect("a thread can be started");
         handle
     })
+}
+
+/// The `# HELP` line of every metric the proxy records (the exporter prints them with the
+/// metric once it has a value).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "cachalot_build_info",
+        "The running cachalot's version (label), always 1"
+    );
+    describe_gauge!(
+        "cachalot_redis_up",
+        "1 while Redis answers, 0 while requests go to the origin without it"
+    );
+    describe_counter!(
+        "cachalot_requests_total",
+        "Requests answered, by route and Cache-Status phase and reason"
+    );
+    describe_histogram!(
+        "cachalot_request_duration_seconds",
+        Unit::Seconds,
+        "Time from request head to response head, by route and Cache-Status phase"
+    );
+    describe_counter!(
+        "cachalot_response_bytes_total",
+        Unit::Bytes,
+        "Response body bytes sent to clients, by source (cache or origin)"
+    );
+    describe_counter!(
+        "cachalot_origin_requests_total",
+        "Requests sent to the origin, by route and response status"
+    );
+    describe_histogram!(
+        "cachalot_origin_duration_seconds",
+        Unit::Seconds,
+        "Time the origin took to send a response head"
+    );
+    describe_counter!(
+        "cachalot_redis_errors_total",
+        "Redis commands that failed, by kind"
+    );
+    describe_histogram!(
+        "cachalot_redis_command_duration_seconds",
+        Unit::Seconds,
+        "Time per Redis command, by command"
+    );
+    describe_counter!(
+        "cachalot_collapse_waiters_total",
+        "Requests that waited for another request's fill of the same key"
+    );
+    describe_counter!(
+        "cachalot_collapse_timeouts_total",
+        "Waiters that gave up after collapse.wait and asked the origin themselves"
+    );
+    describe_counter!(
+        "cachalot_background_refreshes_total",
+        "Stale entries refreshed in the background (stale-while-revalidate)"
+    );
+    describe_counter!(
+        "cachalot_invalidations_total",
+        "Invalidations applied, by source and outcome"
+    );
+    describe_counter!(
+        "cachalot_invalidation_messages_malformed_total",
+        "Invalidation messages on the channel that could not be read"
+    );
+    describe_counter!(
+        "cachalot_policy_reloads_total",
+        "Policy reloads, applied or rejected"
+    );
+    describe_counter!(
+        "cachalot_connections_refused_total",
+        "Connections closed at once because a listener limit was reached"
+    );
+    describe_counter!(
+        "cachalot_variants_refused_total",
+        "Responses not stored because their key had too many variants"
+    );
+    describe_counter!(
+        "cachalot_l1_lookups_total",
+        "Lookups in the in-process tier, by result"
+    );
+    describe_gauge!("cachalot_l1_entries", "Entries held in the in-process tier");
+    describe_gauge!(
+        "cachalot_l1_bytes",
+        Unit::Bytes,
+        "Bytes held in the in-process tier"
+    );
 }
 
 /// How often buffered histogram samples are folded into their buckets.

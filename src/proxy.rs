@@ -348,6 +348,7 @@ impl Proxy {
                     .headers()
                     .get(name)
                     .and_then(|v| decision::key_for_location(&self.policy(), v, host))
+                    && !planned.keys.contains(&key)
                 {
                     planned.keys.push(key);
                 }

@@ -39,7 +39,9 @@ pub struct Server {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    admin_shutdown: watch::Sender<bool>,
+    public_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
     proxy: Arc<Proxy>,
     /// Held for its `Drop`: the watch ends with the server.
     _policy_watch: Option<reload::Watch>,
@@ -121,6 +123,9 @@ impl Server {
         let policy_watch = policy_file.map(|path| reload::watch(Arc::clone(&proxy), path));
 
         let (shutdown, stop) = watch::channel(false);
+        // The admin listener outlives the public one's drain, answering /readyz with 503.
+        let (admin_shutdown, admin_stop) = watch::channel(false);
+        let stopping = stop.clone();
         let limits = proxy.policy().limits.clone();
         let serving = Arc::clone(&proxy);
         let public_task = tokio::spawn(listener::serve(
@@ -133,9 +138,14 @@ impl Server {
         let admin_task = tokio::spawn(listener::serve(
             admin_listener,
             move |request, _peer| {
-                admin::handle(Arc::clone(&admin_proxy), admin_config.clone(), request)
+                admin::handle(
+                    Arc::clone(&admin_proxy),
+                    admin_config.clone(),
+                    stopping.clone(),
+                    request,
+                )
             },
-            stop,
+            admin_stop,
             Limits::default(),
         ));
         tracing::info!(%addr, admin = %admin_addr, origin = %proxy.policy().origin.url, "cachalot is serving");
@@ -143,7 +153,9 @@ impl Server {
             addr,
             admin_addr,
             shutdown,
-            tasks: vec![public_task, admin_task],
+            admin_shutdown,
+            public_task,
+            admin_task,
             proxy,
             _policy_watch: policy_watch,
         })
@@ -164,12 +176,13 @@ impl Server {
         &self.proxy
     }
 
-    /// Stops accepting, lets in-flight requests finish (bounded), and returns.
+    /// Stops accepting, lets in-flight requests finish (bounded), and returns. The admin
+    /// listener answers (`/readyz`: 503) until the public one has drained, then closes.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        let _ = self.public_task.await;
+        let _ = self.admin_shutdown.send(true);
+        let _ = self.admin_task.await;
     }
 }
 

@@ -277,6 +277,7 @@ impl Store {
             feed_up: AtomicBool::new(false),
             timings: Timings::default(),
         });
+        metrics::gauge!("cachalot_redis_up").set(if store.is_healthy() { 1.0 } else { 0.0 });
         if !store.is_healthy() {
             let target = redis_connect::config(settings).map_or_else(
                 |_| crate::policy::redact(&settings.url),
@@ -350,6 +351,7 @@ impl Store {
             l1.distrust();
         }
         if self.healthy.swap(false, Ordering::Relaxed) {
+            metrics::gauge!("cachalot_redis_up").set(0.0);
             tracing::error!(%reason, "redis unavailable; requests go to the origin until it answers again");
         }
         Unavailable(reason)
@@ -694,6 +696,7 @@ impl Store {
 
     fn mark_up(&self) {
         if !self.healthy.swap(true, Ordering::Relaxed) {
+            metrics::gauge!("cachalot_redis_up").set(1.0);
             tracing::info!("redis is back; caching resumes");
         }
         self.trust_l1();

@@ -111,6 +111,35 @@ fn compose_policy_file(cachalot: &Map<String, Value>) -> PathBuf {
     panic!("{config} is not on any volume of the cachalot service");
 }
 
+/// Where PyYAML is installed, a real parser must read `path` as our reader does.
+fn pyyaml_agrees(path: &str, ours: &Value) {
+    let script = "import json, sys, yaml\n\
+        def plain(v):\n\
+        \x20   if isinstance(v, dict): return {k: plain(x) for k, x in v.items()}\n\
+        \x20   if isinstance(v, list): return [plain(x) for x in v]\n\
+        \x20   if isinstance(v, bool): return 'true' if v else 'false'\n\
+        \x20   return str(v)\n\
+        print(json.dumps(plain(yaml.safe_load(open(sys.argv[1])))))";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(repo(path))
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(ours, &theirs, "{path}: our reader and PyYAML disagree");
+        }
+        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("No module named 'yaml'") => {
+            eprintln!("PyYAML is not installed: {path} was read by the test's reader only");
+        }
+        Ok(out) => panic!(
+            "PyYAML rejects {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("no python3 ({e}): {path} was read by the test's reader only"),
+    }
+}
+
 #[test]
 fn the_compose_file_is_yaml() {
     let ours = compose();
@@ -122,36 +151,7 @@ fn the_compose_file_is_yaml() {
             .collect::<Vec<_>>(),
         ["api", "cachalot", "redis"]
     );
-    // Where PyYAML is installed, a real parser must read the same document.
-    let script = "import json, sys, yaml\n\
-        def plain(v):\n\
-        \x20   if isinstance(v, dict): return {k: plain(x) for k, x in v.items()}\n\
-        \x20   if isinstance(v, list): return [plain(x) for x in v]\n\
-        \x20   if isinstance(v, bool): return 'true' if v else 'false'\n\
-        \x20   return str(v)\n\
-        print(json.dumps(plain(yaml.safe_load(open(sys.argv[1])))))";
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(repo("deploy/docker-compose.yml"))
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {
-            let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(ours, theirs, "our reader and PyYAML disagree");
-        }
-        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("No module named 'yaml'") => {
-            eprintln!(
-                "PyYAML is not installed: the compose file was read by the test's reader only"
-            );
-        }
-        Ok(out) => panic!(
-            "PyYAML rejects deploy/docker-compose.yml: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => {
-            eprintln!("no python3 ({e}): the compose file was read by the test's reader only")
-        }
-    }
+    pyyaml_agrees("deploy/docker-compose.yml", &ours);
 }
 
 #[test]
@@ -422,13 +422,238 @@ fn the_systemd_unit_runs_the_images_binary_hardened() {
 #[test]
 fn the_readme_points_at_the_deploy_files() {
     let readme = read("README.md");
-    for file in ["deploy/docker-compose.yml", "deploy/cachalot.service"] {
+    for file in [
+        "deploy/docker-compose.yml",
+        "deploy/cachalot.service",
+        "deploy/kubernetes",
+    ] {
         assert!(readme.contains(file), "README.md does not mention {file}");
     }
 }
 
-/// The YAML subset deploy/docker-compose.yml is written in: block mappings, block lists of
-/// scalars, flow lists written as JSON, double-quoted or plain scalars, and comments. Anything
+fn kubernetes(file: &str) -> Value {
+    let path = format!("deploy/kubernetes/{file}");
+    let value = yaml::parse(&read(&path));
+    pyyaml_agrees(&path, &value);
+    value
+}
+
+/// The Deployment's one container.
+fn kubernetes_container() -> Map<String, Value> {
+    let deployment = kubernetes("deployment.yaml");
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers");
+    let [container] = containers.as_slice() else {
+        panic!("expected one container: {containers:?}");
+    };
+    container.as_object().unwrap().clone()
+}
+
+/// `name: value` pairs of the container's environment (those with a literal value).
+fn kubernetes_env(container: &Map<String, Value>) -> Vec<(String, Option<String>)> {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|var| {
+            (
+                var["name"].as_str().unwrap().to_string(),
+                var.get("value").and_then(Value::as_str).map(String::from),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_kubernetes_example_fits_together() {
+    let kustomization = kubernetes("kustomization.yaml");
+    for resource in strings(&kustomization["resources"]) {
+        assert!(
+            repo("deploy/kubernetes").join(&resource).is_file(),
+            "{resource}"
+        );
+    }
+    let generated = &kustomization["configMapGenerator"][0];
+    let config_map = generated["name"].as_str().unwrap();
+    let [policy_file] = strings(&generated["files"]).try_into().unwrap();
+    assert_eq!(
+        kustomization["generatorOptions"]["disableNameSuffixHash"], "true",
+        "a hashed ConfigMap name restarts pods instead of letting them reload"
+    );
+
+    let deployment = kubernetes("deployment.yaml");
+    let pod = &deployment["spec"]["template"];
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(&deployment["spec"]["selector"]["matchLabels"], labels);
+    let service = kubernetes("service.yaml");
+    assert_eq!(&service["spec"]["selector"], labels);
+
+    // The policy volume: the ConfigMap, mounted as a directory (a subPath never updates),
+    // holding the file `run --config` names.
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    let volume = volumes
+        .iter()
+        .find(|v| v["configMap"]["name"] == config_map)
+        .expect("a volume of the policy ConfigMap");
+    let container = kubernetes_container();
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the policy volume is mounted");
+    assert!(
+        mount.get("subPath").is_none(),
+        "a subPath mount never sees updates"
+    );
+    let args = strings(&container["args"]);
+    assert_eq!(
+        args,
+        [
+            "run",
+            "--config",
+            &format!("{}/{policy_file}", mount["mountPath"].as_str().unwrap())
+        ]
+    );
+    let user = dockerfile("Dockerfile", "USER").join("");
+    assert_eq!(
+        user,
+        format!(
+            "{}:{}",
+            pod["spec"]["securityContext"]["runAsUser"]
+                .as_str()
+                .unwrap(),
+            pod["spec"]["securityContext"]["runAsGroup"]
+                .as_str()
+                .unwrap()
+        ),
+        "the pod runs as the image's user"
+    );
+
+    // The policy passes `check` with the Deployment's environment, which sets the origin.
+    let env = kubernetes_env(&container);
+    let literal: Vec<(String, String)> = env
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_cachalot"))
+        .args(["check", "--config"])
+        .arg(repo("deploy/kubernetes").join(&policy_file))
+        .env_remove("CACHALOT_LISTEN")
+        .env_remove("CACHALOT_ADMIN_LISTEN")
+        .envs(literal.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cachalot check {policy_file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let origin = &literal
+        .iter()
+        .find(|(k, _)| k == "CACHALOT_ORIGIN")
+        .unwrap()
+        .1;
+    assert!(stdout.contains(&format!("origin {origin}/")), "{stdout}");
+    let sources = program_sources();
+    for (name, _) in &env {
+        assert!(
+            cachalot_reads(name, &sources),
+            "cachalot never reads {name}"
+        );
+    }
+
+    // Ports: the container's named ports are the policy's; probes ask the admin port; the
+    // Service exposes the public one only.
+    let policy = Policy::load(&repo("deploy/kubernetes").join(&policy_file)).unwrap();
+    let port = |name: &str| -> u16 {
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no container port {name}"))["containerPort"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(port("http"), policy.listen.addr.port());
+    assert_eq!(port("admin"), policy.listen.admin.port());
+    let exposed = dockerfile("Dockerfile", "EXPOSE").join(" ");
+    for p in [port("http"), port("admin")] {
+        assert!(
+            exposed.split(' ').any(|e| e == p.to_string()),
+            "EXPOSE {exposed}"
+        );
+    }
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe}");
+    }
+    let service_ports = service["spec"]["ports"].as_array().unwrap();
+    assert!(
+        service_ports.iter().all(|p| p["targetPort"] == "http"),
+        "the Service must not expose the admin port: {service_ports:?}"
+    );
+}
+
+#[test]
+fn the_kubernetes_policy_has_the_example_policys_routes() {
+    let routes = |path: &str| {
+        let text = read(path);
+        let start = text
+            .find("\n# --- Routes")
+            .unwrap_or_else(|| panic!("{path} has no '# --- Routes' line"));
+        text[start..].to_string()
+    };
+    assert!(
+        routes("deploy/kubernetes/cachalot.toml") == routes("config/cachalot.toml"),
+        "deploy/kubernetes/cachalot.toml's routes differ from config/cachalot.toml's: copy \
+         everything from '# --- Routes' down"
+    );
+}
+
+#[test]
+fn the_image_healthcheck_runs_cachalot_health() {
+    let check = dockerfile("Dockerfile", "HEALTHCHECK").join("");
+    let json = check
+        .split_once(" CMD ")
+        .map(|(_, cmd)| cmd)
+        .expect("HEALTHCHECK ... CMD [...]");
+    let command = strings(&serde_json::from_str(json).expect("exec form"));
+    let binary = exec_form("Dockerfile", "ENTRYPOINT");
+    assert_eq!(command, [binary[0].as_str(), "health"]);
+    let env = dockerfile_env("Dockerfile");
+    let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    assert_eq!(get("CACHALOT_LISTEN"), Some("0.0.0.0:8080"));
+    assert_eq!(get("CACHALOT_ADMIN_LISTEN"), Some("0.0.0.0:9901"));
+    assert!(
+        dockerfile("Dockerfile", "COPY")
+            .iter()
+            .any(|c| c.ends_with(get("CACHALOT_CONFIG").unwrap())),
+        "CACHALOT_CONFIG names the baked policy"
+    );
+    let compose = compose();
+    for name in ["redis", "api", "cachalot"] {
+        assert!(
+            service(&compose, name).contains_key("healthcheck"),
+            "compose service {name} has no healthcheck"
+        );
+    }
+    let cachalot = service(&compose, "cachalot");
+    let test = strings(&cachalot["healthcheck"]["test"]);
+    assert_eq!(&test[..3], ["CMD", binary[0].as_str(), "health"]);
+    assert_eq!(
+        cachalot["depends_on"]["redis"]["condition"], "service_healthy",
+        "cachalot starts once Redis answers"
+    );
+}
+
+/// The YAML subset deploy/docker-compose.yml and deploy/kubernetes are written in: block
+/// mappings, block lists of scalars or of mappings (`- name: x`), flow lists written as JSON, double-quoted or plain scalars, and comments. Anything
 /// else is an error, so the file stays readable by this test (and PyYAML checks it too,
 /// where installed). Scalars stay strings, as compose treats most of them.
 mod yaml {
@@ -441,16 +666,34 @@ mod yaml {
     }
 
     pub fn parse(text: &str) -> Value {
-        let lines: Vec<Line> = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-            .map(|(n, l)| Line {
-                number: n + 1,
-                indent: l.len() - l.trim_start().len(),
-                text: l.trim(),
-            })
-            .collect();
+        let mut lines: Vec<Line> = Vec::new();
+        for (n, l) in text.lines().enumerate() {
+            if l.trim().is_empty() || l.trim_start().starts_with('#') {
+                continue;
+            }
+            let (number, indent, text) = (n + 1, l.len() - l.trim_start().len(), l.trim());
+            // A list item that opens a mapping (`- name: x`) is a bare `-` with the mapping
+            // indented under it, as Kubernetes manifests write lists of objects.
+            match text.strip_prefix("- ") {
+                Some(entry) if is_entry(entry) => {
+                    lines.push(Line {
+                        number,
+                        indent,
+                        text: "-",
+                    });
+                    lines.push(Line {
+                        number,
+                        indent: indent + 2,
+                        text: entry,
+                    });
+                }
+                _ => lines.push(Line {
+                    number,
+                    indent,
+                    text,
+                }),
+            }
+        }
         let mut at = 0;
         let value = block(&lines, &mut at, 0);
         assert!(
@@ -462,16 +705,20 @@ mod yaml {
     }
 
     fn block(lines: &[Line], at: &mut usize, indent: usize) -> Value {
-        if lines[*at].text.starts_with("- ") {
+        if lines[*at].text.starts_with("- ") || lines[*at].text == "-" {
             let mut list = Vec::new();
             while *at < lines.len() && lines[*at].indent == indent {
                 let line = &lines[*at];
+                *at += 1;
+                if line.text == "-" {
+                    list.push(block(lines, at, indent + 2));
+                    continue;
+                }
                 let item = line
                     .text
                     .strip_prefix("- ")
                     .unwrap_or_else(|| panic!("line {}: a list item expected", line.number));
                 list.push(scalar(item, line.number));
-                *at += 1;
             }
             return Value::Array(list);
         }
@@ -502,6 +749,11 @@ mod yaml {
             );
         }
         Value::Object(map)
+    }
+
+    /// Whether a list item's text is `key: value` or `key:` (not a quoted or flow scalar).
+    fn is_entry(text: &str) -> bool {
+        !text.starts_with(['"', '[']) && (text.contains(": ") || text.ends_with(':'))
     }
 
     fn scalar(text: &str, number: usize) -> Value {

@@ -126,6 +126,8 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("cachalot_l1_lookups_total", "counter", &["result"]),
     ("cachalot_l1_entries", "gauge", &[]),
     ("cachalot_l1_bytes", "gauge", &[]),
+    ("cachalot_build_info", "gauge", &["version"]),
+    ("cachalot_redis_up", "gauge", &[]),
     ("cachalot_connections_refused_total", "counter", &[]),
     ("cachalot_send_timeouts_total", "counter", &["scope"]),
     ("cachalot_h2_late_resets_total", "counter", &[]),

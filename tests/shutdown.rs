@@ -1,6 +1,7 @@
 //! Graceful shutdown of the real binary: on SIGTERM `cachalot run` stops accepting, finishes
 //! every request already in flight (cached-route misses and plain passes alike, each with
-//! its whole body), and exits 0; with nothing in flight it exits at once.
+//! its whole body), and exits 0; with nothing in flight it exits at once. While it drains,
+//! the admin listener answers `/readyz` with 503.
 
 mod support;
 
@@ -316,11 +317,21 @@ async fn sigterm_under_load_finishes_every_in_flight_request_then_exits_zero() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
+    let (ready, _, _) = fetch(proxy.admin, "/readyz").await.expect("readyz");
+    assert_eq!(ready, StatusCode::OK, "ready before SIGTERM");
     proxy.terminate();
-    // The listeners close at once; the process stays to finish what is in flight (the
-    // origin cannot answer before the gate opens, so none of it can have finished).
+    // The public listener closes at once; the process stays to finish what is in flight
+    // (the origin cannot answer before the gate opens, so none of it can have finished).
+    // Meanwhile the admin listener says "not ready", for Kubernetes to stop routing here.
     proxy.until_refused(proxy.addr).await;
-    proxy.until_refused(proxy.admin).await;
+    let (ready, _, body) = fetch(proxy.admin, "/readyz")
+        .await
+        .expect("readyz while draining");
+    assert_eq!(
+        (ready, &body[..]),
+        (StatusCode::SERVICE_UNAVAILABLE, &b"shutting down\n"[..]),
+        "readyz while requests are in flight"
+    );
     assert_eq!(
         proxy.exited(),
         None,

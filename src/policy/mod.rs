@@ -19,6 +19,7 @@ use crate::route::{
 use error::Locator;
 use file::{PolicyFile, QuerySetting, RouteSection, SizeSetting};
 use http::{Method, Uri};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -53,6 +54,12 @@ pub struct Policy {
     pub limits: Limits,
     /// Things that are valid but probably not meant (printed by `check` and at start).
     pub warnings: Vec<String>,
+    /// The environment variables that set a value here (winning over the file), for
+    /// `check` to say where a setting came from.
+    pub from_environment: Vec<&'static str>,
+    /// The SHA-256 of the text this policy was read from: the file watcher reloads only
+    /// when the file's content differs from it.
+    pub source_digest: [u8; 32],
 }
 
 #[derive(Debug, Clone)]
@@ -149,12 +156,18 @@ impl Policy {
     pub fn parse(source: &str, file: &str) -> Result<Self, PolicyError> {
         let locate = Locator::new(file, source);
         let raw = deserialize(source, &locate)?;
-        compile(raw, file, &locate)
+        let policy = compile(raw, file, &locate)?;
+        Ok(Policy {
+            source_digest: Sha256::digest(source.as_bytes()).into(),
+            ..policy
+        })
     }
 
-    /// Applies the environment, which wins over the file (12-factor style): `REDIS_URL`,
-    /// or the managed-Redis form `REDIS_HOST` + `REDIS_PORT` + `REDIS_SSL`; and a password
-    /// from `REDIS_PASSWORD` or `REDIS_ACCESS_KEY`.
+    /// Applies the environment, which wins over the file (12-factor style): the listen
+    /// addresses from `CACHALOT_LISTEN` and `CACHALOT_ADMIN_LISTEN`, the origin from
+    /// `CACHALOT_ORIGIN`; `REDIS_URL`, or the managed-Redis form `REDIS_HOST` +
+    /// `REDIS_PORT` + `REDIS_SSL`; and a password from `REDIS_PASSWORD` or
+    /// `REDIS_ACCESS_KEY`.
     pub fn apply_env(&mut self) -> Result<(), PolicyError> {
         self.apply_vars(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
     }
@@ -167,9 +180,46 @@ impl Policy {
             field: field.into(),
             message,
         };
+        let address = |name: &'static str, example: &str| -> Result<_, PolicyError> {
+            var(name)
+                .map(|text| {
+                    text.trim().parse::<SocketAddr>().map_err(|_| {
+                        fail(
+                            name,
+                            format!(
+                                "{text:?} is not an address; expected IP:PORT such as \"{example}\""
+                            ),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        if let Some(addr) = address("CACHALOT_LISTEN", "0.0.0.0:8080")? {
+            self.listen.addr = addr;
+            self.from_environment.push("CACHALOT_LISTEN");
+        }
+        if let Some(addr) = address("CACHALOT_ADMIN_LISTEN", "0.0.0.0:9901")? {
+            self.listen.admin = addr;
+            self.from_environment.push("CACHALOT_ADMIN_LISTEN");
+        }
+        if self.listen.addr == self.listen.admin && self.listen.addr.port() != 0 {
+            return Err(fail(
+                "CACHALOT_ADMIN_LISTEN",
+                format!(
+                    "the admin listener must not share the proxy's address ({}): health and purge never belong on the public port",
+                    self.listen.addr
+                ),
+            ));
+        }
+        if let Some(url) = var("CACHALOT_ORIGIN") {
+            self.origin.url =
+                parse_origin_url(url.trim()).map_err(|m| fail("CACHALOT_ORIGIN", m))?;
+            self.from_environment.push("CACHALOT_ORIGIN");
+        }
         if let Some(url) = var("REDIS_URL") {
             check_redis_url(&url).map_err(|m| fail("REDIS_URL", m))?;
             self.redis.url = url;
+            self.from_environment.push("REDIS_URL");
         } else if let Some(host) = var("REDIS_HOST") {
             let tls = match var("REDIS_SSL").map(|v| v.trim().to_ascii_lowercase()) {
                 None => false,
@@ -201,9 +251,14 @@ impl Policy {
             let url = format!("{scheme}://{}:{port}", host.trim());
             check_redis_url(&url).map_err(|m| fail("REDIS_HOST", m))?;
             self.redis.url = url;
+            self.from_environment.push("REDIS_HOST");
         }
-        if let Some(password) = var("REDIS_PASSWORD").or_else(|| var("REDIS_ACCESS_KEY")) {
+        if let Some(password) = var("REDIS_PASSWORD") {
             self.redis.password = Some(Secret::new(password));
+            self.from_environment.push("REDIS_PASSWORD");
+        } else if let Some(password) = var("REDIS_ACCESS_KEY") {
+            self.redis.password = Some(Secret::new(password));
+            self.from_environment.push("REDIS_ACCESS_KEY");
         }
         check_tls_scheme(&self.redis.url, &self.redis.tls).map_err(|m| fail("redis.url", m))?;
         Ok(())
@@ -221,6 +276,13 @@ impl Policy {
             redact(&self.redis.url),
             self.redis.prefix
         );
+        if !self.from_environment.is_empty() {
+            let _ = writeln!(
+                out,
+                "from the environment (wins over the file): {}",
+                self.from_environment.join(", ")
+            );
+        }
         let _ = writeln!(
             out,
             "{:<6} {:<14} {:<40} {:<8} KEY",
@@ -294,7 +356,8 @@ fn deserialize(source: &str, locate: &Locator<'_>) -> Result<PolicyFile, PolicyE
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };
         let inner = e.into_inner();
-        locate.at(inner.span(), field, inner.message().to_string())
+        let (field, message) = type_error(field, inner.message());
+        locate.at(inner.span(), field, message)
     })
 }
 
@@ -488,6 +551,8 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         l1,
         limits,
         warnings,
+        from_environment: Vec::new(),
+        source_digest: [0; 32],
     })
 }
 
@@ -1172,29 +1237,26 @@ fn socket_addr(
 }
 
 fn origin_url(value: &Spanned<String>, locate: &Locator<'_>) -> Result<Uri, PolicyError> {
-    let fail = |m: String| locate.at(Some(value.span()), "origin.url", m);
-    let uri: Uri = value.get_ref().parse().map_err(|e| {
-        fail(format!(
-            "{:?} is not a URL ({e}); expected e.g. \"http://127.0.0.1:5000\"",
-            value.get_ref()
-        ))
+    parse_origin_url(value.get_ref()).map_err(|m| locate.at(Some(value.span()), "origin.url", m))
+}
+
+/// The origin's URL, from the file or `CACHALOT_ORIGIN`.
+fn parse_origin_url(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text.parse().map_err(|e| {
+        format!("{text:?} is not a URL ({e}); expected e.g. \"http://127.0.0.1:5000\"")
     })?;
     if uri.scheme_str() != Some("http") {
-        return Err(fail(format!(
-            "{:?}: only http:// origins are supported (the proxy talks plain HTTP/1.1 to the API behind it)",
-            value.get_ref()
-        )));
-    }
-    if uri.authority().is_none() {
-        return Err(fail(
-            "the URL needs a host, e.g. \"http://127.0.0.1:5000\"".into(),
+        return Err(format!(
+            "{text:?}: only http:// origins are supported (the proxy talks plain HTTP/1.1 to the API behind it)"
         ));
     }
+    if uri.authority().is_none() {
+        return Err("the URL needs a host, e.g. \"http://127.0.0.1:5000\"".into());
+    }
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
-        return Err(fail(format!(
-            "{:?}: give only scheme, host and port; requests keep their own path",
-            value.get_ref()
-        )));
+        return Err(format!(
+            "{text:?}: give only scheme, host and port; requests keep their own path"
+        ));
     }
     Ok(uri)
 }
@@ -1287,18 +1349,74 @@ fn parse_duration(
     field: &str,
     locate: &Locator<'_>,
 ) -> Result<Duration, PolicyError> {
-    match humantime::parse_duration(value.get_ref()) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(locate.at(Some(value.span()), field, "must be longer than zero")),
-        Err(e) => Err(locate.at(
-            Some(value.span()),
-            field,
-            format!(
-                "{:?} is not a duration ({e}); expected e.g. \"500ms\", \"30s\", \"10m\", \"1h\"",
-                value.get_ref()
-            ),
-        )),
+    let text = value.get_ref();
+    let fail = |message: String| locate.at(Some(value.span()), field, message);
+    if let Some(unit) = abbreviated_calendar_unit(text) {
+        let advice = if unit == "M" {
+            "\"M\" would mean months; write \"m\" for minutes, or spell out \"months\" if you mean it"
+        } else {
+            "\"y\" would mean years; spell out \"years\" if you mean it"
+        };
+        return Err(fail(format!("{text:?}: {advice}")));
     }
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(fail("must be longer than zero".into())),
+        Err(e) => Err(fail(format!(
+            "{text:?} is not a duration ({e}); expected e.g. \"500ms\", \"30s\", \"10m\", \"1h\""
+        ))),
+    }
+}
+
+/// Units are case-sensitive (`m` is minutes, `ms` milliseconds); the one-letter calendar
+/// units `M` (months) and `y` (years) are one typo away from `m` and never what a TTL or a
+/// timeout means, so only their spelled-out forms are taken.
+fn abbreviated_calendar_unit(text: &str) -> Option<&str> {
+    text.split(|c: char| !c.is_ascii_alphabetic())
+        .find(|unit| *unit == "M" || *unit == "y")
+}
+
+/// Settings written as durations: a bare number there gets a hint with the unit.
+const DURATION_FIELDS: &[&str] = &[
+    "ttl",
+    "ttl_max",
+    "ttl_default",
+    "timeout",
+    "lock_ttl",
+    "wait",
+    "stale_while_revalidate",
+    "stale_if_error",
+    "header_timeout",
+    "idle_timeout",
+];
+
+/// A type error from the TOML reader, as the policy's author can act on it: the field's
+/// path without the reader's internals, and for a bare number where a duration goes, the
+/// spelling that works.
+fn type_error(field: String, message: &str) -> (String, String) {
+    let field = field.replace(".$__serde_spanned_private_value", "");
+    let number = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once('`'))
+            .filter(|(_, rest)| rest.contains("expected a string"))
+            .map(|(number, _)| number.to_string())
+    };
+    let duration = DURATION_FIELDS.contains(&field.rsplit('.').next().unwrap_or_default());
+    let message = match (
+        number("invalid type: integer `"),
+        number("invalid type: floating point `"),
+    ) {
+        (Some(n), _) if duration => format!(
+            "{n} has no unit; a duration is a string with one: write \"{n}s\" (or \"{n}ms\", \"{n}m\", \"{n}h\")"
+        ),
+        (_, Some(n)) if duration => format!(
+            "{n} has no unit; a duration is a string with one, in whole units: e.g. \"500ms\", \"30s\", \"10m\""
+        ),
+        (Some(n), _) | (_, Some(n)) => format!("expected a string: write \"{n}\""),
+        _ => message.to_string(),
+    };
+    (field, message)
 }
 
 #[cfg(test)]

@@ -1,0 +1,69 @@
+//! `cachalot health`: asks a running proxy's admin listener whether it is ready, for a
+//! container `HEALTHCHECK` (the image has no curl) or a script.
+//!
+//! The address is the policy's `listen.admin` after the environment
+//! (`CACHALOT_ADMIN_LISTEN`), as `run` computes it; a wildcard address (`0.0.0.0`, `::`) is
+//! asked on the loopback of the same family, which is where a check inside the container
+//! reaches it.
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// The whole check, connect to answer: a health check that hangs is a failed one.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where a check on this host reaches a listener bound to `addr`.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// `GET /readyz` on the admin listener at `admin`: Ok if it answers 200, else why not.
+pub async fn check(admin: SocketAddr) -> Result<(), String> {
+    let target = reachable(admin);
+    tokio::time::timeout(TIMEOUT, ask(target))
+        .await
+        .unwrap_or_else(|_| Err(format!("{target} did not answer within {TIMEOUT:?}")))
+}
+
+async fn ask(target: SocketAddr) -> Result<(), String> {
+    let stream = TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("{target}: {e}"))?;
+    tokio::spawn(connection);
+    let request = Request::get("/readyz")
+        .header(http::header::HOST, target.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("a valid request");
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("{target}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if status == StatusCode::OK {
+        Ok(())
+    } else {
+        Err(format!(
+            "{target}/readyz answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ))
+    }
+}

@@ -57,6 +57,14 @@ fn describe() {
         "1 while Redis answers, 0 while requests go to the origin without it"
     );
     describe_counter!(
+        "cachalot_send_timeouts_total",
+        "Responses cut off because the client took nothing for send_timeout, by scope (connection or HTTP/2 stream)"
+    );
+    describe_counter!(
+        "cachalot_h2_late_resets_total",
+        "HTTP/2 streams the client reset after the proxy accepted them (counted against h2_max_resets)"
+    );
+    describe_counter!(
         "cachalot_requests_total",
         "Requests answered, by route and Cache-Status phase and reason"
     );

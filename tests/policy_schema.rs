@@ -41,7 +41,9 @@ fn the_committed_schema_is_what_cachalot_schema_prints() {
     assert!(
         committed == schema(),
         "{SCHEMA_FILE} is out of date with src/policy/file.rs; regenerate it with\n    \
-         cargo run -q -- schema > {SCHEMA_FILE}"
+         {} schema > {SCHEMA_FILE}",
+        // The binary this test run built: `cargo run` would rebuild without dev features.
+        env!("CARGO_BIN_EXE_cachalot")
     );
 }
 

@@ -1,4 +1,5 @@
-//! The command line: `cachalot check`, `run`, `health`, `explain`, `purge` and `init`.
+//! The command line: `cachalot check`, `run`, `health`, `explain`, `purge`, `init` and
+//! `schema`.
 
 use crate::explain::{Probe, explain};
 use crate::invalidate::Invalidation;
@@ -87,6 +88,9 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Print the policy file's JSON Schema (for editors: a first line `#:schema PATH` in the
+    /// policy lets Taplo / Even Better TOML complete and check it).
+    Schema,
 }
 
 impl Cli {
@@ -117,6 +121,10 @@ impl Cli {
                     reason,
                 },
             ),
+            Command::Schema => {
+                print!("{}", crate::policy::schema());
+                ExitCode::SUCCESS
+            }
         }
     }
 }

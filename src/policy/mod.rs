@@ -5,9 +5,11 @@
 mod error;
 mod file;
 mod limits;
+mod schema;
 
 pub use error::PolicyError;
 pub use limits::Limits;
+pub use schema::schema;
 
 use crate::freshness::{DEFAULT_ORIGIN_TTL_MAX, Ttl};
 use crate::invalidate::{MIN_SECRET_LEN, SigningKey};

@@ -41,6 +41,7 @@ pub(crate) struct ListenSection {
 pub(crate) struct OriginSection {
     pub url: Spanned<String>,
     pub timeout: Option<Spanned<String>>,
+    pub tls_ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

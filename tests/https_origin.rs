@@ -46,14 +46,7 @@ struct TlsOrigin {
 }
 
 impl TlsOrigin {
-    /// The entries in Redis (the fill's collapse lock, released on its own, is not one).
-fn stored(redis: &RedisServer) -> Vec<String> {
-    let mut keys = redis.keys("cachalot:*");
-    keys.retain(|key| !key.starts_with("cachalot:lock:"));
-    keys
-}
-
-async fn start(certs: &Certificates, name: &str) -> Self {
+    async fn start(certs: &Certificates, name: &str) -> Self {
         let chain: Vec<CertificateDer<'static>> =
             CertificateDer::pem_file_iter(certs.path(&format!("{name}.crt")))
                 .expect("certificate file")
@@ -156,6 +149,13 @@ fn ca_file(path: &Path) -> String {
     format!("tls_ca_file = {:?}", path.display().to_string())
 }
 
+/// The entries in Redis (the fill's collapse lock, released on its own, is not one).
+fn stored(redis: &RedisServer) -> Vec<String> {
+    let mut keys = redis.keys("cachalot:*");
+    keys.retain(|key| !key.starts_with("cachalot:lock:"));
+    keys
+}
+
 async fn start(origin: &TlsOrigin, redis: &RedisServer, origin_extra: &str) -> Server {
     let policy = Policy::parse(&policy_text(origin, redis, origin_extra), "test.toml")
         .unwrap_or_else(|e| panic!("test policy is invalid: {e}"));
@@ -185,12 +185,20 @@ async fn misses_and_hits_through_an_https_origin_on_one_kept_alive_connection() 
         assert_eq!(got.text(), format!("/api/credentials/m{id} #{}", id + 1));
     }
     assert_eq!(origin.requests(), 10);
-    assert_eq!(origin.handshakes(), 1, "every request reuses the pooled TLS connection");
+    assert_eq!(
+        origin.handshakes(),
+        1,
+        "every request reuses the pooled TLS connection"
+    );
 
     let log = origin.log.lock().unwrap();
     // SNI is the origin URL's host; Host is the client's, as for http:// origins.
     assert_eq!(log.server_names, [Some("localhost".to_owned())]);
-    assert!(log.requests.iter().all(|(host, _)| host == HOST), "{:?}", log.requests);
+    assert!(
+        log.requests.iter().all(|(host, _)| host == HOST),
+        "{:?}",
+        log.requests
+    );
     assert_eq!(log.requests[0].1, "/api/credentials/a");
     drop(log);
     assert_eq!(stored(&redis).len(), 10);
@@ -277,7 +285,10 @@ async fn a_bad_ca_file_is_a_policy_error_with_file_line_and_field() {
     ] {
         let text = policy_text(&origin, &redis, &ca_file(path));
         let error = Policy::parse(&text, "test.toml").unwrap_err().to_string();
-        assert!(error.contains(&format!("test.toml:{}", line_of(&text))), "{error}");
+        assert!(
+            error.contains(&format!("test.toml:{}", line_of(&text))),
+            "{error}"
+        );
         assert!(error.contains("origin.tls_ca_file"), "{error}");
         assert!(error.contains(&path.display().to_string()), "{error}");
         assert!(error.contains(says), "{error}");
@@ -286,6 +297,12 @@ async fn a_bad_ca_file_is_a_policy_error_with_file_line_and_field() {
     let text = policy_text(&origin, &redis, &ca_file(&certs.path("ca.crt")))
         .replace("https://", "http://");
     let error = Policy::parse(&text, "test.toml").unwrap_err().to_string();
-    assert!(error.contains(&format!("test.toml:{}", line_of(&text))), "{error}");
-    assert!(error.contains("only applies to an https:// origin"), "{error}");
+    assert!(
+        error.contains(&format!("test.toml:{}", line_of(&text))),
+        "{error}"
+    );
+    assert!(
+        error.contains("only applies to an https:// origin"),
+        "{error}"
+    );
 }

@@ -191,16 +191,17 @@ async fn misses_and_hits_through_an_https_origin_on_one_kept_alive_connection() 
         "every request reuses the pooled TLS connection"
     );
 
-    let log = origin.log.lock().unwrap();
-    // SNI is the origin URL's host; Host is the client's, as for http:// origins.
-    assert_eq!(log.server_names, [Some("localhost".to_owned())]);
-    assert!(
-        log.requests.iter().all(|(host, _)| host == HOST),
-        "{:?}",
-        log.requests
-    );
-    assert_eq!(log.requests[0].1, "/api/credentials/a");
-    drop(log);
+    {
+        let log = origin.log.lock().unwrap();
+        // SNI is the origin URL's host; Host is the client's, as for http:// origins.
+        assert_eq!(log.server_names, [Some("localhost".to_owned())]);
+        assert!(
+            log.requests.iter().all(|(host, _)| host == HOST),
+            "{:?}",
+            log.requests
+        );
+        assert_eq!(log.requests[0].1, "/api/credentials/a");
+    }
     assert_eq!(stored(&redis).len(), 10);
     proxy.shutdown().await;
 }

@@ -1276,7 +1276,7 @@ fn parse_origin_url(text: &str) -> Result<Uri, String> {
     })?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
         return Err(format!(
-            "{text:?}: the origin is reached over http:// or https:// (HTTP/1.1)"
+            "{text:?}: only http:// and https:// origins are supported (the proxy talks HTTP/1.1 to the API behind it)"
         ));
     }
     if uri.authority().is_none() {

@@ -29,15 +29,7 @@ impl TlsFiles {
 
     /// Reads the files into a client configuration; the error names the file and the field.
     pub fn client_config(&self) -> Result<ClientConfig, String> {
-        let roots = match &self.ca_file {
-            Some(path) => ca_roots(path)?,
-            None => system_roots()?,
-        };
-        let builder =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS setup failed: {e}"))?
-                .with_root_certificates(roots);
+        let builder = verifying_builder(self.ca_file.as_deref(), "[redis]")?;
         match (&self.cert_file, &self.key_file) {
             (None, None) => Ok(builder.with_no_client_auth()),
             (Some(cert), Some(key)) => {
@@ -62,6 +54,25 @@ impl TlsFiles {
     }
 }
 
+/// A ring-provider client configuration that verifies the server against the CAs in
+/// `ca_file`, or the system roots without one; shared by Redis and HTTPS origins so both
+/// trust certificates the same way. `section` names the policy section in errors.
+pub(crate) fn verifying_builder(
+    ca_file: Option<&Path>,
+    section: &str,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, String> {
+    let roots = match ca_file {
+        Some(path) => ca_roots(path)?,
+        None => system_roots(section)?,
+    };
+    Ok(
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .with_root_certificates(roots),
+    )
+}
+
 fn ca_roots(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(path, "tls_ca_file")? {
@@ -76,8 +87,9 @@ fn ca_roots(path: &Path) -> Result<RootCertStore, String> {
 }
 
 /// The operating system's trusted roots. Unreadable entries are skipped as long as some
-/// roots load (one bad file in /etc/ssl/certs must not make every managed Redis unreachable).
-fn system_roots() -> Result<RootCertStore, String> {
+/// roots load (one bad file in /etc/ssl/certs must not make every managed Redis or HTTPS
+/// origin unreachable).
+fn system_roots(section: &str) -> Result<RootCertStore, String> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
@@ -87,7 +99,7 @@ fn system_roots() -> Result<RootCertStore, String> {
             .first()
             .map_or(String::new(), |e| format!(" ({e})"));
         return Err(format!(
-            "no system root certificates could be loaded{why}: install the ca-certificates package, or set [redis] tls_ca_file"
+            "no system root certificates could be loaded{why}: install the ca-certificates package, or set {section} tls_ca_file"
         ));
     }
     Ok(roots)

@@ -292,7 +292,10 @@ fn keep_restart_settings(running: &Policy, next: &mut Policy) -> Vec<&'static st
         kept.push("listen.admin");
     }
     next.listen = running.listen.clone();
-    if running.origin.url != next.origin.url || running.origin.timeout != next.origin.timeout {
+    if running.origin.url != next.origin.url
+        || running.origin.timeout != next.origin.timeout
+        || running.origin.tls_ca_file != next.origin.tls_ca_file
+    {
         kept.push("origin");
     }
     next.origin = running.origin.clone();

@@ -66,6 +66,10 @@ pub(crate) struct OriginSection {
     /// For the response head, and for the whole body of one being stored (default "30s").
     #[schemars(with = "Option<Duration>")]
     pub timeout: Option<Spanned<String>>,
+    /// CA certificates (PEM) that an https:// origin's certificate must chain to, replacing
+    /// the system's roots (default: the system's roots).
+    #[schemars(with = "Option<String>")]
+    pub tls_ca_file: Option<Spanned<String>>,
 }
 
 /// The shared cache (REDIS_URL and REDIS_PASSWORD win over the file).

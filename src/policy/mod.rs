@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
@@ -80,8 +80,14 @@ pub struct ListenSettings {
 
 #[derive(Debug, Clone)]
 pub struct OriginSettings {
-    /// `http://host:port` of the API behind the proxy.
+    /// `http://host:port` or `https://host:port` of the API behind the proxy.
     pub url: Uri,
+    /// PEM certificates of the CAs an `https://` origin must chain to, instead of the
+    /// system roots (a private CA in front of an internal API).
+    pub tls_ca_file: Option<PathBuf>,
+    /// The TLS client for an `https://` origin, built when the policy loads so a bad CA file
+    /// is a policy error rather than a 502 on every request.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// How long the origin may take to answer with a response head (and, for responses
     /// the proxy stores, the whole body) before the client gets a 504.
     pub timeout: Duration,
@@ -216,6 +222,8 @@ impl Policy {
         if let Some(url) = var("CACHALOT_ORIGIN") {
             self.origin.url =
                 parse_origin_url(url.trim()).map_err(|m| fail("CACHALOT_ORIGIN", m))?;
+            self.origin.tls = origin_tls(&self.origin.url, self.origin.tls_ca_file.as_deref())
+                .map_err(|m| fail("CACHALOT_ORIGIN", m))?;
             self.from_environment.push("CACHALOT_ORIGIN");
         }
         if let Some(url) = var("REDIS_URL") {
@@ -271,10 +279,15 @@ impl Policy {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "listen {}  admin {}  origin {}  redis {} (prefix \"{}\")",
+            "listen {}  admin {}  origin {}{}  redis {} (prefix \"{}\")",
             self.listen.addr,
             self.listen.admin,
             self.origin.url,
+            match (&self.origin.tls, &self.origin.tls_ca_file) {
+                (None, _) => String::new(),
+                (Some(_), None) => " (TLS, system roots)".into(),
+                (Some(_), Some(ca)) => format!(" (TLS, CA {})", ca.display()),
+            },
             redact(&self.redis.url),
             self.redis.prefix
         );
@@ -384,8 +397,24 @@ fn compile(raw: PolicyFile, file: &str, locate: &Locator<'_>) -> Result<Policy, 
         ));
     }
 
+    let origin_url = origin_url(&raw.origin.url, locate)?;
+    let origin_ca = raw
+        .origin
+        .tls_ca_file
+        .as_ref()
+        .map(|f| PathBuf::from(f.get_ref()));
+    let origin_tls = origin_tls(&origin_url, origin_ca.as_deref()).map_err(|m| {
+        let span = raw.origin.tls_ca_file.as_ref().map(|f| f.span());
+        locate.at(
+            span.or(Some(raw.origin.url.span())),
+            "origin.tls_ca_file",
+            m,
+        )
+    })?;
     let origin = OriginSettings {
-        url: origin_url(&raw.origin.url, locate)?,
+        url: origin_url,
+        tls_ca_file: origin_ca,
+        tls: origin_tls,
         timeout: duration(
             raw.origin.timeout.as_ref(),
             "origin.timeout",
@@ -1247,9 +1276,9 @@ fn parse_origin_url(text: &str) -> Result<Uri, String> {
     let uri: Uri = text.parse().map_err(|e| {
         format!("{text:?} is not a URL ({e}); expected e.g. \"http://127.0.0.1:5000\"")
     })?;
-    if uri.scheme_str() != Some("http") {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
         return Err(format!(
-            "{text:?}: only http:// origins are supported (the proxy talks plain HTTP/1.1 to the API behind it)"
+            "{text:?}: only http:// and https:// origins are supported (the proxy talks HTTP/1.1 to the API behind it)"
         ));
     }
     if uri.authority().is_none() {
@@ -1261,6 +1290,25 @@ fn parse_origin_url(text: &str) -> Result<Uri, String> {
         ));
     }
     Ok(uri)
+}
+
+/// The TLS client an `https://` origin needs: its certificate verified against
+/// `ca_file` (which replaces the system roots) or the system roots. A CA file with a plain
+/// `http://` origin is refused: it would look like TLS is on when it is not.
+fn origin_tls(
+    url: &Uri,
+    ca_file: Option<&Path>,
+) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    if url.scheme() != Some(&http::uri::Scheme::HTTPS) {
+        return match ca_file {
+            Some(_) => Err(format!(
+                "tls_ca_file only applies to an https:// origin, and the origin is {url}: use https:// or remove tls_ca_file"
+            )),
+            None => Ok(None),
+        };
+    }
+    let config = crate::redis_tls::verifying_builder(ca_file, "[origin]")?.with_no_client_auth();
+    Ok(Some(Arc::new(config)))
 }
 
 /// URL schemes the Redis client is built for.

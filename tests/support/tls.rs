@@ -51,7 +51,9 @@ impl Certificates {
         );
     }
 
-    fn signed(&self, name: &str, extension: &str) {
+    /// A key and certificate `name.key`/`name.crt` signed by `ca`, with an `openssl x509`
+    /// extension line (e.g. `subjectAltName=DNS:wrong.example`).
+    pub fn signed(&self, name: &str, extension: &str) {
         let ext = format!("{name}.ext");
         std::fs::write(self.path(&ext), format!("{extension}\n")).expect("extension file");
         openssl(

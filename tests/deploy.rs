@@ -235,18 +235,7 @@ fn the_compose_policy_passes_check_and_agrees_with_the_services() {
 
 #[test]
 fn the_compose_policy_has_the_example_policys_routes() {
-    let routes = |path: &str| {
-        let text = read(path);
-        let start = text
-            .find("\n# --- Routes")
-            .unwrap_or_else(|| panic!("{path} has no '# --- Routes' line"));
-        text[start..].to_string()
-    };
-    assert!(
-        routes("deploy/cachalot.compose.toml") == routes("config/cachalot.toml"),
-        "deploy/cachalot.compose.toml's routes differ from config/cachalot.toml's: copy \
-         everything from '# --- Routes' down"
-    );
+    assert_has_the_example_routes("deploy/cachalot.compose.toml");
 }
 
 #[test]
@@ -602,18 +591,7 @@ fn the_kubernetes_example_fits_together() {
 
 #[test]
 fn the_kubernetes_policy_has_the_example_policys_routes() {
-    let routes = |path: &str| {
-        let text = read(path);
-        let start = text
-            .find("\n# --- Routes")
-            .unwrap_or_else(|| panic!("{path} has no '# --- Routes' line"));
-        text[start..].to_string()
-    };
-    assert!(
-        routes("deploy/kubernetes/cachalot.toml") == routes("config/cachalot.toml"),
-        "deploy/kubernetes/cachalot.toml's routes differ from config/cachalot.toml's: copy \
-         everything from '# --- Routes' down"
-    );
+    assert_has_the_example_routes("deploy/kubernetes/cachalot.toml");
 }
 
 #[test]
@@ -767,4 +745,21 @@ mod yaml {
         );
         Value::String(text.to_string())
     }
+}
+
+/// A deployment's policy copies the example policy's routes word for word, from the
+/// `# --- Routes` line down, so the example is the one place they are written.
+fn assert_has_the_example_routes(path: &str) {
+    let routes = |path: &str| {
+        let text = read(path);
+        let start = text
+            .find("\n# --- Routes")
+            .unwrap_or_else(|| panic!("{path} has no '# --- Routes' line"));
+        text[start..].to_string()
+    };
+    assert!(
+        routes(path) == routes("config/cachalot.toml"),
+        "{path}'s routes differ from config/cachalot.toml's: copy everything from \
+         '# --- Routes' down"
+    );
 }

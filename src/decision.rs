@@ -12,18 +12,25 @@ use crate::semantics;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What the route says to do with a request.
 pub enum Decision {
-    /// Forward untouched; if the request is a write, what its success invalidates, and
-    /// whether a WebSocket upgrade may be tunnelled (the route's `upgrades`).
-    Forward {
-        status: CacheStatus,
-        invalidate: Option<Invalidation>,
-        websocket: bool,
-    },
+    /// Forward untouched.
+    Forward(Forward),
     /// A GET or HEAD the cache answers.
     Cache(Plan),
+}
+
+/// How a request the cache does not answer is forwarded.
+pub struct Forward {
+    pub status: CacheStatus,
+    /// For a write: what its success invalidates.
+    pub invalidate: Option<Invalidation>,
+    /// Whether a WebSocket upgrade may be tunnelled (the route's `upgrades`).
+    pub websocket: bool,
+    /// How long the origin may take (the route's `timeout`, else `[origin] timeout`).
+    pub timeout: Duration,
 }
 
 /// How the cache answers a GET or HEAD.
@@ -56,34 +63,38 @@ pub fn decide(
     let segments = path::segments(path);
     let writes = !method.is_safe();
     let Some(matched) = policy.routes.find(method, path, &segments) else {
-        return Decision::Forward {
+        return Decision::Forward(Forward {
             status: CacheStatus::new(Phase::Pass).because(Reason::NoRoute),
             invalidate: writes.then(|| own_uri_invalidation(policy, path, &segments, query)),
             websocket: true,
-        };
+            timeout: policy.origin.timeout,
+        });
     };
     let route = Arc::clone(matched.route);
     let build = |t: &KeyTemplate| t.build(&matched.params, path, None, &QueryRule::Ignore);
     let status = |phase| CacheStatus::new(phase).on_route(&route);
-    let forward = |status: CacheStatus| Decision::Forward {
-        status,
-        invalidate: writes.then(|| {
-            // A key or tag named twice (the route's `invalidate` often names the key §4.4
-            // already drops) is dropped, logged and explained once.
-            let mut planned = own_uri_invalidation(policy, path, &segments, query);
-            for key in route.invalidate.keys.iter().map(build) {
-                if !planned.keys.contains(&key) {
-                    planned.keys.push(key);
+    let forward = |status: CacheStatus| {
+        Decision::Forward(Forward {
+            status,
+            invalidate: writes.then(|| {
+                // A key or tag named twice (the route's `invalidate` often names the key §4.4
+                // already drops) is dropped, logged and explained once.
+                let mut planned = own_uri_invalidation(policy, path, &segments, query);
+                for key in route.invalidate.keys.iter().map(build) {
+                    if !planned.keys.contains(&key) {
+                        planned.keys.push(key);
+                    }
                 }
-            }
-            for tag in route.invalidate.tags.iter().map(build) {
-                if !planned.tags.contains(&tag) {
-                    planned.tags.push(tag);
+                for tag in route.invalidate.tags.iter().map(build) {
+                    if !planned.tags.contains(&tag) {
+                        planned.tags.push(tag);
+                    }
                 }
-            }
-            planned
-        }),
-        websocket: route.websocket,
+                planned
+            }),
+            websocket: route.websocket,
+            timeout: policy.origin_timeout(Some(&route)),
+        })
     };
     match &route.action {
         Action::Pass => forward(status(Phase::Pass).because(Reason::RoutePass)),

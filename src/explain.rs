@@ -146,11 +146,12 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
                     query_note(&rule.query, probe.uri.query())
                 ),
             );
+            out.line("timeout", timeout_line(policy, Some(&plan.route)));
             out.line("bypass", bypass_line(rule));
         }
-        Decision::Forward {
+        Decision::Forward(decision::Forward {
             status, invalidate, ..
-        } => {
+        }) => {
             let why = match status.reason {
                 Some(Reason::NoRoute) => "no route matches".to_string(),
                 Some(Reason::Method) => format!("only GET and HEAD are cached, this is {method}"),
@@ -174,6 +175,10 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
             );
             let target = uri.path_and_query().map_or("/", |p| p.as_str());
             out.line("origin", format!("{method} {target} (untouched)"));
+            out.line(
+                "timeout",
+                timeout_line(policy, matched.as_ref().map(|m| m.route.as_ref())),
+            );
             if let Some(invalidation) = invalidate {
                 out.line(
                     "on 2xx/3xx",
@@ -258,6 +263,15 @@ fn query_note(rule: &QueryRule, query: Option<&str>) -> &'static str {
         (QueryRule::Allow(_), Some(_)) => {
             "  (query lists parameters: only those are sent and keyed)"
         }
+    }
+}
+
+/// How long the origin may take here, and which setting says so.
+fn timeout_line(policy: &Policy, route: Option<&Route>) -> String {
+    let timeout = humantime::format_duration(policy.origin_timeout(route));
+    match route.and_then(|r| r.timeout) {
+        Some(_) => format!("{timeout} (the route's timeout), then 504"),
+        None => format!("{timeout} ([origin] timeout), then 504"),
     }
 }
 

@@ -287,7 +287,12 @@ async fn fetch(
             }
         }
     }
-    let response = match proxy.origin.send(outgoing, request.metric_route()).await {
+    let timeout = proxy.policy().origin_timeout(Some(&request.route));
+    let response = match proxy
+        .origin
+        .send(outgoing, request.metric_route(), timeout)
+        .await
+    {
         Ok(response) => response,
         Err(e) => {
             tracing::warn!(key = %request.key, error = %e, "origin request failed");
@@ -366,7 +371,7 @@ async fn fetch(
         );
     }
 
-    let bytes = match read_body(body, rule.max_object_size, started, proxy.origin.timeout()).await {
+    let bytes = match read_body(body, rule.max_object_size, started, timeout).await {
         Ok(BodyRead::Complete(bytes)) => bytes,
         Ok(BodyRead::TooLarge { read, rest }) => {
             let body = if request.head_only() {
@@ -663,6 +668,7 @@ pub(crate) async fn fetch_uncached(
         .send(
             origin_request(proxy, request, request.head.method.clone()),
             status.metric_route(),
+            proxy.policy().origin_timeout(Some(&request.route)),
         )
         .await
     {

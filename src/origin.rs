@@ -68,18 +68,22 @@ impl OriginError {
     }
 }
 
+/// The longest a TCP connect to the origin may take, whatever the request's timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The API behind the proxy.
 pub struct Origin {
     client: Client<HttpsConnector<HttpConnector>, OriginBody>,
     base: Uri,
-    timeout: Duration,
 }
 
 impl Origin {
     pub fn new(settings: &OriginSettings) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.timeout.min(Duration::from_secs(5))));
+        // Each request's own timeout bounds the connect too (see `send`); this one keeps a
+        // black-holed address from holding a pool slot past it.
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_keepalive(Some(Duration::from_secs(60)));
         // The TLS layer hands `https://` to this connector as plain TCP.
         connector.enforce_http(false);
@@ -102,13 +106,7 @@ impl Origin {
         Self {
             client,
             base: settings.url.clone(),
-            timeout: settings.timeout,
         }
-    }
-
-    /// How long a response head (or a stored body) may take.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     /// The origin's URI for a request's path and query.
@@ -122,8 +120,8 @@ impl Origin {
         Uri::from_parts(parts).expect("origin base URI with a path is valid")
     }
 
-    /// Sends a request and waits for the response head, at most `timeout`.
-    /// `route` labels the request in metrics (the route's label, or `-`).
+    /// Sends a request and waits for the response head, at most `timeout` (the route's, see
+    /// [`Policy::origin_timeout`](crate::policy::Policy::origin_timeout)). `route` labels the request in metrics (the route's label, or `-`).
     ///
     /// A response with both `Content-Length` and `Transfer-Encoding` is refused (502, never
     /// stored), as nginx does: hyper frames it by the transfer coding, but the length says
@@ -136,11 +134,12 @@ impl Origin {
         &self,
         request: Request<OriginBody>,
         route: SharedString,
+        timeout: Duration,
     ) -> Result<Response<Incoming>, OriginError> {
         let started = std::time::Instant::now();
         let uri = request.uri().clone();
-        let result = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Err(_) => Err(OriginError::Timeout(self.timeout)),
+        let result = match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Err(_) => Err(OriginError::Timeout(timeout)),
             Ok(Ok(response)) if has_two_framings(response.headers()) => {
                 tracing::warn!(uri = %uri, "origin sent both Content-Length and Transfer-Encoding; answering 502");
                 Err(OriginError::AmbiguousFraming)

@@ -13,7 +13,7 @@ use crate::admit;
 use crate::body::ProxyBody;
 use crate::cache_status::{CacheStatus, Phase, Reason};
 use crate::collapse::{self, Flights, Join, Landing};
-use crate::decision::{self, Decision, Plan};
+use crate::decision::{self, Decision, Forward, Plan};
 use crate::entry::{Entry, now_ms};
 use crate::fill;
 use crate::finish::finishing;
@@ -221,11 +221,7 @@ impl Proxy {
         match decided {
             // Boxed, as are the miss paths below: hyper moves the request's future into place
             // for every request, so the hit path's future is kept to what a hit needs.
-            Decision::Forward {
-                status,
-                invalidate,
-                websocket,
-            } => Box::pin(self.pass(request, client, status, invalidate, websocket)).await,
+            Decision::Forward(forward) => Box::pin(self.pass(request, client, forward)).await,
             Decision::Cache(Plan {
                 route,
                 key,
@@ -288,7 +284,8 @@ impl Proxy {
                 ..Invalidation::default()
             };
             let proxy = Arc::clone(self);
-            let settle = self.origin.timeout() + self.policy().redis.timeout * 2;
+            let policy = self.policy();
+            let settle = policy.longest_origin_timeout() + policy.redis.timeout * 2;
             tokio::spawn(async move {
                 tokio::time::sleep(settle).await;
                 proxy.store.invalidate(&again).await;
@@ -303,10 +300,14 @@ impl Proxy {
         self: &Arc<Self>,
         request: Request<Incoming>,
         client: SocketAddr,
-        mut status: CacheStatus,
-        invalidate: Option<Invalidation>,
-        websocket: bool,
+        forward: Forward,
     ) -> (Response<ProxyBody>, CacheStatus) {
+        let Forward {
+            mut status,
+            invalidate,
+            websocket,
+            timeout,
+        } = forward;
         let (mut head, body) = request.into_parts();
         let max_body = self.policy().limits.max_body;
         if semantics::content_length(&head.headers).is_some_and(|declared| declared > max_body) {
@@ -327,7 +328,11 @@ impl Proxy {
         if let Some((protocol, _)) = &upgrade {
             upgrade::keep(outgoing.headers_mut(), protocol.clone());
         }
-        let mut response = match self.origin.send(outgoing, status.metric_route()).await {
+        let mut response = match self
+            .origin
+            .send(outgoing, status.metric_route(), timeout)
+            .await
+        {
             Ok(response) => response,
             Err(OriginError::BodyTooLarge) => {
                 status.reason = Some(Reason::BodyTooLarge);
@@ -528,7 +533,8 @@ impl Proxy {
                     .increment(1);
                 // The flight's leader answers within the lock wait plus one origin fetch;
                 // asking the origin before that would be the stampede collapsing prevents.
-                let wait = self.policy().collapse.wait + self.origin.timeout();
+                let policy = self.policy();
+                let wait = policy.collapse.wait + policy.origin_timeout(Some(&request.route));
                 match tokio::time::timeout(wait, collapse::landing(receiver)).await {
                     Ok(Landing::Stored(entry))
                         if entry.generation >= generation

@@ -13,8 +13,8 @@
 //! (`cachalot.toml -> ..data/cachalot.toml`, with `..data` swapped atomically to a new
 //! directory): every hop's directory is watched, and re-resolved after each change.
 //!
-//! Settings that belong to open connections (listen addresses, the origin, Redis, the
-//! invalidation channel) need a restart; a reload that changes them applies the rest and
+//! Settings that belong to open connections (listen addresses, the origin's URL and CA,
+//! Redis, the invalidation channel) need a restart; a reload that changes them applies the rest and
 //! says which were kept.
 
 use crate::policy::{Policy, PolicyError};
@@ -292,13 +292,16 @@ fn keep_restart_settings(running: &Policy, next: &mut Policy) -> Vec<&'static st
         kept.push("listen.admin");
     }
     next.listen = running.listen.clone();
+    // The timeout is read per request; the URL and CA belong to the origin's client.
     if running.origin.url != next.origin.url
-        || running.origin.timeout != next.origin.timeout
         || running.origin.tls_ca_file != next.origin.tls_ca_file
     {
-        kept.push("origin");
+        kept.push("origin (all but timeout)");
     }
-    next.origin = running.origin.clone();
+    next.origin = crate::policy::OriginSettings {
+        timeout: next.origin.timeout,
+        ..running.origin.clone()
+    };
     if running.redis.url != next.redis.url
         || running.redis.prefix != next.redis.prefix
         || running.redis.timeout != next.redis.timeout

@@ -107,6 +107,10 @@ fn the_schema_accepts_what_the_parser_accepts() {
         "ttl = \"5m\"\nparams.id.case = \"insensitive\"",
         "ttl = \"5m\"\nstatuses = [200, 404]\nvary = [\"Accept\"]\nupgrades = []",
         "cache = false",
+        "cache = false\ntimeout = \"90s\"",
+        "ttl = \"10s\"\ntimeout = \"1.5s\"\nttl_jitter = \"50%\"",
+        "ttl = \"10s\"\nttl_jitter = \"0%\"",
+        "ttl = \"10s\"\nttl_jitter = \"7.5%\"",
         "ttl = \"5m\"\n\n[l1]\nsize = \"64MiB\"\n\n[limits]\nmax_body = \"16MiB\"\nmax_headers = 50\nsend_timeout = \"1m\"",
     ] {
         let text = policy_with(route);
@@ -126,6 +130,14 @@ fn the_schema_refuses_what_the_parser_refuses() {
         ("ttl = \"10y\"", "/route/0/ttl"),
         ("ttl = \"10\"", "/route/0/ttl"),
         ("ttl = \"soon\"", "/route/0/ttl"),
+        ("ttl = \"0s\"", "/route/0/ttl"),
+        ("ttl = \"0m 0.0s\"", "/route/0/ttl"),
+        ("ttl = \"5m\"\ntimeout = \"0ms\"", "/route/0/timeout"),
+        ("ttl = \"5m\"\nttl_jitter = \"51%\"", "/route/0/ttl_jitter"),
+        (
+            "ttl = \"5m\"\nttl_jitter = \"50.5%\"",
+            "/route/0/ttl_jitter",
+        ),
         ("ttl = \"5m\"\nquery = \"all\"", "/route/0/query"),
         (
             "ttl = \"5m\"\nmax_object_size = 0",

@@ -31,7 +31,7 @@ addr  = "127.0.0.1:8080"   # where clients connect: "0.0.0.0:8080" in a containe
 admin = "127.0.0.1:9901"   # /healthz, metrics; never expose it as the public port
 
 [origin]
-url = "http://127.0.0.1:5000"   # the Flask app (`flask run` listens on 5000)
+url = "http://127.0.0.1:5000"   # the Flask app: `flask run` listens on 5000, gunicorn on 8000
 timeout = "30s"                 # an origin request taking longer fails with 504
 
 [redis]

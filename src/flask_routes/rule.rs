@@ -107,8 +107,8 @@ impl Rule {
                         ("default" | "string", None) => {
                             push_both(&mut exact, &mut nearest, format!("<{name}>"))
                         }
-                        ("int", None) => {
-                            push_both(&mut exact, &mut nearest, format!("<int:{name}>"))
+                        ("int" | "float" | "uuid", None) => {
+                            push_both(&mut exact, &mut nearest, format!("<{converter}:{name}>"))
                         }
                         ("path", None) if i == last => {
                             push_both(&mut exact, &mut nearest, format!("<path:{name}>"))
@@ -118,7 +118,7 @@ impl Rule {
                             nearest = None;
                         }
                         _ => {
-                            reasons.push(format!("{written}: cachalot has <name>, <int:name> and <path:name> only, without arguments"));
+                            reasons.push(format!("{written}: cachalot has <name>, <int:name>, <float:name>, <uuid:name> and <path:name> only, without arguments"));
                             if let Some(n) = nearest.as_mut() {
                                 n.push(format!("<{name}>"));
                             }
@@ -327,9 +327,10 @@ mod tests {
         assert_eq!(exact("/a/<id>/"), Some("/a/<id>/".into()));
         assert_eq!(exact("/a/<int:id>"), Some("/a/<int:id>".into()));
         assert_eq!(exact("/f/<path:rest>"), Some("/f/<path:rest>".into()));
+        assert_eq!(exact("/a/<float:x>"), Some("/a/<float:x>".into()));
+        assert_eq!(exact("/a/<uuid:x>"), Some("/a/<uuid:x>".into()));
         for rule in [
-            "/a/<float:x>",
-            "/a/<uuid:x>",
+            "/a/<float(signed=True):x>",
             "/a/<any(x, y):kind>",
             "/a/<int(min=1):x>",
             "/a/<string(length=2):x>",

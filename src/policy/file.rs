@@ -187,6 +187,9 @@ pub(crate) struct RouteSection {
     /// false: never cached, always forwarded.
     #[schemars(with = "Option<bool>")]
     pub cache: Option<Spanned<bool>>,
+    /// How long the origin may take on this route's requests, instead of [origin] timeout.
+    #[schemars(with = "Option<Duration>")]
+    pub timeout: Option<Spanned<String>>,
     /// How long an entry is fresh, or "origin" for the response's own Cache-Control
     /// (RFC 9111). Required for a cached route: there is no global default.
     #[schemars(with = "Option<Ttl>")]

@@ -148,6 +148,21 @@ pub struct CollapseSettings {
 }
 
 impl Policy {
+    /// How long the origin may take on a request of `route` (its `timeout`, else
+    /// `[origin] timeout`). Read per request, so a reload changes it at once.
+    pub fn origin_timeout(&self, route: Option<&Route>) -> Duration {
+        route.and_then(|r| r.timeout).unwrap_or(self.origin.timeout)
+    }
+
+    /// The longest any origin request may take under this policy: how long a fill that
+    /// started before an invalidation can still land.
+    pub fn longest_origin_timeout(&self) -> Duration {
+        self.routes
+            .iter()
+            .filter_map(|r| r.timeout)
+            .fold(self.origin.timeout, Duration::max)
+    }
+
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let file = path.display().to_string();
@@ -298,28 +313,42 @@ impl Policy {
                 self.from_environment.join(", ")
             );
         }
-        let _ = writeln!(
-            out,
-            "{:<6} {:<14} {:<40} {:<8} KEY",
-            "LINE", "NAME", "MATCH", "TTL"
-        );
-        for route in self.routes.iter() {
-            let (ttl, key) = match &route.action {
-                Action::Pass => ("pass".to_string(), "-".to_string()),
-                Action::Cache(rule) => (
-                    rule.ttl.to_string(),
-                    describe_key(&rule.key, &route.pattern, &rule.query),
-                ),
-            };
-            let _ = writeln!(
-                out,
-                "{:<6} {:<14} {:<40} {:<8} {}",
-                route.line,
-                route.name.as_deref().unwrap_or("-"),
-                format!("{} {}", route.methods, route.pattern),
-                ttl,
-                key
-            );
+        // Each row: line, name, match, ttl, and the key (for a write route, what it drops).
+        let rows: Vec<[String; 5]> = self
+            .routes
+            .iter()
+            .map(|route| {
+                let (ttl, key) = match &route.action {
+                    Action::Pass => ("pass".to_string(), describe_drops(&route.invalidate)),
+                    Action::Cache(rule) => (
+                        rule.ttl.to_string(),
+                        describe_key(&rule.key, &route.pattern, &rule.query),
+                    ),
+                };
+                [
+                    route.line.to_string(),
+                    route.name.as_deref().unwrap_or("-").to_string(),
+                    format!("{} {}", route.methods, route.pattern),
+                    ttl,
+                    key,
+                ]
+            })
+            .collect();
+        let header = ["LINE", "NAME", "MATCH", "TTL", "KEY"].map(String::from);
+        let widths: Vec<usize> = (0..4)
+            .map(|i| {
+                std::iter::once(&header)
+                    .chain(&rows)
+                    .map(|row| row[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in std::iter::once(&header).chain(&rows) {
+            for (cell, width) in row.iter().zip(&widths) {
+                let _ = write!(out, "{cell:<width$}  ");
+            }
+            let _ = writeln!(out, "{}", row[4]);
         }
         out
     }
@@ -339,11 +368,27 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-fn describe_key(key: &KeyTemplate, pattern: &PathPattern, query: &QueryRule) -> String {
-    let base = match key {
+/// What a route's successful writes drop besides their own URL: `drops key1, tag:t`, or `-`.
+fn describe_drops(rule: &InvalidateRule) -> String {
+    let keys = rule.keys.iter().map(|k| describe_template(k, None));
+    let tags = rule
+        .tags
+        .iter()
+        .map(|t| format!("tag:{}", describe_template(t, None)));
+    let named: Vec<String> = keys.chain(tags).collect();
+    if named.is_empty() {
+        "-".into()
+    } else {
+        format!("drops {}", named.join(", "))
+    }
+}
+
+/// A key template as written; a default one as the key it builds (`name:{id}`).
+fn describe_template(key: &KeyTemplate, pattern: Option<&PathPattern>) -> String {
+    match key {
         KeyTemplate::Default { name: Some(name) } => {
             let mut text = name.clone();
-            for param in pattern.param_names() {
+            for param in pattern.into_iter().flat_map(PathPattern::param_names) {
                 let _ = write!(text, ":{{{param}}}");
             }
             text
@@ -356,7 +401,11 @@ fn describe_key(key: &KeyTemplate, pattern: &PathPattern, query: &QueryRule) -> 
                 crate::key::KeyPart::Param(n) => format!("{{{n}}}"),
             })
             .collect(),
-    };
+    }
+}
+
+fn describe_key(key: &KeyTemplate, pattern: &PathPattern, query: &QueryRule) -> String {
+    let base = describe_template(key, Some(pattern));
     match query {
         QueryRule::Sorted => format!("{base}[?sorted query]"),
         QueryRule::Ignore => base,
@@ -674,6 +723,11 @@ fn compile_route(
             upgrades(list).map_err(|m| locate.at(Some(list.span()), field("upgrades"), m))?
         }
     };
+    let timeout = section
+        .timeout
+        .as_ref()
+        .map(|t| parse_duration(t, &field("timeout"), locate))
+        .transpose()?;
     let cache = section.cache.as_ref().is_none_or(|c| *c.get_ref());
     let cache_fields: [(&str, Option<std::ops::Range<usize>>); 20] = [
         ("per_user", section.per_user.as_ref().map(Spanned::span)),
@@ -750,6 +804,7 @@ fn compile_route(
             action: Action::Pass,
             invalidate,
             websocket,
+            timeout,
             line,
         });
     }
@@ -856,6 +911,7 @@ fn compile_route(
         pattern,
         line,
         websocket,
+        timeout,
         action: Action::Cache(Box::new(CacheRule {
             ttl,
             stale_while_revalidate,

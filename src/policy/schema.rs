@@ -5,7 +5,7 @@
 //! schema without a second list to keep in step; `cachalot schema` prints it and
 //! `config/cachalot.schema.json` is a copy that a test keeps current. The parser stays the
 //! judge: the schema catches what an editor can (unknown fields, types, units) and the
-//! validation in `mod.rs` everything else (zero durations, route overlaps, templates).
+//! validation in `mod.rs` everything else (route overlaps, templates, limits' minimums).
 //!
 //! Values the parser reads from text (durations, sizes, percentages) are given string
 //! schemas with a pattern here, not the schema of the Rust type that holds them.
@@ -59,7 +59,19 @@ fn no_null(schema: &mut Schema) {
 }
 
 /// Every unit `humantime` reads; `M` and `y` are left out because the policy refuses them.
-const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|years|year|yrs|yr)\s*)+$";
+const DURATION_UNITS: &str = "(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|years|year|yrs|yr)";
+
+/// A duration: numbers with units, as many as `"1h 30m"` takes.
+fn duration_pattern() -> String {
+    format!(r"^\s*([0-9]+(\.[0-9]+)?\s*{DURATION_UNITS}\s*)+$")
+}
+
+/// A duration whose every number is zero, which the policy refuses ("must be longer than
+/// zero"). A separate `not` rather than one pattern: editors' regex engines have no
+/// look-ahead.
+fn zero_duration_pattern() -> String {
+    format!(r"^\s*(0+(\.0+)?\s*{DURATION_UNITS}\s*)+$")
+}
 
 /// A number and a unit as `bytesize` reads them (units without case: `KiB`, `kb`, `M`).
 const SIZE_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?\s*([KkMmGgTtPpEe][Ii]?[Bb]?|[Bb])?\s*$";
@@ -79,7 +91,8 @@ impl JsonSchema for Duration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": DURATION_PATTERN,
+            "pattern": duration_pattern(),
+            "not": { "pattern": zero_duration_pattern() },
             "description": "A duration with a unit: \"500ms\", \"30s\", \"10m\", \"1h\", \"2 days\"; units are case-sensitive, \"M\" and \"y\" are refused (spell out months and years).",
             "examples": ["30s", "10m", "1h"],
         })
@@ -130,7 +143,7 @@ impl JsonSchema for Size {
     }
 }
 
-/// `ttl_jitter`: a percentage from 0 to 50.
+/// `ttl_jitter`: a percentage from 0 to 50, as the parser takes it.
 pub(super) enum Percent {}
 
 impl JsonSchema for Percent {
@@ -145,7 +158,7 @@ impl JsonSchema for Percent {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*%$",
+            "pattern": r"^\s*(50(\.0+)?|[1-4]?[0-9](\.[0-9]+)?)\s*%$",
         })
     }
 }

@@ -194,6 +194,9 @@ pub struct Route {
     /// Whether WebSocket upgrades are tunnelled (`upgrades = ["websocket"]`, the default);
     /// no other protocol ever is (see `crate::upgrade`).
     pub websocket: bool,
+    /// `timeout = "..."`: how long the origin may take on this route, when it differs from
+    /// `[origin] timeout` (a slow report endpoint, or a lookup that must fail fast).
+    pub timeout: Option<Duration>,
     /// The line of the policy file the route starts on, for messages about it.
     pub line: usize,
 }

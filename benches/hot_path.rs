@@ -11,8 +11,8 @@
 
 use bytes::Bytes;
 use cachalot::Policy;
-use cachalot::entry::Entry;
-use cachalot::route::{Action, RouteTable};
+use cachalot::policy::route::{Action, RouteTable};
+use cachalot::store::entry::Entry;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::hint::black_box;
@@ -140,8 +140,8 @@ fn policy() -> Policy {
 
 /// Normalise, split and find: what routing costs a request.
 fn route_of<'r>(table: &'r RouteTable, method: &Method, path: &str) -> Option<&'r str> {
-    let normal = cachalot::path::normalize(path).ok()?;
-    let segments = cachalot::path::segments(&normal);
+    let normal = cachalot::http::path::normalize(path).ok()?;
+    let segments = cachalot::http::path::segments(&normal);
     table
         .find(method, &normal, &segments)
         .map(|m| m.route.pattern.as_str())
@@ -190,7 +190,7 @@ fn bench_route(c: &mut Criterion) {
         });
     }
     // find alone, on a path already normalised and split.
-    let segments = cachalot::path::segments("/api/orgs/acme/users/42");
+    let segments = cachalot::http::path::segments("/api/orgs/acme/users/42");
     group.bench_function("find_only_deep", |b| {
         b.iter(|| {
             table
@@ -232,7 +232,7 @@ fn bench_key(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("key");
     for (name, path, query) in cases {
-        let segments = cachalot::path::segments(path);
+        let segments = cachalot::http::path::segments(path);
         let matched = table
             .find(&get, path, &segments)
             .expect("the bench paths match");

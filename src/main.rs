@@ -11,5 +11,5 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    cachalot::cli::Cli::parse().run()
+    cachalot::app::cli::Cli::parse().run()
 }

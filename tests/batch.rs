@@ -1,4 +1,4 @@
-//! Lookup batching (`cachalot::batch`) against a real Redis: a lookup with none other on its
+//! Lookup batching (`cachalot::store::batch`) against a real Redis: a lookup with none other on its
 //! way goes alone, lookups queued behind it go out together as one `MGET`, and each gets its
 //! own keys' values; a Redis that is gone fails every lookup of the batch at once; in a
 //! Cluster, a batch is one `MGET` per hash slot.
@@ -9,7 +9,7 @@
 mod support;
 
 use bytes::Bytes;
-use cachalot::batch::Batcher;
+use cachalot::store::batch::Batcher;
 use fred::prelude::{Builder, ClientLike, Config, Options, Pool};
 use std::time::Duration;
 use support::cluster::Cluster;

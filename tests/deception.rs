@@ -14,7 +14,7 @@
 mod support;
 
 use bytes::Bytes;
-use cachalot::admin::AdminConfig;
+use cachalot::app::admin::AdminConfig;
 use cachalot::{Policy, Server};
 use http::Method;
 use support::{Origin, RedisServer, Reply, get, policy_text, send, start_proxy};

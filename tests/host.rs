@@ -275,14 +275,14 @@ fn explain_shows_the_authority_in_the_key() {
         ROUTES,
     );
     let policy = Policy::parse(&text, "test.toml").unwrap();
-    let probe = cachalot::explain::Probe::parse("http://Shop.Example:80/page/1").unwrap();
-    let out = cachalot::explain::explain(&policy, &probe);
+    let probe = cachalot::app::explain::Probe::parse("http://Shop.Example:80/page/1").unwrap();
+    let out = cachalot::app::explain::explain(&policy, &probe);
     assert!(
         out.contains("cachalot:{page:1}?#host=shop.example"),
         "{out}"
     );
-    let bare = cachalot::explain::Probe::parse("/page/1").unwrap();
-    let out = cachalot::explain::explain(&policy, &bare);
+    let bare = cachalot::app::explain::Probe::parse("/page/1").unwrap();
+    let out = cachalot::app::explain::explain(&policy, &bare);
     assert!(
         out.contains("cachalot:{page:1}?#host=<the request's Host>"),
         "{out}"

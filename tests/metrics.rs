@@ -11,7 +11,7 @@
 mod support;
 
 use bytes::Bytes;
-use cachalot::admin::AdminConfig;
+use cachalot::app::admin::AdminConfig;
 use cachalot::{Policy, Server};
 use http::Method;
 use std::collections::{BTreeMap, BTreeSet};
@@ -983,8 +983,8 @@ async fn every_metric_family_is_exported_with_its_labels_after_real_traffic() {
         "bad.toml",
         &text.replace("ttl = \"2m\"", "ttl = \"two minutes\""),
     );
-    cachalot::reload::reload(server.proxy(), &good).expect("the good policy reloads");
-    assert!(cachalot::reload::reload(server.proxy(), &bad).is_err());
+    cachalot::app::reload::reload(server.proxy(), &good).expect("the good policy reloads");
+    assert!(cachalot::app::reload::reload(server.proxy(), &bad).is_err());
 
     // Health (ping).
     assert_eq!(get(admin, "/health/cache", &[]).await.status, 200);

@@ -45,7 +45,7 @@ fn write(path: &Path, text: &str) {
 
 fn metric(name_and_labels: &str) -> u64 {
     let needle = format!("{name_and_labels} ");
-    cachalot::metrics::render()
+    cachalot::observe::metrics::render()
         .lines()
         .find_map(|line| line.strip_prefix(&needle)?.trim().parse().ok())
         .unwrap_or(0)

@@ -17,7 +17,7 @@ fn ttl(text: &str) -> std::time::Duration {
     let policy = Policy::parse(&format!("{HEAD}ttl = {text}\n"), "p.toml")
         .unwrap_or_else(|e| panic!("ttl = {text}: {e}"));
     match &policy.routes.iter().next().unwrap().action {
-        cachalot::route::Action::Cache(rule) => rule.ttl.longest(),
+        cachalot::policy::route::Action::Cache(rule) => rule.ttl.longest(),
         _ => panic!("not cached"),
     }
 }

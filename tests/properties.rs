@@ -15,9 +15,9 @@
 
 use bytes::Bytes;
 use cachalot::Policy;
-use cachalot::entry::Entry;
-use cachalot::key::{KeyTemplate, QueryRule};
-use cachalot::path;
+use cachalot::http::path;
+use cachalot::policy::key::{KeyTemplate, QueryRule};
+use cachalot::store::entry::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use proptest::prelude::*;
 

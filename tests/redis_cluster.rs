@@ -5,7 +5,7 @@
 
 mod support;
 
-use cachalot::admin::AdminConfig;
+use cachalot::app::admin::AdminConfig;
 use cachalot::{Policy, Server};
 use http::Method;
 use std::net::SocketAddr;

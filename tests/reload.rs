@@ -32,7 +32,7 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 fn reloads(outcome: &str) -> u64 {
     let needle = format!("cachalot_policy_reloads_total{{outcome=\"{outcome}\"}} ");
-    cachalot::metrics::render()
+    cachalot::observe::metrics::render()
         .lines()
         .find_map(|line| {
             line.strip_prefix(&needle)
@@ -132,7 +132,7 @@ async fn restart_only_settings_keep_their_running_values() {
         &path,
         &policy_text("127.0.0.1:9".parse().unwrap(), &redis.url(), PASSED),
     );
-    cachalot::reload::reload(server.proxy(), &path).expect("valid policy");
+    cachalot::app::reload::reload(server.proxy(), &path).expect("valid policy");
     let got = get(server.addr(), "/items/5", &[]).await;
     assert_eq!(got.status, 200, "still the running origin");
     assert!(

@@ -14,7 +14,7 @@
 mod support;
 
 use bytes::Bytes;
-use cachalot::entry::Entry;
+use cachalot::store::entry::Entry;
 use http::HeaderValue;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

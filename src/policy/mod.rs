@@ -4,20 +4,22 @@
 
 mod error;
 mod file;
+pub mod key;
 mod limits;
+pub mod route;
 mod schema;
 
 pub use error::PolicyError;
 pub use limits::Limits;
 pub use schema::schema;
 
-use crate::freshness::{DEFAULT_ORIGIN_TTL_MAX, Ttl};
-use crate::invalidate::{MIN_SECRET_LEN, SigningKey};
-use crate::key::{KeyTemplate, QueryRule};
-use crate::redis_tls::TlsFiles;
-use crate::route::{
+use crate::http::freshness::{DEFAULT_ORIGIN_TTL_MAX, Ttl};
+use crate::net::tls::TlsFiles;
+use crate::policy::key::{KeyTemplate, QueryRule};
+use crate::policy::route::{
     Action, CacheRule, InvalidateRule, MethodSet, PathPattern, Route, RouteTable, Segment, Statuses,
 };
+use crate::store::message::{MIN_SECRET_LEN, SigningKey};
 use error::Locator;
 use file::{PolicyFile, QuerySetting, RouteSection, SizeSetting};
 use http::{Method, Uri};
@@ -397,8 +399,8 @@ fn describe_template(key: &KeyTemplate, pattern: Option<&PathPattern>) -> String
         KeyTemplate::Template(parts) => parts
             .iter()
             .map(|p| match p {
-                crate::key::KeyPart::Literal(t) => t.clone(),
-                crate::key::KeyPart::Param(n) => format!("{{{n}}}"),
+                crate::policy::key::KeyPart::Literal(t) => t.clone(),
+                crate::policy::key::KeyPart::Param(n) => format!("{{{n}}}"),
             })
             .collect(),
     }
@@ -666,13 +668,13 @@ fn compile_route(
                     format!("name {text:?} must start with a letter and use letters, digits, '_' and '-'"),
                 ));
             }
-            if crate::key::RESERVED_NAMESPACES.contains(&text.as_str()) {
+            if crate::policy::key::RESERVED_NAMESPACES.contains(&text.as_str()) {
                 return Err(locate.at(
                     Some(n.span()),
                     field("name"),
                     format!(
                         "{text:?} is reserved: keys starting with \"{text}:\" hold the proxy's own data ({})",
-                        crate::key::RESERVED_NAMESPACES.join(", ")
+                        crate::policy::key::RESERVED_NAMESPACES.join(", ")
                     ),
                 ));
             }
@@ -1129,7 +1131,7 @@ fn vary_names(list: &Spanned<Vec<String>>) -> Result<Vec<http::HeaderName>, Stri
 fn served_hosts(list: &Spanned<Vec<String>>) -> Result<Vec<String>, String> {
     let mut hosts = Vec::new();
     for text in list.get_ref() {
-        let host = crate::authority::normalize(text.as_bytes())
+        let host = crate::http::authority::normalize(text.as_bytes())
             .ok()
             .flatten()
             .ok_or_else(|| format!("{text:?} is not a host name, host:port or [IPv6] literal"))?;
@@ -1363,7 +1365,7 @@ fn origin_tls(
             None => Ok(None),
         };
     }
-    let config = crate::redis_tls::verifying_builder(ca_file, "[origin]")?.with_no_client_auth();
+    let config = crate::net::tls::verifying_builder(ca_file, "[origin]")?.with_no_client_auth();
     Ok(Some(Arc::new(config)))
 }
 
@@ -1401,7 +1403,7 @@ fn check_redis_url(url: &str) -> Result<(), String> {
 /// TLS files only mean something for a TLS URL; set with a plain one, they are a mistake
 /// that would otherwise send the password in clear text.
 fn check_tls_scheme(url: &str, tls: &TlsFiles) -> Result<(), String> {
-    if tls.is_empty() || crate::redis_connect::uses_tls(url) {
+    if tls.is_empty() || crate::store::connect::uses_tls(url) {
         return Ok(());
     }
     Err(format!(

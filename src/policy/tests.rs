@@ -283,7 +283,7 @@ fn param_case_rules_name_file_line_and_field() {
     let policy = Policy::parse(&with("params.login.case = \"insensitive\""), "p.toml").unwrap();
     let route = policy.routes.iter().next().unwrap();
     let path = "/u/Alice/0042/X";
-    let segments = crate::path::segments(path);
+    let segments = crate::http::path::segments(path);
     let params = route.pattern.matches(path, &segments).unwrap();
     let values: Vec<&str> = params.iter().map(|(_, v)| v.as_ref()).collect();
     assert_eq!(values, ["alice", "42", "X"]);

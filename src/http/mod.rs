@@ -1,0 +1,13 @@
+//! HTTP rules that need neither the policy nor Redis: request framing and paths, the
+//! authority, request ids, freshness and targeted cache-control fields, `Vary`, ranges and
+//! tags.
+
+pub mod authority;
+pub mod framing;
+pub mod freshness;
+pub mod path;
+pub mod range;
+pub mod request_id;
+pub mod tags;
+pub mod targeted;
+pub mod vary;

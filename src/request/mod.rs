@@ -1,0 +1,10 @@
+//! One request's way through the proxy: admit the head, decide from the policy, look up,
+//! then deliver a hit, fill a miss (collapsed per key) or forward untouched.
+
+pub mod admit;
+pub mod collapse;
+pub mod decide;
+pub mod detach;
+pub mod fill;
+pub mod proxy;
+pub mod storable;

@@ -268,15 +268,15 @@ async fn explain_names_the_key_and_origin_target_the_proxy_uses() {
     proxy.shutdown().await;
 }
 
-/// The README's sample is the real output for the shipped policy, so it cannot go stale when
-/// the policy's lines move or `explain` learns a new line.
+/// The sample in docs/operations.md is the real output for the shipped policy, so it cannot go
+/// stale when the policy's lines move or `explain` learns a new line.
 #[test]
-fn the_readme_sample_is_what_explain_prints() {
+fn the_docs_sample_is_what_explain_prints() {
     let command = "$ cachalot explain --config config/cachalot.toml \"GET /api/credentials/abc123?utm_source=qr\"\n";
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let start = readme.find(command).expect("the README shows this explain") + command.len();
-    let sample = &readme[start..start + readme[start..].find("```").expect("closed block")];
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .expect("docs/operations.md");
+    let start = docs.find(command).expect("the docs show this explain") + command.len();
+    let sample = &docs[start..start + docs[start..].find("```").expect("closed block")];
     let out = Command::new(env!("CARGO_BIN_EXE_cachalot"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([

@@ -1,6 +1,6 @@
 //! What a newcomer's policy mistakes say: a bare number where a duration goes asks for the
 //! unit, `"10M"` is not ten months, no reader internals (`$__serde_spanned_private_value`)
-//! in a field's name, and the README's example errors are the program's own words.
+//! in a field's name, and the example errors in docs/policy.md are the program's own words.
 
 use cachalot::Policy;
 
@@ -71,9 +71,9 @@ fn one_letter_months_and_years_are_refused_and_units_are_case_sensitive() {
 }
 
 #[test]
-fn the_readmes_example_errors_are_what_check_says() {
+fn the_policy_docs_example_errors_are_what_check_says() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let docs = std::fs::read_to_string(format!("{root}/docs/policy.md")).unwrap();
     let example = std::fs::read_to_string(format!("{root}/config/cachalot.toml")).unwrap();
     let first_ttl = "ttl = \"10m\"";
     assert!(example.contains(first_ttl));
@@ -88,8 +88,8 @@ fn the_readmes_example_errors_are_what_check_says() {
             .to_string();
         assert!(said.contains(expected_prefix), "{said}");
         assert!(
-            readme.lines().any(|line| line == said),
-            "README.md does not show this error as check prints it:\n{said}"
+            docs.lines().any(|line| line == said),
+            "docs/policy.md does not show this error as check prints it:\n{said}"
         );
     }
 }

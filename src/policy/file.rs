@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 /// A cachalot policy: which routes are cached, for how long, under which Redis key.
-/// Unknown fields are errors. See the README, "The policy file".
+/// Unknown fields are errors. See docs/policy.md, "The policy file".
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "cachalot policy")]
@@ -77,7 +77,7 @@ pub(crate) struct OriginSection {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RedisSection {
     /// redis://, rediss:// (TLS), redis+unix://, redis-cluster:// or redis-sentinel://
-    /// (default "redis://127.0.0.1:6379"); see the README, "Connecting to Redis".
+    /// (default "redis://127.0.0.1:6379"); see docs/operations.md, "Connecting to Redis".
     #[schemars(with = "Option<String>")]
     pub url: Option<Spanned<String>>,
     /// Every key written starts with "<prefix>:" (default "cachalot").

@@ -997,7 +997,7 @@ fn param_settings(
             "insensitive" => {
                 let why = match segment {
                     Segment::Typed { converter, .. } => format!(
-                        "<{}:{name}> values have one canonical form already (see README \"Keys\")",
+                        "<{}:{name}> values have one canonical form already (see docs/policy.md, \"One value, one key\")",
                         converter.as_str()
                     ),
                     _ => format!("a catch-all ({{*{name}}}, <path:{name}>) spans several segments"),

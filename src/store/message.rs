@@ -8,7 +8,7 @@
 //! purge API. How the store makes it take effect is in `store` (generations, tag sets).
 //!
 //! Anyone who may `PUBLISH` on the channel may drop entries. A Redis ACL decides who may
-//! (README "Who may invalidate"); a shared secret can decide it too: with
+//! (docs/invalidation.md, "Who may invalidate"); a shared secret can decide it too: with
 //! `[invalidation] secret_file`, a message counts only if it carries an HMAC-SHA256 of its
 //! JSON under that secret, written before it as `sha256=<64 hex digits> <json>`. Unsigned
 //! and badly signed messages are ignored and counted. A prefix rather than a JSON field,

@@ -1,7 +1,7 @@
 //! `cachalot init --flask-routes`: a commented policy drafted from the app's own rules.
 //!
 //! The draft caches nothing. How stale an answer may be is a product decision per route (the
-//! README's rule), so every GET rule becomes a `cache = false` route naming the decision to
+//! rule in docs/policy.md), so every GET rule becomes a `cache = false` route naming the decision to
 //! make; every write rule becomes a route whose `invalidate` is written out, commented, with
 //! the keys of the GET routes it probably changes. Rules cachalot cannot match exactly stay
 //! comments, with the reason and the nearest pattern, so the draft never catches a path Flask
@@ -19,8 +19,8 @@ const HEADER: &str = r#"# cachalot policy drafted by `cachalot init --flask-rout
 #
 # Nothing is cached yet. Every GET rule is a route with `cache = false`: forwarded untouched,
 # as if it were not written. To cache one, ask "if this answer is X old, what is the worst that
-# happens?", then replace its `cache = false` line by the ttl line under it (README, "The policy
-# file"). Write routes carry a commented `invalidate` naming the GET routes they probably
+# happens?", then replace its `cache = false` line by the ttl line under it (docs/policy.md,
+# "The policy file"). Write routes carry a commented `invalidate` naming the GET routes they probably
 # change; uncomment it once those are cached.
 #
 # Check it, and later that it still fits the app:

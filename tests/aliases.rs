@@ -8,7 +8,7 @@ mod support;
 use http::Method;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use support::{Origin, RedisServer, Reply, check_connect, get, send, start_proxy};
+use support::{Origin, RedisServer, Reply, Stack, check_connect, get, send, start_proxy};
 
 const ORDERS: &str = r#"
 [[route]]
@@ -87,9 +87,13 @@ const ALIASES: [&str; 4] = [
 
 #[tokio::test]
 async fn aliases_share_one_entry_and_the_write_drops_it_for_all() {
-    let redis = RedisServer::start();
     let (origin, _) = orders().await;
-    let proxy = start_proxy(&origin, &redis, ORDERS).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORDERS).origin(origin).start().await;
 
     for (i, alias) in ALIASES.iter().enumerate() {
         let got = get(proxy.addr(), alias, &[]).await;
@@ -133,9 +137,13 @@ async fn aliases_share_one_entry_and_the_write_drops_it_for_all() {
 
 #[tokio::test]
 async fn a_write_through_an_alias_invalidates_the_canonical_key() {
-    let redis = RedisServer::start();
     let (origin, _) = orders().await;
-    let proxy = start_proxy(&origin, &redis, ORDERS).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ORDERS).origin(origin).start().await;
 
     assert!(get(proxy.addr(), "/api/orders/42", &[]).await.stored());
     let cancel = send(
@@ -154,9 +162,13 @@ async fn a_write_through_an_alias_invalidates_the_canonical_key() {
 
 #[tokio::test]
 async fn two_hundred_padded_ids_store_one_entry() {
-    let redis = RedisServer::start();
     let (origin, _) = orders().await;
-    let proxy = start_proxy(&origin, &redis, ORDERS).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORDERS).origin(origin).start().await;
 
     for zeros in 0..200 {
         let path = format!("/api/orders/{}7", "0".repeat(zeros));

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Got, Origin, RedisServer, Reply, get, send, start_proxy};
+use support::{Got, Origin, RedisServer, Reply, Stack, get, send, start_proxy};
 
 const ROUTES: &str = r#"
 [l1]
@@ -72,9 +72,13 @@ async fn until_l1(addr: SocketAddr, path: &str) -> Got {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_through_one_instance_drops_the_entry_from_the_others_tier() {
-    let redis = RedisServer::start();
     let origin = credentials().await;
-    let a = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis,
+        origin,
+        proxy: a,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     let b = start_proxy(&origin, &redis, ROUTES).await;
     let path = "/api/credentials/abc";
 
@@ -132,9 +136,13 @@ async fn a_write_through_one_instance_drops_the_entry_from_the_others_tier() {
 
 #[tokio::test]
 async fn the_tier_is_flushed_when_the_feed_drops_and_bypassed_while_redis_is_down() {
-    let mut redis = RedisServer::start();
     let origin = credentials().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        mut redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     let path = "/api/credentials/xyz";
     until_l1(proxy.addr(), path).await;
 

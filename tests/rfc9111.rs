@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use support::{Got, Origin, RedisServer, Reply, get, policy_text, start_proxy};
+use support::{Got, Origin, RedisServer, Reply, Stack, get, policy_text, start_proxy};
 
 /// Asserts that a response's `Cache-Status` contains `part`, showing it when not.
 fn says(got: &Got, part: &str) {
@@ -31,7 +31,6 @@ key = "page:{id}"
 
 #[tokio::test]
 async fn the_origins_max_age_decides_freshness_within_ttl_max() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, n| {
         let cc = if seen.target.ends_with("/short") {
             "max-age=1"
@@ -41,7 +40,12 @@ async fn the_origins_max_age_decides_freshness_within_ttl_max() {
         Reply::ok(format!("n={n}")).header("cache-control", cc)
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ORIGIN_ROUTE).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORIGIN_ROUTE).origin(origin).start().await;
 
     let first = get(proxy.addr(), "/pages/short", &[]).await;
     assert!(first.stored(), "{}", first.cache_status());
@@ -88,7 +92,6 @@ async fn a_response_without_freshness_is_stored_only_with_ttl_default() {
 
 #[tokio::test]
 async fn vary_stores_one_variant_per_request_header_value() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, _| {
         let lang = seen
             .headers
@@ -99,7 +102,12 @@ async fn vary_stores_one_variant_per_request_header_value() {
             .header("vary", "Accept-Language")
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ORIGIN_ROUTE).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORIGIN_ROUTE).origin(origin).start().await;
     let ask = |lang: Option<&'static str>| {
         let addr = proxy.addr();
         async move {
@@ -139,7 +147,6 @@ async fn vary_stores_one_variant_per_request_header_value() {
 
 #[tokio::test]
 async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it_without_the_body() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, n| {
         let validated = seen
             .headers
@@ -155,7 +162,12 @@ async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it_without_the_body() 
             .header("x-served", &n.to_string())
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ORIGIN_ROUTE).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORIGIN_ROUTE).origin(origin).start().await;
     assert!(get(proxy.addr(), "/pages/r", &[]).await.stored());
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -353,7 +365,6 @@ ttl = "origin"
 
 #[tokio::test]
 async fn surrogate_control_for_the_proxy_beats_cache_control() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, n| {
         Reply::ok(format!("n={n}"))
             .header("cache-control", "no-store")
@@ -363,7 +374,12 @@ async fn surrogate_control_for_the_proxy_beats_cache_control() {
             )
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ORIGIN_ROUTE).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORIGIN_ROUTE).origin(origin).start().await;
     assert!(get(proxy.addr(), "/pages/s", &[]).await.stored());
     let hit = get(proxy.addr(), "/pages/s", &[]).await;
     says(&hit, "; hit");

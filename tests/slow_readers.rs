@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use support::{Origin, RedisServer, Reply, get, pattern, raw, start_proxy, start_proxy_with};
+use support::{Origin, RedisServer, Reply, Stack, get, pattern, raw, start_proxy_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
@@ -91,9 +91,13 @@ async fn served_again(proxy: SocketAddr, target: &str) {
 
 #[tokio::test]
 async fn readers_that_stop_taking_a_large_hit_are_cut_off_after_send_timeout() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, _| Reply::ok(pattern(BIG))).await;
-    let proxy = start_proxy(&origin, &redis, &policy(2)).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(&policy(2)).origin(origin).start().await;
     let warm = get(proxy.addr(), "/api/big/1", &[]).await;
     assert_eq!(warm.body.len(), BIG);
     assert!(warm.stored());

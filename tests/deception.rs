@@ -255,19 +255,16 @@ async fn a_normalised_path_shares_the_entry_of_its_plain_form() {
 async fn injected_key_characters_get_keys_of_their_own() {
     let redis = RedisServer::start();
     let origin = Origin::echo().await;
-    let routes = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-
+    let routes = concat!(
+        support::routes::credential!(),
+        r#"
 [[route]]
 name = "other"
 match = "GET /api/other/{id}"
 ttl = "10m"
 key = "other:{id}"
-"#;
+"#
+    );
     let policy = Policy::parse(&policy_text(origin.addr(), &redis.url(), routes), "t.toml")
         .expect("valid policy");
     let proxy = Server::start_with(policy, AdminConfig::with_token(Some(TOKEN.into())))

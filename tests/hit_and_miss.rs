@@ -3,15 +3,8 @@
 
 mod support;
 
+use support::routes::CREDENTIAL;
 use support::{Origin, Reply, Stack, get};
-
-const CREDENTIAL: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#;
 
 #[tokio::test]
 async fn second_request_is_a_hit_with_the_same_response() {

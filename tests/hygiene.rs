@@ -23,18 +23,15 @@ use support::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ROUTES: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-
+const ROUTES: &str = concat!(
+    support::routes::credential!(),
+    r#"
 [[route]]
 name = "profile"
 match = "/api/profiles/{id}"
 ttl = "5m"
-"#;
+"#
+);
 
 /// Fails instead of hanging when the proxy never answers (a generous bound, not a latency
 /// check: "never a hang" is the promise).

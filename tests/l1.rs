@@ -12,22 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{Got, Origin, RedisServer, Reply, Stack, get, send, start_proxy};
 
-const ROUTES: &str = r#"
-[l1]
-size = "16MiB"
-
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-l1 = true
-
-[[route]]
-name = "revoke"
-match = "POST /api/credentials/{id}/revoke"
-invalidate = ["credential:{id}"]
-"#;
+/// The shared credential and revoke routes, the credential one kept in the in-process tier.
+const ROUTES: &str = concat!(
+    "\n[l1]\nsize = \"16MiB\"\n",
+    support::routes::credential!(),
+    "l1 = true\n",
+    support::routes::revoke!()
+);
 
 /// An origin with credentials a revoke really flips.
 async fn credentials() -> Origin {

@@ -32,15 +32,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use support::routes::CREDENTIAL;
 use support::{Origin, RedisServer, Reply, Stack, get, pattern, start_proxy};
-
-const CREDENTIAL: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#;
 
 #[tokio::test]
 async fn authorization_is_never_answered_from_the_cache_nor_stored() {
@@ -260,16 +253,10 @@ async fn not_found_is_stored_when_the_route_lists_it() {
         origin,
         proxy,
         ..
-    } = Stack::builder(
-        r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-statuses = [200, 404]
-"#,
-    )
+    } = Stack::builder(concat!(
+        support::routes::credential!(),
+        "statuses = [200, 404]\n"
+    ))
     .origin(origin)
     .start()
     .await;

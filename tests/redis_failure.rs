@@ -8,15 +8,8 @@ mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use support::routes::CREDENTIAL;
 use support::{Got, Origin, RedisServer, Reply, Stack, get, load, start_proxy};
-
-const CREDENTIAL: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#;
 
 /// The echo origin's body names the target it was asked for.
 fn assert_from_origin_for(got: &Got, path: &str) {

@@ -19,6 +19,7 @@ mod support;
 
 use bytes::Bytes;
 use http::Method;
+use support::routes::CREDENTIAL;
 use support::{Got, Origin, RedisServer, Reply, Stack, get, send, start_proxy};
 
 /// The route name in a response's `Cache-Status` (`detail=<name>[/<reason>]`), or "".
@@ -200,16 +201,7 @@ async fn a_get_route_also_answers_head_from_the_get_entry() {
         origin,
         proxy,
         ..
-    } = Stack::start(
-        r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#,
-    )
-    .await;
+    } = Stack::start(CREDENTIAL).await;
 
     let get_miss = get(proxy.addr(), "/api/credentials/abc", &[]).await;
     assert_eq!(get_miss.status, 200);
@@ -253,16 +245,7 @@ async fn a_head_miss_fills_the_get_entry_with_a_get() {
         origin,
         proxy,
         ..
-    } = Stack::start(
-        r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#,
-    )
-    .await;
+    } = Stack::start(CREDENTIAL).await;
 
     let head = send(
         proxy.addr(),
@@ -622,16 +605,7 @@ async fn separators_and_globs_in_a_param_are_escaped_and_do_not_collide() {
         origin,
         proxy,
         ..
-    } = Stack::start(
-        r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#,
-    )
-    .await;
+    } = Stack::start(CREDENTIAL).await;
     let forged = get(proxy.addr(), "/api/credentials/a:b*", &[]).await;
     assert_eq!(forged.status, 200);
     assert!(forged.stored());

@@ -8,7 +8,6 @@ use super::{Got, HOST, Origin, RedisServer, Reply, get, policy_text_listen};
 use cachalot::admin::AdminConfig;
 use cachalot::{Policy, Server};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// A running Redis, origin and proxy. Dropping it stops all three.
 ///
@@ -40,7 +39,6 @@ impl Stack {
             redis_extra: String::new(),
             origin: None,
             admin: None,
-            watching: None,
         }
     }
 
@@ -62,7 +60,7 @@ impl Stack {
     /// A second proxy instance with the same policy, Redis and origin: what another
     /// replica of a deployment sees.
     pub async fn another(&self) -> Server {
-        start(&self.policy, None, None).await
+        start(&self.policy, None).await
     }
 }
 
@@ -73,7 +71,6 @@ pub struct Builder {
     redis_extra: String,
     origin: Option<Origin>,
     admin: Option<AdminConfig>,
-    watching: Option<PathBuf>,
 }
 
 impl Builder {
@@ -108,12 +105,6 @@ impl Builder {
         self
     }
 
-    /// Writes the policy to `path` and has the proxy watch it (reload on change).
-    pub fn watching(mut self, path: PathBuf) -> Self {
-        self.watching = Some(path);
-        self
-    }
-
     /// Starts Redis, the origin (an echo unless one was given) and the proxy.
     pub async fn start(mut self) -> Stack {
         let origin = match self.origin.take() {
@@ -142,7 +133,7 @@ impl Builder {
             &self.redis_extra,
             &self.routes,
         );
-        let proxy = start(&policy, self.admin, self.watching).await;
+        let proxy = start(&policy, self.admin).await;
         Stack {
             proxy,
             origin,
@@ -152,18 +143,14 @@ impl Builder {
     }
 }
 
-/// Starts a proxy from a complete policy text.
-async fn start(text: &str, admin: Option<AdminConfig>, watching: Option<PathBuf>) -> Server {
+/// Starts a proxy from a complete policy text, with the environment's admin settings unless
+/// `admin` is given.
+async fn start(text: &str, admin: Option<AdminConfig>) -> Server {
     let policy =
         Policy::parse(text, "test.toml").unwrap_or_else(|e| panic!("test policy is invalid: {e}"));
-    let started = match (admin, watching) {
-        (None, None) => Server::start(policy).await,
-        (Some(admin), None) => Server::start_with(policy, admin).await,
-        (None, Some(path)) => {
-            std::fs::write(&path, text).expect("write the watched policy");
-            Server::start_watching(policy, path).await
-        }
-        (Some(_), Some(_)) => panic!("the proxy watches a file with the environment's admin"),
+    let started = match admin {
+        Some(admin) => Server::start_with(policy, admin).await,
+        None => Server::start(policy).await,
     };
     started.expect("proxy starts")
 }

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use support::prometheus::counter;
 use support::{Origin, RedisServer, Reply, Stack, get, pattern, start_proxy_with};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -26,15 +27,6 @@ fn h2_get(path: &str) -> http::Request<()> {
     http::Request::get(format!("http://{}{path}", support::HOST))
         .body(())
         .unwrap()
-}
-
-/// The value of a counter line in `/metrics` (0 when absent).
-async fn counter(admin: SocketAddr, line_start: &str) -> u64 {
-    let metrics = get(admin, "/metrics", &[]).await.text();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(line_start))
-        .map_or(0, |v| v.trim().parse().unwrap())
 }
 
 const STREAMS: usize = 8;

@@ -18,9 +18,7 @@ use bytes::Bytes;
 use http::Method;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::{
-    Got, Origin, RedisServer, Reply, Stack, get, pattern, send, start_proxy, start_proxy_listen,
-};
+use support::{Got, Origin, RedisServer, Reply, Stack, get, pattern, send, start_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROUTES: &str = concat!(
@@ -177,10 +175,13 @@ async fn hop_by_hop_response_headers_never_reach_the_client() {
 
 #[tokio::test]
 async fn host_reaches_the_origin_as_the_client_sent_it() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
     // Any host (no `[listen] hosts`): the client's own reaches the origin.
-    let proxy = start_proxy_listen(&origin, &redis, "", ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).listen("").start().await;
     let host = [("host", "api.example.com:8443")];
     get(proxy.addr(), "/api/credentials/abc", &host).await;
     get(proxy.addr(), "/unrouted", &host).await;

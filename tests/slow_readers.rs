@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use support::prometheus::counter;
 use support::{Origin, RedisServer, Reply, Stack, get, pattern, raw, start_proxy_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -61,15 +62,6 @@ async fn drain_until_closed(stream: &mut TcpStream) -> usize {
             Ok(Ok(n)) => total += n,
         }
     }
-}
-
-/// The value of a counter line in `/metrics` (0 when absent).
-async fn counter(admin: SocketAddr, line_start: &str) -> u64 {
-    let metrics = get(admin, "/metrics", &[]).await.text();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(line_start))
-        .map_or(0, |v| v.trim().parse().unwrap())
 }
 
 /// Asks for `target` until the proxy answers 200 (a slot came back), at most 10 s.

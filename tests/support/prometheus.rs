@@ -345,3 +345,14 @@ pub fn try_check_histogram(scrape: &Scrape, family: &str) -> Result<(), String> 
     }
     Ok(())
 }
+
+/// The value of the `/metrics` line that starts with `line_start` (a series and its
+/// trailing space), 0 when absent: a quick read of one counter, without the checks of
+/// [`scrape`].
+pub async fn counter(admin: SocketAddr, line_start: &str) -> u64 {
+    let metrics = get(admin, "/metrics", &[]).await.text();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(line_start))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}

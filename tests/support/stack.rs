@@ -36,7 +36,6 @@ impl Stack {
         Builder {
             routes: routes.to_string(),
             listen: format!("hosts = [\"{HOST}\"]"),
-            redis_extra: String::new(),
             origin: None,
             admin: None,
         }
@@ -68,7 +67,6 @@ impl Stack {
 pub struct Builder {
     routes: String,
     listen: String,
-    redis_extra: String,
     origin: Option<Origin>,
     admin: Option<AdminConfig>,
 }
@@ -84,12 +82,6 @@ impl Builder {
     /// (`""`: any host, each keyed apart).
     pub fn listen(mut self, listen: &str) -> Self {
         self.listen = listen.to_string();
-        self
-    }
-
-    /// Extra `[redis]` settings (`password_file = "..."`).
-    pub fn redis_extra(mut self, extra: &str) -> Self {
-        self.redis_extra = extra.to_string();
         self
     }
 
@@ -126,13 +118,8 @@ impl Builder {
 
     async fn finish(self, origin: Origin) -> Stack {
         let redis = RedisServer::start();
-        let policy = policy_text_listen(
-            origin.addr(),
-            &redis.url(),
-            &self.listen,
-            &self.redis_extra,
-            &self.routes,
-        );
+        let policy =
+            policy_text_listen(origin.addr(), &redis.url(), &self.listen, "", &self.routes);
         let proxy = start(&policy, self.admin).await;
         Stack {
             proxy,

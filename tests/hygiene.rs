@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::Method;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::{Got, Origin, RedisServer, Reply, Stack, get, pattern, send, start_proxy};
+use support::{Got, Origin, RedisServer, Reply, Stack, get, pattern, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROUTES: &str = concat!(
@@ -562,7 +562,6 @@ cache = false
 /// cache does not handle forward them untouched.
 #[tokio::test]
 async fn unkeyed_headers_never_reach_the_origin_on_cacheable_routes() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, _| {
         let host = seen
             .headers
@@ -572,7 +571,12 @@ async fn unkeyed_headers_never_reach_the_origin_on_cacheable_routes() {
     })
     .await;
     let routes = "[[route]]\nname = \"page\"\nmatch = \"GET /pages/{id}\"\nttl = \"1m\"\n";
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     let attack = [
         ("x-forwarded-host", "evil.example"),
         ("x-original-url", "/admin"),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Got, Origin, RedisServer, Reply, Stack, get, send, start_proxy};
+use support::{Got, Origin, Reply, Stack, get, send, start_proxy};
 
 /// The shared credential and revoke routes, the credential one kept in the in-process tier.
 const ROUTES: &str = concat!(
@@ -172,10 +172,14 @@ async fn the_tier_is_flushed_when_the_feed_drops_and_bypassed_while_redis_is_dow
 
 #[tokio::test]
 async fn routes_without_l1_never_use_the_tier() {
-    let redis = RedisServer::start();
     let origin = credentials().await;
     let routes = ROUTES.replace("l1 = true\n", "");
-    let proxy = start_proxy(&origin, &redis, &routes).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(&routes).origin(origin).start().await;
     for _ in 0..10 {
         let got = get(proxy.addr(), "/api/credentials/q", &[]).await;
         assert!(!from_l1(&got), "{}", got.cache_status());

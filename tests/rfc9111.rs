@@ -69,12 +69,16 @@ async fn the_origins_max_age_decides_freshness_within_ttl_max() {
 
 #[tokio::test]
 async fn a_response_without_freshness_is_stored_only_with_ttl_default() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, n| Reply::ok(format!("n={n}"))).await;
     let routes = format!(
         "{ORIGIN_ROUTE}\n[[route]]\nname = \"doc\"\nmatch = \"GET /docs/{{id}}\"\nttl = \"origin\"\nttl_default = \"30s\"\n"
     );
-    let proxy = start_proxy(&origin, &redis, &routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(&routes).origin(origin).start().await;
     for _ in 0..2 {
         let got = get(proxy.addr(), "/pages/plain", &[]).await;
         assert!(
@@ -213,10 +217,14 @@ async fn slow_after_first(delay: Duration) -> Origin {
 
 #[tokio::test]
 async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
-    let redis = RedisServer::start();
     let origin = slow_after_first(Duration::from_millis(300)).await;
     let routes = FEED;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     assert!(get(proxy.addr(), "/feed", &[]).await.stored());
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -316,7 +324,6 @@ ttl = "1s"
 
 #[tokio::test]
 async fn age_counts_the_origins_age_and_heuristics_need_the_route_to_ask() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, _| {
         if seen.target.starts_with("/pages/") {
             // Five minutes old already, fresh for ten: five minutes of freshness are left.
@@ -349,7 +356,12 @@ match = "GET /strict/{id}"
 ttl = "origin"
 "#
     );
-    let proxy = start_proxy(&origin, &redis, &routes).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(&routes).origin(origin).start().await;
     let first = get(proxy.addr(), "/pages/a", &[]).await;
     let age: u64 = first.header("age").parse().unwrap();
     assert!((300..=302).contains(&age), "Age {age}");
@@ -395,10 +407,14 @@ async fn surrogate_control_for_the_proxy_beats_cache_control() {
 
 #[tokio::test]
 async fn one_background_refresh_across_two_instances() {
-    let redis = RedisServer::start();
     let origin = slow_after_first(Duration::from_millis(500)).await;
     let routes = FEED;
-    let one = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis,
+        origin,
+        proxy: one,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     let two = start_proxy(&origin, &redis, routes).await;
     assert!(get(one.addr(), "/feed", &[]).await.stored());
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -424,7 +440,6 @@ async fn one_background_refresh_across_two_instances() {
 
 #[tokio::test]
 async fn byte_ranges_are_cut_from_the_stored_whole() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, _| Reply::ok("0123456789").header("etag", "\"v1\"")).await;
     let routes = r#"
 [[route]]
@@ -432,7 +447,12 @@ name = "file"
 match = "GET /files/{id}"
 ttl = "1m"
 "#;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     let miss = get(proxy.addr(), "/files/a", &[("range", "bytes=2-5")]).await;
     assert_eq!(miss.status, 206, "{}", miss.cache_status());
     assert!(miss.stored(), "the whole response was stored");
@@ -464,7 +484,6 @@ ttl = "1m"
 
 #[tokio::test]
 async fn must_revalidate_is_never_served_stale() {
-    let redis = RedisServer::start();
     let (origin, broken) = breakable(
         Reply::ok("strict").header("cache-control", "max-age=1, must-revalidate"),
         Reply::ok("down").status(503),
@@ -478,7 +497,12 @@ ttl = "origin"
 stale_if_error = "1m"
 stale_while_revalidate = "1m"
 "#;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     assert!(get(proxy.addr(), "/strict", &[]).await.stored());
     broken.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -490,7 +514,6 @@ stale_while_revalidate = "1m"
 
 #[tokio::test]
 async fn clients_cache_control_counts_only_where_the_route_honours_it() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, n| Reply::ok(format!("n={n}"))).await;
     let routes = r#"
 [[route]]
@@ -504,7 +527,12 @@ match = "GET /honest"
 ttl = "1m"
 honor_client_no_cache = true
 "#;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     let no_cache = [("cache-control", "no-cache")];
     for path in ["/shielded", "/honest"] {
         assert!(get(proxy.addr(), path, &[]).await.stored());
@@ -574,8 +602,6 @@ early_refresh = true
 
 #[tokio::test]
 async fn ttl_jitter_spreads_the_expiry_of_keys_filled_together() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
     let routes = r#"
 [[route]]
 name = "item"
@@ -583,7 +609,12 @@ match = "GET /items/{id}"
 ttl = "100s"
 ttl_jitter = "50%"
 "#;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start(routes).await;
     let mut ttls = BTreeSet::new();
     for id in 0..20 {
         let got = get(proxy.addr(), &format!("/items/{id}"), &[]).await;

@@ -8,7 +8,7 @@ mod support;
 use http::Method;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use support::{Origin, RedisServer, Reply, check_connect, get, send, start_proxy};
+use support::{Origin, RedisServer, Reply, Stack, check_connect, get, send};
 
 const ORDERS: &str = r#"
 [[route]]
@@ -87,9 +87,13 @@ const ALIASES: [&str; 4] = [
 
 #[tokio::test]
 async fn aliases_share_one_entry_and_the_write_drops_it_for_all() {
-    let redis = RedisServer::start();
     let (origin, _) = orders().await;
-    let proxy = start_proxy(&origin, &redis, ORDERS).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORDERS).origin(origin).start().await;
 
     for (i, alias) in ALIASES.iter().enumerate() {
         let got = get(proxy.addr(), alias, &[]).await;
@@ -133,9 +137,13 @@ async fn aliases_share_one_entry_and_the_write_drops_it_for_all() {
 
 #[tokio::test]
 async fn a_write_through_an_alias_invalidates_the_canonical_key() {
-    let redis = RedisServer::start();
     let (origin, _) = orders().await;
-    let proxy = start_proxy(&origin, &redis, ORDERS).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ORDERS).origin(origin).start().await;
 
     assert!(get(proxy.addr(), "/api/orders/42", &[]).await.stored());
     let cancel = send(
@@ -154,9 +162,13 @@ async fn a_write_through_an_alias_invalidates_the_canonical_key() {
 
 #[tokio::test]
 async fn two_hundred_padded_ids_store_one_entry() {
-    let redis = RedisServer::start();
     let (origin, _) = orders().await;
-    let proxy = start_proxy(&origin, &redis, ORDERS).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORDERS).origin(origin).start().await;
 
     for zeros in 0..200 {
         let path = format!("/api/orders/{}7", "0".repeat(zeros));
@@ -176,8 +188,6 @@ async fn two_hundred_padded_ids_store_one_entry() {
 
 #[tokio::test]
 async fn values_a_converter_refuses_are_passed_uncached() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
     let routes = r#"
 [[route]]
 name = "thing"
@@ -193,7 +203,12 @@ ttl = "10m"
 match = "GET /api/rates/<int:id>"
 ttl = "10m"
 "#;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(routes).await;
 
     let lower = "/api/things/550e8400-e29b-41d4-a716-446655440000";
     let upper = "/api/things/550E8400-E29B-41D4-A716-446655440000";
@@ -237,8 +252,6 @@ ttl = "10m"
 
 #[tokio::test]
 async fn a_case_insensitive_parameter_is_one_entry_in_lower_case() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
     let routes = r#"
 [[route]]
 name = "profile"
@@ -257,7 +270,12 @@ name = "page"
 match = "GET /pages/{slug}"
 ttl = "10m"
 "#;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(routes).await;
 
     assert!(
         get(proxy.addr(), "/api/users/Alice/profile", &[])

@@ -14,7 +14,7 @@
 mod support;
 
 use std::time::SystemTime;
-use support::{Got, Origin, RedisServer, Reply, get, start_proxy};
+use support::{Got, Origin, Reply, Stack, get};
 
 const ROUTES: &str = r#"
 [[route]]
@@ -159,9 +159,13 @@ fn stored_for(got: &Got, seconds: u64, case: &str) {
 /// Asks for each case twice; `reused` says whether the second answer came from the cache
 /// (one origin request) or not (two).
 async fn check(route: &str, cases: &[(&str, bool)]) {
-    let redis = RedisServer::start();
     let origin = origin().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     for (case, reused) in cases {
         let path = format!("/{route}/{case}");
         get(proxy.addr(), &path, &[]).await;
@@ -216,9 +220,13 @@ async fn an_invalid_cdn_cache_control_is_ignored_and_cache_control_applies() {
     .await;
     // Ignored, not fatal: with a readable `Cache-Control: max-age=5` beside it, the response
     // is stored for those 5 seconds.
-    let redis = RedisServer::start();
     let origin = origin().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     let got = get(proxy.addr(), "/cdn/space-before-equals", &[]).await;
     stored_for(&got, 5, "space-before-equals");
     proxy.shutdown().await;
@@ -226,9 +234,13 @@ async fn an_invalid_cdn_cache_control_is_ignored_and_cache_control_applies() {
 
 #[tokio::test]
 async fn the_cdn_max_age_decides_the_lifetime_whether_shorter_or_longer() {
-    let redis = RedisServer::start();
     let origin = origin().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     for (case, ttl) in [("cdn-shorter", 5), ("cdn-longer", 3600)] {
         let got = get(proxy.addr(), &format!("/cdn/{case}"), &[]).await;
         stored_for(&got, ttl, case);
@@ -238,9 +250,13 @@ async fn the_cdn_max_age_decides_the_lifetime_whether_shorter_or_longer() {
 
 #[tokio::test]
 async fn cdn_cache_control_is_forwarded_downstream_on_misses_and_hits() {
-    let redis = RedisServer::start();
     let origin = origin().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     let miss = get(proxy.addr(), "/cdn/cdn-remove-header", &[]).await;
     let hit = get(proxy.addr(), "/cdn/cdn-remove-header", &[]).await;
     assert!(hit.hit(), "{}", hit.cache_status());
@@ -263,9 +279,13 @@ async fn cachalot_cache_control_wins_then_surrogate_control_then_cdn_cache_contr
         ],
     )
     .await;
-    let redis = RedisServer::start();
     let origin = origin().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     for (case, ttl) in [
         ("cachalot-fresh-over-cdn-no-store", 120),
         ("cachalot-invalid-falls-back", 300),

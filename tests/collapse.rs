@@ -9,34 +9,10 @@ mod support;
 
 use cachalot::{Policy, Server};
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::{Got, Origin, RedisServer, Reply, get, start_proxy};
-
-const CREDENTIAL: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#;
-
-/// Sends `n` concurrent GETs for `path`, request `i` to `addrs[i % addrs.len()]`
-/// (interleaved across instances), and returns the responses in request order.
-async fn concurrent(addrs: &[SocketAddr], path: &str, n: usize) -> Vec<Got> {
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let addr = addrs[i % addrs.len()];
-            let path = path.to_string();
-            tokio::spawn(async move { get(addr, &path, &[]).await })
-        })
-        .collect();
-    let mut responses = Vec::with_capacity(n);
-    for task in tasks {
-        responses.push(task.await.expect("request task"));
-    }
-    responses
-}
+use support::routes::CREDENTIAL;
+use support::wait::concurrent;
+use support::{Got, Origin, RedisServer, Reply, Stack, get};
 
 /// An origin that answers `{"target":...,"n":N}` after `delay`.
 async fn slow_echo(delay: Duration) -> Origin {
@@ -66,9 +42,13 @@ fn assert_all_ok_and_identical(responses: &[Got]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_cold_requests_through_one_instance_make_one_origin_request() {
-    let redis = RedisServer::start();
     let origin = slow_echo(Duration::from_millis(200)).await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL).origin(origin).start().await;
     let sets_before = redis.command_calls("set");
 
     let responses = concurrent(&[proxy.addr()], "/api/credentials/abc", 100).await;
@@ -96,10 +76,15 @@ async fn hundred_cold_requests_through_one_instance_make_one_origin_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_cold_requests_across_two_instances_make_one_origin_request() {
-    let redis = RedisServer::start();
     let origin = slow_echo(Duration::from_millis(200)).await;
-    let a = start_proxy(&origin, &redis, CREDENTIAL).await;
-    let b = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let stack = Stack::builder(CREDENTIAL).origin(origin).start().await;
+    let b = stack.another().await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy: a,
+        ..
+    } = stack;
 
     let responses = concurrent(&[a.addr(), b.addr()], "/api/credentials/abc", 100).await;
 
@@ -117,9 +102,13 @@ async fn hundred_cold_requests_across_two_instances_make_one_origin_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_client_hangs_up_still_fills_for_its_waiters() {
     use tokio::io::AsyncWriteExt;
-    let redis = RedisServer::start();
     let origin = slow_echo(Duration::from_millis(300)).await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL).origin(origin).start().await;
 
     // The leader's client asks, then hangs up while the origin is still answering.
     let mut leader = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
@@ -146,10 +135,15 @@ async fn a_leader_whose_client_hangs_up_still_fills_for_its_waiters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_are_woken_when_the_fill_lands_not_at_the_end_of_their_wait() {
-    let redis = RedisServer::start();
     let origin = slow_echo(Duration::from_millis(300)).await;
-    let a = start_proxy(&origin, &redis, CREDENTIAL).await;
-    let b = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let stack = Stack::builder(CREDENTIAL).origin(origin).start().await;
+    let b = stack.another().await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy: a,
+        ..
+    } = stack;
 
     let started = Instant::now();
     let responses = concurrent(&[a.addr(), b.addr()], "/api/credentials/abc", 100).await;
@@ -168,7 +162,6 @@ async fn waiters_are_woken_when_the_fill_lands_not_at_the_end_of_their_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_leader_does_not_hand_its_error_to_waiters() {
-    let redis = RedisServer::start();
     // The first request (the leader's) gets a 500; every later one a 200.
     let origin = Origin::start(|seen, n| {
         let reply = if n == 1 {
@@ -179,8 +172,14 @@ async fn a_failed_leader_does_not_hand_its_error_to_waiters() {
         reply.delay(Duration::from_millis(200))
     })
     .await;
-    let a = start_proxy(&origin, &redis, CREDENTIAL).await;
-    let b = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let stack = Stack::builder(CREDENTIAL).origin(origin).start().await;
+    let b = stack.another().await;
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy: a,
+        ..
+    } = stack;
 
     let responses = concurrent(&[a.addr(), b.addr()], "/api/credentials/abc", 100).await;
 
@@ -219,7 +218,6 @@ async fn a_failed_leader_does_not_hand_its_error_to_waiters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_cookie_responses_are_never_shared_with_waiters() {
-    let redis = RedisServer::start();
     // Every origin response sets its own session: sharing one would leak it to another client.
     let origin = Origin::start(|seen, n| {
         Reply::ok(format!("{{\"target\":\"{}\",\"n\":{n}}}", seen.target))
@@ -227,8 +225,14 @@ async fn set_cookie_responses_are_never_shared_with_waiters() {
             .delay(Duration::from_millis(200))
     })
     .await;
-    let a = start_proxy(&origin, &redis, CREDENTIAL).await;
-    let b = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let stack = Stack::builder(CREDENTIAL).origin(origin).start().await;
+    let b = stack.another().await;
+    let Stack {
+        redis,
+        origin,
+        proxy: a,
+        ..
+    } = stack;
 
     let responses = concurrent(&[a.addr(), b.addr()], "/api/credentials/abc", 50).await;
 
@@ -260,9 +264,12 @@ async fn set_cookie_responses_are_never_shared_with_waiters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_left_by_a_crashed_instance_expires_and_the_key_is_filled() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
     // A leader that took the lock and died: nobody knows its token, it expires in 1 s.
     let set = redis
         .command(&[
@@ -309,10 +316,15 @@ async fn a_lock_left_by_a_crashed_instance_expires_and_the_key_is_filled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_lock_remains_after_fills() {
-    let redis = RedisServer::start();
     let origin = slow_echo(Duration::from_millis(100)).await;
-    let a = start_proxy(&origin, &redis, CREDENTIAL).await;
-    let b = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let stack = Stack::builder(CREDENTIAL).origin(origin).start().await;
+    let b = stack.another().await;
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy: a,
+        ..
+    } = stack;
 
     // The lock lives 5 s; gone within a second of the responses, only an explicit release
     // (sent right after the answer) can have removed it.
@@ -409,9 +421,13 @@ async fn a_leader_does_not_release_a_lock_that_is_no_longer_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_keys_do_not_collapse_together() {
-    let redis = RedisServer::start();
     let origin = slow_echo(Duration::from_millis(200)).await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL).origin(origin).start().await;
 
     let addr = proxy.addr();
     let tasks: Vec<_> = (0..10)

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use cachalot::app::admin::AdminConfig;
 use cachalot::{Policy, Server};
 use http::Method;
-use support::{Origin, RedisServer, Reply, get, policy_text, send, start_proxy};
+use support::{Origin, RedisServer, Reply, Stack, get, policy_text, send};
 
 const TOKEN: &str = "deception-test-token";
 
@@ -66,9 +66,13 @@ fn assert_secret_not_stored(redis: &RedisServer, trick: &str) {
 
 /// Sends `path` twice; both reach the origin as `expected_target` and neither is stored.
 async fn assert_private_each_time(path: &str, expected_target: &str) {
-    let redis = RedisServer::start();
     let origin = origin().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     for round in 1..=2 {
         let got = get(proxy.addr(), path, &[]).await;
         assert_eq!(got.status, 200, "{path}");
@@ -150,9 +154,13 @@ async fn case_tricks_do_not_reach_a_public_route() {
     // `/STATIC/...` is not `/static/...` (routes, like Flask's, are case-sensitive).
     assert_private_each_time("/STATIC/../api/users/42/profile", "/api/users/42/profile").await;
 
-    let redis = RedisServer::start();
     let origin = origin().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     let lower = get(proxy.addr(), "/static/app.css", &[]).await;
     assert!(lower.stored());
     let upper = get(proxy.addr(), "/Static/app.css", &[]).await;
@@ -164,9 +172,13 @@ async fn case_tricks_do_not_reach_a_public_route() {
 
 #[tokio::test]
 async fn encoded_slashes_and_control_characters_are_refused_without_asking_the_origin() {
-    let redis = RedisServer::start();
     let origin = origin().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     for path in [
         // Werkzeug decodes %2F before routing: the origin would see the profile path.
         "/static/..%2Fapi%2Fusers%2F42%2Fprofile",
@@ -196,9 +208,13 @@ async fn a_stray_percent_cannot_build_an_escape_for_the_origin_to_decode() {
     // `%25`, so the origin decodes it to the text "%2F", never to a slash.
     assert_private_each_time("/api/users/42%2%46profile", "/api/users/42%252Fprofile").await;
     // Built dot segments stay text: a static path the origin serves as one, never the profile.
-    let redis = RedisServer::start();
     let origin = origin().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     let got = get(proxy.addr(), "/static/%2%65%2%65/api/users/42/profile", &[]).await;
     assert!(!got.text().contains(SECRET));
     assert_eq!(
@@ -211,9 +227,13 @@ async fn a_stray_percent_cannot_build_an_escape_for_the_origin_to_decode() {
 
 #[tokio::test]
 async fn a_normalised_path_shares_the_entry_of_its_plain_form() {
-    let redis = RedisServer::start();
     let origin = origin().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     let plain = get(proxy.addr(), "/static/css/app.css", &[]).await;
     assert!(plain.stored());
     for path in [
@@ -235,19 +255,16 @@ async fn a_normalised_path_shares_the_entry_of_its_plain_form() {
 async fn injected_key_characters_get_keys_of_their_own() {
     let redis = RedisServer::start();
     let origin = Origin::echo().await;
-    let routes = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-
+    let routes = concat!(
+        support::routes::credential!(),
+        r#"
 [[route]]
 name = "other"
 match = "GET /api/other/{id}"
 ttl = "10m"
 key = "other:{id}"
-"#;
+"#
+    );
     let policy = Policy::parse(&policy_text(origin.addr(), &redis.url(), routes), "t.toml")
         .expect("valid policy");
     let proxy = Server::start_with(policy, AdminConfig::with_token(Some(TOKEN.into())))

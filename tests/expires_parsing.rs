@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::{Origin, RedisServer, Reply, get, start_proxy};
+use support::{Origin, Reply, Stack, get};
 
 const ROUTES: &str = r#"
 [[route]]
@@ -97,14 +97,18 @@ const CASES: &[(&str, &str, bool)] = &[
 ];
 
 async fn check(ids: &[&str]) {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, n| {
         let id = seen.target.rsplit('/').next().unwrap_or_default();
         let (_, expires, _) = CASES.iter().find(|case| case.0 == id).expect("a case");
         Reply::ok(format!("{id} n={n}")).header("expires", expires)
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     for id in ids {
         let (_, expires, reused) = CASES.iter().find(|case| case.0 == *id).expect("a case");
         let path = format!("/expires/{id}");

@@ -3,24 +3,21 @@
 
 mod support;
 
-use support::{Origin, RedisServer, Reply, get, start_proxy};
-
-const CREDENTIAL: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#;
+use support::routes::CREDENTIAL;
+use support::{Origin, Reply, Stack, get};
 
 #[tokio::test]
 async fn second_request_is_a_hit_with_the_same_response() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, n| {
         Reply::ok(format!("{{\"path\":\"{}\",\"n\":{n}}}", seen.target)).header("x-origin", "flask")
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL).origin(origin).start().await;
 
     let first = get(proxy.addr(), "/api/credentials/abc123", &[]).await;
     assert_eq!(first.status, 200);
@@ -51,7 +48,6 @@ async fn second_request_is_a_hit_with_the_same_response() {
 /// sends the whole response to store).
 #[tokio::test]
 async fn conditional_requests_are_answered_from_the_entry() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, n| {
         Reply::ok(format!("{{\"n\":{n}}}"))
             .header("etag", "\"v1\"")
@@ -59,7 +55,12 @@ async fn conditional_requests_are_answered_from_the_entry() {
             .header("cache-control", "max-age=60")
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL).origin(origin).start().await;
     let path = "/api/credentials/etag";
 
     // The very first request is conditional: the fill still fetches the whole response.

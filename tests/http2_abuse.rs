@@ -15,7 +15,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use support::{Origin, RedisServer, Reply, get, pattern, start_proxy, start_proxy_with};
+use support::prometheus::counter;
+use support::{Origin, RedisServer, Reply, Stack, get, pattern, start_proxy_with};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -28,24 +29,17 @@ fn h2_get(path: &str) -> http::Request<()> {
         .unwrap()
 }
 
-/// The value of a counter line in `/metrics` (0 when absent).
-async fn counter(admin: SocketAddr, line_start: &str) -> u64 {
-    let metrics = get(admin, "/metrics", &[]).await.text();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(line_start))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
 const STREAMS: usize = 8;
 
 #[tokio::test]
 async fn a_client_that_opens_no_window_is_reset_and_cannot_keep_the_connection_with_pings() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, _| Reply::ok(pattern(1024 * 1024))).await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(
         r#"
 [limits]
 send_timeout = "1s"
@@ -57,6 +51,8 @@ match = "/api/big/{id}"
 ttl = "1m"
 "#,
     )
+    .origin(origin)
+    .start()
     .await;
     assert!(get(proxy.addr(), "/api/big/1", &[]).await.stored());
     // A client that reads gets the entry whole, handed over in pieces.
@@ -142,9 +138,12 @@ ttl = "1m"
 
 #[tokio::test]
 async fn a_connection_that_only_sends_pings_goes_idle() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, "[limits]\nidle_timeout = \"1s\"\n").await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start("[limits]\nidle_timeout = \"1s\"\n").await;
     let stream = TcpStream::connect(proxy.addr()).await.unwrap();
     let (_client, mut connection) = h2::client::handshake(stream).await.expect("h2 handshake");
     let mut pings = connection.ping_pong().expect("ping_pong");

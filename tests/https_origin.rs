@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use support::routes::CREDENTIAL;
 use support::tls::Certificates;
 use support::{HOST, RedisServer, get};
 use tokio::net::TcpListener;
@@ -21,14 +22,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-const ROUTE: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#;
 
 /// What the TLS origin saw: completed handshakes (one per connection), the server name each
 /// client sent, and each request's `Host` and target.
@@ -138,7 +131,7 @@ url = "{redis_url}"
 prefix = "cachalot"
 timeout = "300ms"
 
-{ROUTE}
+{CREDENTIAL}
 "#,
         port = origin.addr.port(),
         redis_url = redis.url(),

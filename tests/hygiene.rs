@@ -18,23 +18,18 @@ use bytes::Bytes;
 use http::Method;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::{
-    Got, Origin, RedisServer, Reply, get, pattern, send, start_proxy, start_proxy_listen,
-};
+use support::{Got, Origin, RedisServer, Reply, Stack, get, pattern, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ROUTES: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-
+const ROUTES: &str = concat!(
+    support::routes::credential!(),
+    r#"
 [[route]]
 name = "profile"
 match = "/api/profiles/{id}"
 ttl = "5m"
-"#;
+"#
+);
 
 /// Fails instead of hanging when the proxy never answers (a generous bound, not a latency
 /// check: "never a hang" is the promise).
@@ -46,9 +41,12 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn hop_by_hop_request_headers_never_reach_the_origin() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(ROUTES).await;
     let hop_headers = [
         ("connection", "x-custom"),
         ("x-custom", "per-connection"),
@@ -128,7 +126,6 @@ fn assert_no_hop_headers(got: &Got, what: &str) {
 
 #[tokio::test]
 async fn hop_by_hop_response_headers_never_reach_the_client() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, n| {
         Reply::ok(format!("{{\"n\":{n}}}"))
             .header("connection", "x-hop")
@@ -138,7 +135,12 @@ async fn hop_by_hop_response_headers_never_reach_the_client() {
             .header("x-end-to-end", "kept")
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
 
     let miss = get(proxy.addr(), "/api/credentials/abc", &[]).await;
     assert!(miss.cache_status().contains("fwd=uri-miss"));
@@ -173,10 +175,13 @@ async fn hop_by_hop_response_headers_never_reach_the_client() {
 
 #[tokio::test]
 async fn host_reaches_the_origin_as_the_client_sent_it() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
     // Any host (no `[listen] hosts`): the client's own reaches the origin.
-    let proxy = start_proxy_listen(&origin, &redis, "", ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).listen("").start().await;
     let host = [("host", "api.example.com:8443")];
     get(proxy.addr(), "/api/credentials/abc", &host).await;
     get(proxy.addr(), "/unrouted", &host).await;
@@ -220,9 +225,12 @@ async fn host_reaches_the_origin_as_the_client_sent_it() {
 
 #[tokio::test]
 async fn x_forwarded_for_and_proto_are_added() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(ROUTES).await;
     let chain = [("x-forwarded-for", "203.0.113.7")];
     get(proxy.addr(), "/api/credentials/abc", &chain).await;
     get(proxy.addr(), "/unrouted", &chain).await;
@@ -253,9 +261,12 @@ async fn x_forwarded_for_and_proto_are_added() {
 /// must keep every hop the earlier proxies recorded, not only the first line's.
 #[tokio::test]
 async fn x_forwarded_for_keeps_every_earlier_hop() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(ROUTES).await;
     let two_lines = [
         ("x-forwarded-for", "203.0.113.7"),
         ("x-forwarded-for", "198.51.100.2"),
@@ -282,7 +293,6 @@ async fn x_forwarded_for_keeps_every_earlier_hop() {
 #[tokio::test]
 async fn large_bodies_stream_through_intact_both_ways() {
     const SIZE: usize = 5 * 1024 * 1024;
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, _| {
         if seen.target == "/download" {
             Reply::ok(pattern(SIZE))
@@ -291,7 +301,12 @@ async fn large_bodies_stream_through_intact_both_ways() {
         }
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
 
     // Up: an unrouted POST, and a write on a cached route.
     for (method, path) in [(Method::POST, "/upload"), (Method::PUT, "/api/profiles/7")] {
@@ -363,10 +378,14 @@ async fn an_unreachable_origin_gives_502_with_a_plain_reason() {
 
 #[tokio::test]
 async fn a_slow_origin_gives_504_with_a_plain_reason() {
-    let redis = RedisServer::start();
     // The harness policy gives the origin 2 s; it takes 3.
     let origin = Origin::start(|_, _| Reply::ok("late").delay(Duration::from_secs(3))).await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     let (routed, unrouted) = tokio::join!(
         within("routed", get(proxy.addr(), "/api/credentials/abc", &[])),
         within("unrouted", get(proxy.addr(), "/unrouted", &[])),
@@ -395,9 +414,12 @@ async fn a_slow_origin_gives_504_with_a_plain_reason() {
 
 #[tokio::test]
 async fn oversized_request_headers_get_431() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(ROUTES).await;
 
     let stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
@@ -441,7 +463,6 @@ async fn oversized_request_headers_get_431() {
 
 #[tokio::test]
 async fn every_response_carries_cache_status() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, _| {
         if seen.target.ends_with("/missing") {
             Reply::ok("{}").status(404)
@@ -450,18 +471,21 @@ async fn every_response_carries_cache_status() {
         }
     })
     .await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
-        &format!(
-            "{ROUTES}
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(&format!(
+        "{ROUTES}
 [[route]]
 name = \"auth\"
 match = \"/api/auth/{{*rest}}\"
 cache = false
 "
-        ),
-    )
+    ))
+    .origin(origin)
+    .start()
     .await;
     let a = proxy.addr();
     let cases: Vec<(&str, Got)> = vec![
@@ -538,7 +562,6 @@ cache = false
 /// cache does not handle forward them untouched.
 #[tokio::test]
 async fn unkeyed_headers_never_reach_the_origin_on_cacheable_routes() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, _| {
         let host = seen
             .headers
@@ -548,7 +571,12 @@ async fn unkeyed_headers_never_reach_the_origin_on_cacheable_routes() {
     })
     .await;
     let routes = "[[route]]\nname = \"page\"\nmatch = \"GET /pages/{id}\"\nttl = \"1m\"\n";
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     let attack = [
         ("x-forwarded-host", "evil.example"),
         ("x-original-url", "/admin"),

@@ -24,26 +24,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
-use support::{Got, Origin, RedisServer, Reply, get, send, start_proxy};
+use support::routes::CREDENTIAL_AND_REVOKE;
+use support::wait::concurrent;
+use support::{Got, Origin, RedisServer, Reply, Stack, get, send, start_proxy};
 use tokio::sync::RwLock;
 
 /// Metrics are process-wide (every proxy in this test binary shares one recorder). Tests that
 /// invalidate hold this shared; a test that asserts that a counter grew holds it exclusively,
 /// so only its own invalidations can make the counter grow.
 static METRICS: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
-
-const CREDENTIALS: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-
-[[route]]
-name = "revoke"
-match = "POST /api/credentials/{id}/revoke"
-invalidate = ["credential:{id}"]
-"#;
 
 const ORGS: &str = r#"
 [[route]]
@@ -362,22 +351,6 @@ async fn metric(admin: SocketAddr, name: &str, labels: &[&str]) -> f64 {
         + 0.0 // an empty sum is -0
 }
 
-/// Sends `n` concurrent GETs for `path`, request `i` to `addrs[i % addrs.len()]`.
-async fn concurrent(addrs: &[SocketAddr], path: &str, n: usize) -> Vec<Got> {
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let addr = addrs[i % addrs.len()];
-            let path = path.to_string();
-            tokio::spawn(async move { get(addr, &path, &[]).await })
-        })
-        .collect();
-    let mut responses = Vec::with_capacity(n);
-    for task in tasks {
-        responses.push(task.await.expect("request task"));
-    }
-    responses
-}
-
 /// Every response must say `expected`; lists the ones that do not.
 fn assert_all_state(responses: &[Got], expected: &str, what: &str) {
     let wrong: Vec<String> = responses
@@ -404,7 +377,14 @@ async fn after_a_revoke_answers_100_of_100_reads_on_both_instances_are_revoked()
     let _metrics = METRICS.read().await;
     let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxies = instances(&origin, &redis, CREDENTIALS, 2, "cache:invalidate").await;
+    let proxies = instances(
+        &origin,
+        &redis,
+        CREDENTIAL_AND_REVOKE,
+        2,
+        "cache:invalidate",
+    )
+    .await;
     let (a, b) = (proxies[0].addr(), proxies[1].addr());
     let path = "/api/credentials/abc123";
 
@@ -428,9 +408,16 @@ async fn after_a_revoke_answers_100_of_100_reads_on_both_instances_are_revoked()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_the_origin_fails_invalidates_nothing() {
     let _metrics = METRICS.read().await;
-    let redis = RedisServer::start();
     let (origin, world) = world_origin().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIALS).await;
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL_AND_REVOKE)
+        .origin(origin)
+        .start()
+        .await;
     let path = "/api/credentials/abc";
     let filled = fill(proxy.addr(), path).await;
 
@@ -462,9 +449,16 @@ async fn a_revoke_the_origin_fails_invalidates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidating_a_key_drops_every_query_variant() {
     let _metrics = METRICS.read().await;
-    let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIALS).await;
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL_AND_REVOKE)
+        .origin(origin)
+        .start()
+        .await;
     let addr = proxy.addr();
     let variants = [
         "/api/credentials/abc",
@@ -509,9 +503,16 @@ async fn invalidating_a_key_drops_every_query_variant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successful_write_to_the_cached_uri_invalidates_it_without_a_rule() {
     let _metrics = METRICS.read().await;
-    let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIALS).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL_AND_REVOKE)
+        .origin(origin)
+        .start()
+        .await;
     let addr = proxy.addr();
     let path = "/api/credentials/abc";
 
@@ -548,9 +549,16 @@ async fn a_successful_write_to_the_cached_uri_invalidates_it_without_a_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_to_a_query_variant_of_the_uri_invalidates_every_variant() {
     let _metrics = METRICS.read().await;
-    let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIALS).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL_AND_REVOKE)
+        .origin(origin)
+        .start()
+        .await;
     let addr = proxy.addr();
     fill(addr, "/api/credentials/abc?x=1").await;
     fill(addr, "/api/credentials/abc").await;
@@ -569,9 +577,16 @@ async fn a_write_to_a_query_variant_of_the_uri_invalidates_every_variant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn location_and_content_location_on_the_same_host_are_invalidated() {
     let _metrics = METRICS.read().await;
-    let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIALS).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL_AND_REVOKE)
+        .origin(origin)
+        .start()
+        .await;
     let addr = proxy.addr();
     let ids = ["def", "ghi", "jkl", "keep"];
     for id in ids {
@@ -624,9 +639,16 @@ async fn location_and_content_location_on_the_same_host_are_invalidated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_location_on_another_host_invalidates_nothing() {
     let _metrics = METRICS.read().await;
-    let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIALS).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL_AND_REVOKE)
+        .origin(origin)
+        .start()
+        .await;
     let addr = proxy.addr();
     fill(addr, "/api/credentials/def").await;
 
@@ -656,9 +678,16 @@ async fn a_location_on_another_host_invalidates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_invalidates_nothing() {
     let _metrics = METRICS.read().await;
-    let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIALS).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL_AND_REVOKE)
+        .origin(origin)
+        .start()
+        .await;
     let addr = proxy.addr();
     let abc = fill(addr, "/api/credentials/abc").await;
     let def = fill(addr, "/api/credentials/def").await;
@@ -911,7 +940,14 @@ async fn the_flask_message_drops_the_entry_on_both_instances() {
     let _metrics = METRICS.read().await;
     let redis = RedisServer::start();
     let (origin, world) = world_origin().await;
-    let proxies = instances(&origin, &redis, CREDENTIALS, 2, "cache:invalidate").await;
+    let proxies = instances(
+        &origin,
+        &redis,
+        CREDENTIAL_AND_REVOKE,
+        2,
+        "cache:invalidate",
+    )
+    .await;
     let (a, b) = (proxies[0].addr(), proxies[1].addr());
     let path = "/api/credentials/abc123";
     fill(a, path).await;
@@ -1023,7 +1059,7 @@ async fn a_custom_channel_is_the_one_listened_to() {
     let _metrics = METRICS.read().await;
     let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let routes = format!("[invalidation]\nchannel = \"events:cache\"\n{CREDENTIALS}");
+    let routes = format!("[invalidation]\nchannel = \"events:cache\"\n{CREDENTIAL_AND_REVOKE}");
     let proxies = instances(&origin, &redis, &routes, 1, "events:cache").await;
     let addr = proxies[0].addr();
     fill(addr, "/api/credentials/abc").await;
@@ -1048,7 +1084,14 @@ async fn malformed_messages_are_skipped_and_counted_and_the_listener_keeps_worki
     let _metrics = METRICS.write().await;
     let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxies = instances(&origin, &redis, CREDENTIALS, 1, "cache:invalidate").await;
+    let proxies = instances(
+        &origin,
+        &redis,
+        CREDENTIAL_AND_REVOKE,
+        1,
+        "cache:invalidate",
+    )
+    .await;
     let (addr, admin) = (proxies[0].addr(), proxies[0].admin_addr());
     fill(addr, "/api/credentials/abc").await;
     fill(addr, "/api/credentials/keep").await;
@@ -1138,7 +1181,7 @@ async fn fill_racing_a_revoke(instances: usize, filler: usize, revoker: usize) {
     let (origin, world) = world_origin().await;
     let mut proxies = Vec::new();
     for _ in 0..instances {
-        proxies.push(start_proxy(&origin, &redis, CREDENTIALS).await);
+        proxies.push(start_proxy(&origin, &redis, CREDENTIAL_AND_REVOKE).await);
     }
     let addrs: Vec<SocketAddr> = proxies.iter().map(Server::addr).collect();
     let path = "/api/credentials/x";
@@ -1178,10 +1221,17 @@ async fn a_fill_that_started_before_a_revoke_is_never_served_two_instances() {
 /// Reads that start after the revoke's response but while the older fill is still running
 /// must not be handed that fill's result either.
 async fn reads_during_a_fill_racing_a_revoke(reader: usize) {
-    let redis = RedisServer::start();
     let (origin, world) = world_origin().await;
-    let a = start_proxy(&origin, &redis, CREDENTIALS).await;
-    let b = start_proxy(&origin, &redis, CREDENTIALS).await;
+    let Stack {
+        redis,
+        origin,
+        proxy: a,
+        ..
+    } = Stack::builder(CREDENTIAL_AND_REVOKE)
+        .origin(origin)
+        .start()
+        .await;
+    let b = start_proxy(&origin, &redis, CREDENTIAL_AND_REVOKE).await;
     let addrs = [a.addr(), b.addr()];
     let path = "/api/credentials/x";
 
@@ -1218,9 +1268,13 @@ async fn reads_during_an_older_fill_get_the_revoked_state_other_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_that_started_before_a_tag_invalidation_is_never_served() {
     let _metrics = METRICS.read().await;
-    let redis = RedisServer::start();
     let (origin, world) = world_origin().await;
-    let proxy = start_proxy(&origin, &redis, ORGS).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORGS).origin(origin).start().await;
     let addr = proxy.addr();
     let path = "/api/orgs/1/users/1";
     // The route caches at all (else this test would pass for nothing).
@@ -1248,9 +1302,16 @@ async fn a_fill_that_started_before_a_tag_invalidation_is_never_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_while_redis_is_dead_still_answers_and_reads_stay_revoked() {
     let _metrics = METRICS.read().await;
-    let mut redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIALS).await;
+    let Stack {
+        mut redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL_AND_REVOKE)
+        .origin(origin)
+        .start()
+        .await;
     let addr = proxy.addr();
     let path = "/api/credentials/abc";
     fill(addr, path).await;
@@ -1297,9 +1358,16 @@ async fn a_revoke_while_redis_is_dead_still_answers_and_reads_stay_revoked() {
 async fn a_revoke_while_redis_hangs_answers_at_once_is_queued_and_reads_stay_revoked() {
     // Exclusive: asserts that the queued-invalidation counter grew.
     let _metrics = METRICS.write().await;
-    let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIALS).await;
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL_AND_REVOKE)
+        .origin(origin)
+        .start()
+        .await;
     let (addr, admin) = (proxy.addr(), proxy.admin_addr());
     let path = "/api/credentials/abc";
     fill(addr, path).await;
@@ -1350,7 +1418,14 @@ async fn a_revoke_redis_refuses_is_queued_and_applied_before_redis_is_used_again
     let _metrics = METRICS.read().await;
     let redis = RedisServer::start();
     let (origin, _world) = world_origin().await;
-    let proxies = instances(&origin, &redis, CREDENTIALS, 1, "cache:invalidate").await;
+    let proxies = instances(
+        &origin,
+        &redis,
+        CREDENTIAL_AND_REVOKE,
+        1,
+        "cache:invalidate",
+    )
+    .await;
     let addr = proxies[0].addr();
     let variants = ["/api/credentials/abc", "/api/credentials/abc?x=1"];
     for path in variants {
@@ -1417,7 +1492,14 @@ async fn after_the_pubsub_connection_drops_older_entries_are_misses() {
     let _metrics = METRICS.read().await;
     let redis = RedisServer::start();
     let origin = Origin::echo().await;
-    let proxies = instances(&origin, &redis, CREDENTIALS, 1, "cache:invalidate").await;
+    let proxies = instances(
+        &origin,
+        &redis,
+        CREDENTIAL_AND_REVOKE,
+        1,
+        "cache:invalidate",
+    )
+    .await;
     let addr = proxies[0].addr();
     let path = "/api/credentials/abc";
     fill(addr, path).await;

@@ -10,24 +10,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Got, Origin, RedisServer, Reply, get, send, start_proxy};
+use support::{Got, Origin, Reply, Stack, get, send, start_proxy};
 
-const ROUTES: &str = r#"
-[l1]
-size = "16MiB"
-
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-l1 = true
-
-[[route]]
-name = "revoke"
-match = "POST /api/credentials/{id}/revoke"
-invalidate = ["credential:{id}"]
-"#;
+/// The shared credential and revoke routes, the credential one kept in the in-process tier.
+const ROUTES: &str = concat!(
+    "\n[l1]\nsize = \"16MiB\"\n",
+    support::routes::credential!(),
+    "l1 = true\n",
+    support::routes::revoke!()
+);
 
 /// An origin with credentials a revoke really flips.
 async fn credentials() -> Origin {
@@ -72,9 +63,13 @@ async fn until_l1(addr: SocketAddr, path: &str) -> Got {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_through_one_instance_drops_the_entry_from_the_others_tier() {
-    let redis = RedisServer::start();
     let origin = credentials().await;
-    let a = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis,
+        origin,
+        proxy: a,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     let b = start_proxy(&origin, &redis, ROUTES).await;
     let path = "/api/credentials/abc";
 
@@ -132,9 +127,13 @@ async fn a_write_through_one_instance_drops_the_entry_from_the_others_tier() {
 
 #[tokio::test]
 async fn the_tier_is_flushed_when_the_feed_drops_and_bypassed_while_redis_is_down() {
-    let mut redis = RedisServer::start();
     let origin = credentials().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        mut redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(ROUTES).origin(origin).start().await;
     let path = "/api/credentials/xyz";
     until_l1(proxy.addr(), path).await;
 
@@ -173,10 +172,14 @@ async fn the_tier_is_flushed_when_the_feed_drops_and_bypassed_while_redis_is_dow
 
 #[tokio::test]
 async fn routes_without_l1_never_use_the_tier() {
-    let redis = RedisServer::start();
     let origin = credentials().await;
     let routes = ROUTES.replace("l1 = true\n", "");
-    let proxy = start_proxy(&origin, &redis, &routes).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(&routes).origin(origin).start().await;
     for _ in 0..10 {
         let got = get(proxy.addr(), "/api/credentials/q", &[]).await;
         assert!(!from_l1(&got), "{}", got.cache_status());

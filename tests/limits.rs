@@ -19,7 +19,7 @@ mod support;
 use bytes::Bytes;
 use http::Method;
 use std::time::{Duration, Instant};
-use support::{Origin, RedisServer, get, pattern, raw, send, start_proxy};
+use support::{Stack, get, pattern, raw, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -51,9 +51,12 @@ async fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> (String, b
 
 #[tokio::test]
 async fn a_declared_body_over_max_body_gets_413_without_asking_the_origin() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, &with_limits(r#"max_body = "1KiB""#)).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(&with_limits(r#"max_body = "1KiB""#)).await;
     let over = send(
         proxy.addr(),
         Method::POST,
@@ -82,9 +85,12 @@ async fn a_declared_body_over_max_body_gets_413_without_asking_the_origin() {
 
 #[tokio::test]
 async fn a_streamed_body_over_max_body_is_cut_off_with_413_and_the_connection_closed() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, &with_limits(r#"max_body = "1KiB""#)).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(&with_limits(r#"max_body = "1KiB""#)).await;
     let chunk = "a".repeat(512);
     let mut request = String::from(
         "POST /api/items/1 HTTP/1.1\r\nHost: cachalot.test\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -134,9 +140,12 @@ fn head(count: usize, size: usize) -> String {
 
 #[tokio::test]
 async fn a_head_over_max_head_size_gets_431() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, &with_limits(r#"max_head_size = "8KiB""#)).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(&with_limits(r#"max_head_size = "8KiB""#)).await;
     let over = raw(proxy.addr(), head(5, 2048).as_bytes()).await;
     assert!(over.starts_with("HTTP/1.1 431"), "{over}");
     let within = raw(proxy.addr(), head(5, 1024).as_bytes()).await;
@@ -147,9 +156,12 @@ async fn a_head_over_max_head_size_gets_431() {
 
 #[tokio::test]
 async fn more_headers_than_max_headers_gets_431() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, &with_limits("max_headers = 20")).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(&with_limits("max_headers = 20")).await;
     let over = raw(proxy.addr(), head(25, 4).as_bytes()).await;
     assert!(over.starts_with("HTTP/1.1 431"), "{over}");
     let within = raw(proxy.addr(), head(10, 4).as_bytes()).await;
@@ -160,9 +172,12 @@ async fn more_headers_than_max_headers_gets_431() {
 
 #[tokio::test]
 async fn a_head_that_never_completes_is_dropped_after_header_timeout() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, &with_limits(r#"header_timeout = "1s""#)).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(&with_limits(r#"header_timeout = "1s""#)).await;
     let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
     let started = Instant::now();
     // Slowloris: a head that starts, then trickles a header line now and then.
@@ -200,13 +215,14 @@ async fn a_head_that_never_completes_is_dropped_after_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
-        &with_limits("idle_timeout = \"1s\"\nheader_timeout = \"60s\""),
-    )
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start(&with_limits(
+        "idle_timeout = \"1s\"\nheader_timeout = \"60s\"",
+    ))
     .await;
     let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
     stream
@@ -225,9 +241,12 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
 
 #[tokio::test]
 async fn connections_over_max_connections_get_503_and_a_freed_slot_is_reused() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, &with_limits("max_connections = 2")).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(&with_limits("max_connections = 2")).await;
     let mut first = TcpStream::connect(proxy.addr()).await.unwrap();
     let _second = TcpStream::connect(proxy.addr()).await.unwrap();
     // Both are accepted (a request on the first is answered) ...
@@ -286,9 +305,12 @@ fn h2_get(_addr: std::net::SocketAddr, path: &str) -> http::Request<()> {
 
 #[tokio::test]
 async fn http2_advertises_max_concurrent_streams() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, &with_limits("h2_max_streams = 7")).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start(&with_limits("h2_max_streams = 7")).await;
     let (client, _connection) = h2_client(proxy.addr()).await;
     let mut client = client.ready().await.unwrap();
     let (response, _) = client
@@ -303,9 +325,12 @@ async fn http2_advertises_max_concurrent_streams() {
 
 #[tokio::test]
 async fn an_http2_rapid_reset_flood_ends_in_goaway_and_others_are_still_served() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, &with_limits("h2_max_resets = 10")).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(&with_limits("h2_max_resets = 10")).await;
     let (client, connection) = h2_client(proxy.addr()).await;
     let mut client = client.ready().await.unwrap();
     let mut opened = 0;

@@ -32,21 +32,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use support::{Origin, RedisServer, Reply, get, pattern, start_proxy};
-
-const CREDENTIAL: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#;
+use support::routes::CREDENTIAL;
+use support::{Origin, RedisServer, Reply, Stack, get, pattern, start_proxy};
 
 #[tokio::test]
 async fn authorization_is_never_answered_from_the_cache_nor_stored() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
 
     let public = get(proxy.addr(), "/api/credentials/abc", &[]).await;
     assert!(public.stored());
@@ -95,9 +91,12 @@ async fn authorization_is_never_answered_from_the_cache_nor_stored() {
 
 #[tokio::test]
 async fn a_cookie_bypasses_the_cache_by_default() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
 
     let public = get(proxy.addr(), "/api/credentials/abc", &[]).await;
     assert!(public.stored());
@@ -132,7 +131,6 @@ async fn a_cookie_bypasses_the_cache_by_default() {
 
 #[tokio::test]
 async fn ignore_cookies_strips_the_cookie_and_shares_the_response() {
-    let redis = RedisServer::start();
     // The origin says which cookie it saw: a personalised body would show it.
     let origin = Origin::start(|seen, n| {
         let cookie = seen
@@ -142,9 +140,12 @@ async fn ignore_cookies_strips_the_cookie_and_shares_the_response() {
         Reply::ok(format!("cookie={cookie} n={n}"))
     })
     .await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(
         r#"
 [[route]]
 name = "stats"
@@ -153,6 +154,8 @@ ttl = "1m"
 ignore_cookies = true
 "#,
     )
+    .origin(origin)
+    .start()
     .await;
     let alice = get(proxy.addr(), "/api/stats", &[("cookie", "session=alice")]).await;
     assert_eq!(alice.text(), "cookie=none n=1");
@@ -244,20 +247,18 @@ async fn server_error_is_not_stored() {
 
 #[tokio::test]
 async fn not_found_is_stored_when_the_route_lists_it() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, n| Reply::ok(format!("missing {n}")).status(404)).await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
-        r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-statuses = [200, 404]
-"#,
-    )
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(concat!(
+        support::routes::credential!(),
+        "statuses = [200, 404]\n"
+    ))
+    .origin(origin)
+    .start()
     .await;
     let first = get(proxy.addr(), "/api/credentials/nope", &[]).await;
     assert_eq!(first.status, 404);
@@ -281,14 +282,18 @@ max_object_size = "1KiB"
 
 #[tokio::test]
 async fn a_body_over_max_object_size_is_streamed_whole_and_not_stored() {
-    let redis = RedisServer::start();
     // `/blobs/<n>` answers n patterned bytes, with a Content-Length.
     let origin = Origin::start(|seen, _| {
         let size: usize = seen.target.rsplit('/').next().unwrap().parse().unwrap();
         Reply::ok(pattern(size))
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, BLOBS).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(BLOBS).origin(origin).start().await;
 
     for size in [1025usize, 4096, 200_000] {
         let path = format!("/blobs/{size}");

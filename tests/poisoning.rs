@@ -12,11 +12,10 @@
 
 mod support;
 
-use support::{Origin, RedisServer, Reply, get, start_proxy};
+use support::{Origin, Reply, Stack, get};
 
 #[tokio::test]
 async fn per_user_entries_are_keyed_on_a_hash_of_the_credential() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, n| {
         let who = seen
             .headers
@@ -25,9 +24,12 @@ async fn per_user_entries_are_keyed_on_a_hash_of_the_credential() {
         Reply::ok(format!("profile for {who} n={n}"))
     })
     .await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(
         r#"
 [[route]]
 name = "me"
@@ -36,6 +38,8 @@ ttl = "1m"
 per_user = true
 "#,
     )
+    .origin(origin)
+    .start()
     .await;
     let alice = [("authorization", "Bearer alice-secret-token")];
     let bob = [("authorization", "Bearer bob-secret-token")];
@@ -72,7 +76,6 @@ per_user = true
 
 #[tokio::test]
 async fn a_varied_header_keys_its_own_entry_and_cannot_poison_others() {
-    let redis = RedisServer::start();
     // Like a Flask app building absolute links from X-Forwarded-Host.
     let origin = Origin::start(|seen, _| {
         let host = seen
@@ -82,9 +85,12 @@ async fn a_varied_header_keys_its_own_entry_and_cannot_poison_others() {
         Reply::ok(format!("next: https://{host}/api/page?p=2")).header("vary", "X-Forwarded-Host")
     })
     .await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(
         r#"
 [[route]]
 name = "page"
@@ -93,6 +99,8 @@ ttl = "1m"
 vary = ["X-Forwarded-Host"]
 "#,
     )
+    .origin(origin)
+    .start()
     .await;
     let planted = get(
         proxy.addr(),
@@ -125,11 +133,12 @@ vary = ["X-Forwarded-Host"]
 
 #[tokio::test]
 async fn random_query_strings_stop_at_max_variants_and_hot_entries_stay() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start(
         r#"
 [[route]]
 name = "search"
@@ -170,11 +179,12 @@ max_variants = 3
 
 #[tokio::test]
 async fn a_corrupt_or_foreign_value_is_a_miss_and_is_overwritten() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start(
         r#"
 [[route]]
 name = "item"

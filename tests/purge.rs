@@ -6,12 +6,11 @@ mod support;
 
 use bytes::Bytes;
 use cachalot::app::admin::AdminConfig;
-use cachalot::{Policy, Server};
 use http::Method;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Output;
-use support::{Got, Origin, RedisServer, Reply, get, policy_text, send};
+use support::files::policy_file;
+use support::{Got, Origin, Reply, Stack, get, policy_text, send};
 
 const TOKEN: &str = "test-admin-token-4f9c2a";
 
@@ -34,13 +33,9 @@ match = "/auth/{*rest}"
 cache = false
 "#;
 
-/// A proxy whose purge API takes `token` (`None`: the purge API is off).
-async fn start(origin: &Origin, redis: &RedisServer, token: Option<&str>) -> Server {
-    let text = policy_text(origin.addr(), &redis.url(), ROUTES);
-    let policy = Policy::parse(&text, "test.toml").expect("test policy is valid");
-    Server::start_with(policy, AdminConfig::with_token(token.map(String::from)))
-        .await
-        .expect("proxy starts")
+/// A stack whose purge API takes `token` (`None`: the purge API is off).
+fn stack(token: Option<&str>) -> support::stack::Builder {
+    Stack::builder(ROUTES).admin(AdminConfig::with_token(token.map(String::from)))
 }
 
 fn purge_method() -> Method {
@@ -108,9 +103,12 @@ async fn assert_miss(addr: SocketAddr, path: &str) {
 
 #[tokio::test]
 async fn purging_needs_the_configured_bearer_token() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start(&origin, &redis, Some(TOKEN)).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = stack(Some(TOKEN)).start().await;
     cache(proxy.addr(), &["/items/1"]).await;
     let admin = proxy.admin_addr();
 
@@ -140,9 +138,12 @@ async fn purging_needs_the_configured_bearer_token() {
 
 #[tokio::test]
 async fn without_a_token_the_purge_api_is_off_and_says_so() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start(&origin, &redis, None).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = stack(None).start().await;
     cache(proxy.addr(), &["/items/1"]).await;
     let admin = proxy.admin_addr();
 
@@ -163,9 +164,12 @@ async fn without_a_token_the_purge_api_is_off_and_says_so() {
 
 #[tokio::test]
 async fn post_purge_drops_exactly_the_keys_tags_and_prefixes_it_names() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start(&origin, &redis, Some(TOKEN)).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = stack(Some(TOKEN)).start().await;
     let (addr, admin) = (proxy.addr(), proxy.admin_addr());
     let auth = bearer(TOKEN);
     let all = [
@@ -211,9 +215,12 @@ async fn post_purge_drops_exactly_the_keys_tags_and_prefixes_it_names() {
 
 #[tokio::test]
 async fn purge_of_a_path_drops_the_entry_a_get_of_it_uses() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start(&origin, &redis, Some(TOKEN)).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = stack(Some(TOKEN)).start().await;
     let (addr, admin) = (proxy.addr(), proxy.admin_addr());
     let auth = bearer(TOKEN);
     cache(addr, &["/items/1", "/items/2"]).await;
@@ -238,9 +245,12 @@ async fn purge_of_a_path_drops_the_entry_a_get_of_it_uses() {
 
 #[tokio::test]
 async fn bad_purge_bodies_are_refused_with_the_reason() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start(&origin, &redis, Some(TOKEN)).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = stack(Some(TOKEN)).start().await;
     let admin = proxy.admin_addr();
     let auth = bearer(TOKEN);
     cache(proxy.addr(), &["/items/1"]).await;
@@ -270,14 +280,18 @@ async fn bad_purge_bodies_are_refused_with_the_reason() {
 
 #[tokio::test]
 async fn the_purge_api_is_not_reachable_on_the_public_port() {
-    let redis = RedisServer::start();
     // An origin that takes only GET, as most APIs would answer PURGE.
     let origin = Origin::start(|seen, n| match seen.method.as_str() {
         "GET" => Reply::ok(format!("{{\"n\":{n}}}")),
         _ => Reply::ok("origin: method not allowed").status(405),
     })
     .await;
-    let proxy = start(&origin, &redis, Some(TOKEN)).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = stack(Some(TOKEN)).origin(origin).start().await;
     let addr = proxy.addr();
     let auth = bearer(TOKEN);
     cache(addr, &["/items/1"]).await;
@@ -297,9 +311,12 @@ async fn the_purge_api_is_not_reachable_on_the_public_port() {
 
 #[tokio::test]
 async fn a_purge_while_redis_is_down_is_queued() {
-    let mut redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start(&origin, &redis, Some(TOKEN)).await;
+    let Stack {
+        mut redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = stack(Some(TOKEN)).start().await;
     let auth = bearer(TOKEN);
     cache(proxy.addr(), &["/items/1"]).await;
 
@@ -323,25 +340,25 @@ async fn cachalot(args: &[&str]) -> Output {
         .expect("cachalot runs")
 }
 
-fn policy_file(dir: &Path, text: &str) -> String {
-    let path = dir.join("cachalot.toml");
-    std::fs::write(&path, text).expect("write policy");
-    path.to_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn the_purge_command_drops_what_a_running_proxy_cached() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start(&origin, &redis, None).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = stack(None).start().await;
     let addr = proxy.addr();
     cache(addr, &["/items/1", "/items/2", "/users/42/profile"]).await;
 
     let dir = tempfile::tempdir().unwrap();
     let config = policy_file(
         dir.path(),
+        "cachalot.toml",
         &policy_text(origin.addr(), &redis.url(), ROUTES),
-    );
+    )
+    .display()
+    .to_string();
     let out = cachalot(&[
         "purge", "--config", &config, "--key", "item:1", "--tag", "user:42", "--reason", "test",
     ])
@@ -371,7 +388,13 @@ async fn the_purge_command_fails_clearly_without_redis_or_without_a_name() {
     let origin = Origin::echo().await;
     let dead = format!("redis://127.0.0.1:{}", support::redis::free_port());
     let dir = tempfile::tempdir().unwrap();
-    let config = policy_file(dir.path(), &policy_text(origin.addr(), &dead, ROUTES));
+    let config = policy_file(
+        dir.path(),
+        "cachalot.toml",
+        &policy_text(origin.addr(), &dead, ROUTES),
+    )
+    .display()
+    .to_string();
 
     let out = cachalot(&["purge", "--config", &config, "--key", "item:1"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -8,15 +8,8 @@ mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::{Got, Origin, RedisServer, Reply, get, load, start_proxy};
-
-const CREDENTIAL: &str = r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#;
+use support::routes::CREDENTIAL;
+use support::{Got, Origin, RedisServer, Reply, Stack, get, load, start_proxy};
 
 /// The echo origin's body names the target it was asked for.
 fn assert_from_origin_for(got: &Got, path: &str) {
@@ -66,9 +59,12 @@ async fn health(admin: SocketAddr) -> Got {
 
 #[tokio::test]
 async fn redis_killed_mid_run_still_gives_200s_and_health_says_down() {
-    let mut redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        mut redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
     let filled = get(proxy.addr(), "/api/credentials/abc", &[]).await;
     assert!(filled.cache_status().contains("stored"));
     let hit = get(proxy.addr(), "/api/credentials/abc", &[]).await;
@@ -103,9 +99,12 @@ async fn redis_killed_mid_run_still_gives_200s_and_health_says_down() {
 
 #[tokio::test]
 async fn caching_resumes_after_redis_restarts() {
-    let mut redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        mut redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
     assert_caching_works(proxy.addr(), "/api/credentials/before").await;
 
     redis.kill();
@@ -157,9 +156,12 @@ async fn a_proxy_started_without_redis_serves_and_caches_once_redis_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_redis_costs_at_most_its_timeout_then_caching_resumes() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
     assert_caching_works(proxy.addr(), "/api/credentials/before").await;
 
     redis.signal("STOP");
@@ -202,9 +204,12 @@ async fn a_hanging_redis_costs_at_most_its_timeout_then_caching_resumes() {
 
 #[tokio::test]
 async fn an_unreadable_entry_is_a_miss_and_gets_replaced() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
     for (key, value) in [
         ("cachalot:{credential:abc}", "garbage"),
         // Right magic and version, broken envelope.
@@ -233,9 +238,12 @@ async fn an_unreadable_entry_is_a_miss_and_gets_replaced() {
 
 #[tokio::test]
 async fn a_value_of_the_wrong_redis_type_is_a_miss_not_an_outage() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
     // Something else wrote a list where an entry belongs: GET answers WRONGTYPE.
     let pushed = redis
         .command(&["RPUSH", "cachalot:{credential:abc}", "x"])
@@ -272,9 +280,12 @@ async fn a_value_of_the_wrong_redis_type_is_a_miss_not_an_outage() {
 
 #[tokio::test]
 async fn admin_endpoints_answer_on_the_admin_port_only() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
     let admin = proxy.admin_addr();
     assert_ne!(admin, proxy.addr());
 
@@ -321,9 +332,13 @@ async fn slow_origin(latency: Duration) -> Origin {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_redis_killed_and_restarted_3s_later_loses_no_request() {
-    let mut redis = RedisServer::start();
     let origin = slow_origin(ORIGIN_LATENCY).await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        mut redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL).origin(origin).start().await;
     let paths = credentials(20);
     for path in &paths {
         get(proxy.addr(), path, &[]).await;
@@ -352,9 +367,13 @@ async fn drill_redis_killed_and_restarted_3s_later_loses_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_redis_paused_5s_costs_each_request_at_most_the_timeout() {
-    let redis = RedisServer::start();
     let origin = slow_origin(ORIGIN_LATENCY).await;
-    let proxy = start_proxy(&origin, &redis, CREDENTIAL).await;
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(CREDENTIAL).origin(origin).start().await;
     let paths = credentials(20);
     for path in &paths {
         get(proxy.addr(), path, &[]).await;

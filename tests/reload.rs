@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::wait::eventually;
 use support::{Origin, RedisServer, get, policy_text};
 
 const CACHED: &str = "[[route]]\nname = \"item\"\nmatch = \"GET /items/{id}\"\nttl = \"1m\"\n";
@@ -21,14 +22,8 @@ fn write(path: &Path, text: &str) {
     file.sync_all().expect("sync policy");
 }
 
-/// Polls `check` for up to 5 s.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How long a reload or a listener may take to show.
+const WAIT: Duration = Duration::from_secs(5);
 
 fn reloads(outcome: &str) -> u64 {
     let needle = format!("cachalot_policy_reloads_total{{outcome=\"{outcome}\"}} ");
@@ -83,7 +78,7 @@ async fn edits_apply_live_and_broken_edits_are_rejected() {
     // A broken edit: rejected, counted, the old policy keeps caching.
     let rejected_before = reloads("rejected");
     write(&path, &good.replace("ttl = \"1m\"", "ttl = \"one minute\""));
-    eventually("the broken policy to be rejected", async || {
+    eventually("the broken policy to be rejected", WAIT, async || {
         reloads("rejected") > rejected_before
     })
     .await;
@@ -96,7 +91,7 @@ async fn edits_apply_live_and_broken_edits_are_rejected() {
 
     // A good edit takes effect.
     write(&path, &policy_text(origin.addr(), &redis.url(), PASSED));
-    eventually("the new policy to pass the route", async || {
+    eventually("the new policy to pass the route", WAIT, async || {
         get(proxy, "/items/1", &[])
             .await
             .cache_status()
@@ -172,7 +167,7 @@ async fn sighup_reloads_without_stopping_the_process() {
         .spawn()
         .expect("cachalot starts");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    eventually("the proxy to listen", async || {
+    eventually("the proxy to listen", WAIT, async || {
         tokio::net::TcpStream::connect(addr).await.is_ok()
     })
     .await;
@@ -192,7 +187,7 @@ async fn sighup_reloads_without_stopping_the_process() {
             .unwrap()
             .success()
     );
-    eventually("the reloaded policy to pass the route", async || {
+    eventually("the reloaded policy to pass the route", WAIT, async || {
         get(addr, "/items/1", &[])
             .await
             .cache_status()

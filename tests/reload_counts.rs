@@ -12,7 +12,8 @@ mod support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::wait::eventually;
 use support::{Origin, RedisServer, get, policy_text, redis::free_port};
 
 const CACHED: &str = "[[route]]\nname = \"item\"\nmatch = \"GET /items/{id}\"\nttl = \"1m\"\n";
@@ -50,7 +51,7 @@ impl Running {
             log,
             _dir: dir,
         };
-        eventually("the proxy to listen", async || {
+        eventually("the proxy to listen", WAIT, async || {
             tokio::net::TcpStream::connect(running.admin).await.is_ok()
                 && tokio::net::TcpStream::connect(running.addr).await.is_ok()
         })
@@ -103,14 +104,8 @@ impl Drop for Running {
     }
 }
 
-/// Polls `check` for up to 10 s (a reload is due; only how soon depends on the machine).
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How long a reload or a listener may take to show.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// A policy with fixed free ports, so the test knows where the child listens.
 fn policy(origin: SocketAddr, redis: &RedisServer, routes: &str, ports: (u16, u16)) -> String {
@@ -147,7 +142,7 @@ async fn reads_touches_and_copies_of_the_same_text_reload_nothing_an_edit_reload
     assert_eq!(proxy.counts_after_quiet().await, (0, 0), "nothing changed");
 
     std::fs::write(&path, policy(origin.addr(), &redis, PASSED, ports)).unwrap();
-    eventually("the edit to apply", async || {
+    eventually("the edit to apply", WAIT, async || {
         get(proxy.addr, "/items/1", &[])
             .await
             .cache_status()
@@ -164,7 +159,7 @@ async fn reads_touches_and_copies_of_the_same_text_reload_nothing_an_edit_reload
     );
 
     std::fs::write(&path, text.replace("ttl = \"1m\"", "ttl = \"one minute\"")).unwrap();
-    eventually("the broken edit to be rejected", async || {
+    eventually("the broken edit to be rejected", WAIT, async || {
         proxy.reloads("rejected").await == 1
     })
     .await;
@@ -234,7 +229,7 @@ async fn a_configmap_swap_reloads_once_each_time() {
     };
 
     map.publish(&policy(origin.addr(), &redis, PASSED, ports));
-    eventually("the swapped policy to apply", async || {
+    eventually("the swapped policy to apply", WAIT, async || {
         pass_status().await.contains("route-pass")
     })
     .await;
@@ -246,7 +241,7 @@ async fn a_configmap_swap_reloads_once_each_time() {
 
     // The watch follows the new directory: the next swap is seen too, and once.
     map.publish(&policy(origin.addr(), &redis, CACHED, ports));
-    eventually("the second swap to apply", async || {
+    eventually("the second swap to apply", WAIT, async || {
         !pass_status().await.contains("route-pass")
     })
     .await;

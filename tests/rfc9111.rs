@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use support::{Got, Origin, RedisServer, Reply, get, policy_text, start_proxy};
+use support::{Got, Origin, RedisServer, Reply, Stack, get, policy_text, start_proxy};
 
 /// Asserts that a response's `Cache-Status` contains `part`, showing it when not.
 fn says(got: &Got, part: &str) {
@@ -31,7 +31,6 @@ key = "page:{id}"
 
 #[tokio::test]
 async fn the_origins_max_age_decides_freshness_within_ttl_max() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, n| {
         let cc = if seen.target.ends_with("/short") {
             "max-age=1"
@@ -41,7 +40,12 @@ async fn the_origins_max_age_decides_freshness_within_ttl_max() {
         Reply::ok(format!("n={n}")).header("cache-control", cc)
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ORIGIN_ROUTE).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORIGIN_ROUTE).origin(origin).start().await;
 
     let first = get(proxy.addr(), "/pages/short", &[]).await;
     assert!(first.stored(), "{}", first.cache_status());
@@ -65,12 +69,16 @@ async fn the_origins_max_age_decides_freshness_within_ttl_max() {
 
 #[tokio::test]
 async fn a_response_without_freshness_is_stored_only_with_ttl_default() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, n| Reply::ok(format!("n={n}"))).await;
     let routes = format!(
         "{ORIGIN_ROUTE}\n[[route]]\nname = \"doc\"\nmatch = \"GET /docs/{{id}}\"\nttl = \"origin\"\nttl_default = \"30s\"\n"
     );
-    let proxy = start_proxy(&origin, &redis, &routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(&routes).origin(origin).start().await;
     for _ in 0..2 {
         let got = get(proxy.addr(), "/pages/plain", &[]).await;
         assert!(
@@ -88,7 +96,6 @@ async fn a_response_without_freshness_is_stored_only_with_ttl_default() {
 
 #[tokio::test]
 async fn vary_stores_one_variant_per_request_header_value() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, _| {
         let lang = seen
             .headers
@@ -99,7 +106,12 @@ async fn vary_stores_one_variant_per_request_header_value() {
             .header("vary", "Accept-Language")
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ORIGIN_ROUTE).await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORIGIN_ROUTE).origin(origin).start().await;
     let ask = |lang: Option<&'static str>| {
         let addr = proxy.addr();
         async move {
@@ -139,7 +151,6 @@ async fn vary_stores_one_variant_per_request_header_value() {
 
 #[tokio::test]
 async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it_without_the_body() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, n| {
         let validated = seen
             .headers
@@ -155,7 +166,12 @@ async fn a_stale_entry_is_revalidated_and_a_304_refreshes_it_without_the_body() 
             .header("x-served", &n.to_string())
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ORIGIN_ROUTE).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORIGIN_ROUTE).origin(origin).start().await;
     assert!(get(proxy.addr(), "/pages/r", &[]).await.stored());
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -201,10 +217,14 @@ async fn slow_after_first(delay: Duration) -> Origin {
 
 #[tokio::test]
 async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
-    let redis = RedisServer::start();
     let origin = slow_after_first(Duration::from_millis(300)).await;
     let routes = FEED;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     assert!(get(proxy.addr(), "/feed", &[]).await.stored());
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -304,7 +324,6 @@ ttl = "1s"
 
 #[tokio::test]
 async fn age_counts_the_origins_age_and_heuristics_need_the_route_to_ask() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, _| {
         if seen.target.starts_with("/pages/") {
             // Five minutes old already, fresh for ten: five minutes of freshness are left.
@@ -337,7 +356,12 @@ match = "GET /strict/{id}"
 ttl = "origin"
 "#
     );
-    let proxy = start_proxy(&origin, &redis, &routes).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(&routes).origin(origin).start().await;
     let first = get(proxy.addr(), "/pages/a", &[]).await;
     let age: u64 = first.header("age").parse().unwrap();
     assert!((300..=302).contains(&age), "Age {age}");
@@ -353,7 +377,6 @@ ttl = "origin"
 
 #[tokio::test]
 async fn surrogate_control_for_the_proxy_beats_cache_control() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, n| {
         Reply::ok(format!("n={n}"))
             .header("cache-control", "no-store")
@@ -363,7 +386,12 @@ async fn surrogate_control_for_the_proxy_beats_cache_control() {
             )
     })
     .await;
-    let proxy = start_proxy(&origin, &redis, ORIGIN_ROUTE).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(ORIGIN_ROUTE).origin(origin).start().await;
     assert!(get(proxy.addr(), "/pages/s", &[]).await.stored());
     let hit = get(proxy.addr(), "/pages/s", &[]).await;
     says(&hit, "; hit");
@@ -379,10 +407,14 @@ async fn surrogate_control_for_the_proxy_beats_cache_control() {
 
 #[tokio::test]
 async fn one_background_refresh_across_two_instances() {
-    let redis = RedisServer::start();
     let origin = slow_after_first(Duration::from_millis(500)).await;
     let routes = FEED;
-    let one = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis,
+        origin,
+        proxy: one,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     let two = start_proxy(&origin, &redis, routes).await;
     assert!(get(one.addr(), "/feed", &[]).await.stored());
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -408,7 +440,6 @@ async fn one_background_refresh_across_two_instances() {
 
 #[tokio::test]
 async fn byte_ranges_are_cut_from_the_stored_whole() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, _| Reply::ok("0123456789").header("etag", "\"v1\"")).await;
     let routes = r#"
 [[route]]
@@ -416,7 +447,12 @@ name = "file"
 match = "GET /files/{id}"
 ttl = "1m"
 "#;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     let miss = get(proxy.addr(), "/files/a", &[("range", "bytes=2-5")]).await;
     assert_eq!(miss.status, 206, "{}", miss.cache_status());
     assert!(miss.stored(), "the whole response was stored");
@@ -448,7 +484,6 @@ ttl = "1m"
 
 #[tokio::test]
 async fn must_revalidate_is_never_served_stale() {
-    let redis = RedisServer::start();
     let (origin, broken) = breakable(
         Reply::ok("strict").header("cache-control", "max-age=1, must-revalidate"),
         Reply::ok("down").status(503),
@@ -462,7 +497,12 @@ ttl = "origin"
 stale_if_error = "1m"
 stale_while_revalidate = "1m"
 "#;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     assert!(get(proxy.addr(), "/strict", &[]).await.stored());
     broken.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -474,7 +514,6 @@ stale_while_revalidate = "1m"
 
 #[tokio::test]
 async fn clients_cache_control_counts_only_where_the_route_honours_it() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, n| Reply::ok(format!("n={n}"))).await;
     let routes = r#"
 [[route]]
@@ -488,7 +527,12 @@ match = "GET /honest"
 ttl = "1m"
 honor_client_no_cache = true
 "#;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(routes).origin(origin).start().await;
     let no_cache = [("cache-control", "no-cache")];
     for path in ["/shielded", "/honest"] {
         assert!(get(proxy.addr(), path, &[]).await.stored());
@@ -558,8 +602,6 @@ early_refresh = true
 
 #[tokio::test]
 async fn ttl_jitter_spreads_the_expiry_of_keys_filled_together() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
     let routes = r#"
 [[route]]
 name = "item"
@@ -567,7 +609,12 @@ match = "GET /items/{id}"
 ttl = "100s"
 ttl_jitter = "50%"
 "#;
-    let proxy = start_proxy(&origin, &redis, routes).await;
+    let Stack {
+        redis: _redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start(routes).await;
     let mut ttls = BTreeSet::new();
     for id in 0..20 {
         let got = get(proxy.addr(), &format!("/items/{id}"), &[]).await;

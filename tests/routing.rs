@@ -19,7 +19,8 @@ mod support;
 
 use bytes::Bytes;
 use http::Method;
-use support::{Got, Origin, RedisServer, Reply, get, send, start_proxy};
+use support::routes::CREDENTIAL;
+use support::{Got, Origin, RedisServer, Reply, Stack, get, send, start_proxy};
 
 /// The route name in a response's `Cache-Status` (`detail=<name>[/<reason>]`), or "".
 fn route_of(got: &Got) -> String {
@@ -111,11 +112,12 @@ async fn most_specific_route_wins_whatever_the_file_order() {
 
 #[tokio::test]
 async fn int_route_falls_back_to_a_plain_parameter_for_non_digits() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(
         r#"
 [[route]]
 name = "user_by_name"
@@ -147,11 +149,12 @@ ttl = "2m"
 
 #[tokio::test]
 async fn a_route_without_a_method_takes_every_method() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(
         r#"
 [[route]]
 name = "auth"
@@ -193,20 +196,12 @@ ttl = "1m"
 
 #[tokio::test]
 async fn a_get_route_also_answers_head_from_the_get_entry() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
-        r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#,
-    )
-    .await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
 
     let get_miss = get(proxy.addr(), "/api/credentials/abc", &[]).await;
     assert_eq!(get_miss.status, 200);
@@ -245,20 +240,12 @@ key = "credential:{id}"
 
 #[tokio::test]
 async fn a_head_miss_fills_the_get_entry_with_a_get() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
-        r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#,
-    )
-    .await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
 
     let head = send(
         proxy.addr(),
@@ -298,7 +285,6 @@ key = "credential:{id}"
 
 #[tokio::test]
 async fn a_request_no_route_names_is_forwarded_untouched() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|_, _| {
         Reply::ok("created")
             .status(201)
@@ -306,9 +292,12 @@ async fn a_request_no_route_names_is_forwarded_untouched() {
             .header("set-cookie", "session=s1")
     })
     .await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(
         r#"
 [[route]]
 name = "credential"
@@ -316,6 +305,8 @@ match = "GET /api/credentials/{id}"
 ttl = "10m"
 "#,
     )
+    .origin(origin)
+    .start()
     .await;
 
     let target = "/api/other/%61bc?b=2&a=1&utm=x";
@@ -364,11 +355,12 @@ ttl = "10m"
 
 #[tokio::test]
 async fn a_cache_false_route_never_stores() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(
         r#"
 [[route]]
 name = "auth"
@@ -393,11 +385,13 @@ cache = false
 
 #[tokio::test]
 async fn writes_on_a_cached_route_are_forwarded_and_never_stored() {
-    let redis = RedisServer::start();
     let origin = Origin::start(|seen, n| Reply::ok(format!("{} {n}", seen.method))).await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(
         r#"
 [[route]]
 name = "profile"
@@ -405,6 +399,8 @@ match = "/api/profiles/{id}"
 ttl = "5m"
 "#,
     )
+    .origin(origin)
+    .start()
     .await;
     for (i, method) in [Method::POST, Method::PUT, Method::DELETE]
         .into_iter()
@@ -446,11 +442,12 @@ ttl = "5m"
 
 #[tokio::test]
 async fn default_keys_are_name_and_params_or_the_path() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin: _origin,
+        proxy,
+        ..
+    } = Stack::start(
         r#"
 [[route]]
 name = "user"
@@ -489,11 +486,12 @@ ttl = "3m"
 
 #[tokio::test]
 async fn sorted_query_shares_an_entry_across_orders_and_separates_values() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(
         r#"
 [[route]]
 name = "search"
@@ -537,11 +535,12 @@ ttl = "1m"
 
 #[tokio::test]
 async fn ignored_query_never_reaches_the_origin_or_the_key() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(
         r#"
 [[route]]
 name = "settings"
@@ -564,11 +563,12 @@ query = "ignore"
 
 #[tokio::test]
 async fn an_allow_list_keeps_only_its_parameters_in_key_and_origin_request() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(
         r#"
 [[route]]
 name = "stats"
@@ -600,20 +600,12 @@ query = ["period"]
 
 #[tokio::test]
 async fn separators_and_globs_in_a_param_are_escaped_and_do_not_collide() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(
-        &origin,
-        &redis,
-        r#"
-[[route]]
-name = "credential"
-match = "GET /api/credentials/{id}"
-ttl = "10m"
-key = "credential:{id}"
-"#,
-    )
-    .await;
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(CREDENTIAL).await;
     let forged = get(proxy.addr(), "/api/credentials/a:b*", &[]).await;
     assert_eq!(forged.status, 200);
     assert!(forged.stored());

@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{Origin, RedisServer, raw, start_proxy};
+use support::{Stack, raw};
 
 const ROUTES: &str = r#"
 [[route]]
@@ -36,9 +36,12 @@ fn post(headers: &[&str], body: &str) -> Vec<u8> {
 const SMUGGLED: &str = "GET /admin/secret HTTP/1.1\r\nHost: cachalot.test\r\n\r\n";
 
 async fn assert_refused(cases: &[(&str, Vec<u8>)]) {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(ROUTES).await;
     for (what, bytes) in cases {
         let reply = raw(proxy.addr(), bytes).await;
         assert!(
@@ -60,9 +63,12 @@ async fn assert_refused(cases: &[(&str, Vec<u8>)]) {
 
 #[tokio::test]
 async fn a_well_formed_raw_request_is_answered() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(ROUTES).await;
     let reply = raw(
         proxy.addr(),
         &post(&["Content-Length: 5", "Connection: close"], "hello"),
@@ -112,9 +118,12 @@ async fn content_length_with_transfer_encoding_is_framed_by_chunked_alone_then_c
     // connection is closed after the response. hyper does exactly that before the proxy sees
     // the request, so the proxy frames the origin's copy itself: one request, its chunked
     // body, and the bytes after it are never read as a second request.
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(ROUTES).await;
     let chunked = format!("5\r\nhello\r\n0\r\n\r\n{SMUGGLED}");
     for headers in [
         ["Content-Length: 6", "Transfer-Encoding: chunked"],
@@ -152,9 +161,12 @@ async fn content_length_with_transfer_encoding_is_framed_by_chunked_alone_then_c
 
 #[tokio::test]
 async fn a_broken_chunked_body_never_becomes_a_second_request() {
-    let redis = RedisServer::start();
-    let origin = Origin::echo().await;
-    let proxy = start_proxy(&origin, &redis, ROUTES).await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::start(ROUTES).await;
     let body = format!("zz\r\nhello\r\n0\r\n\r\n{SMUGGLED}");
     let reply = raw(proxy.addr(), &post(&["Transfer-Encoding: chunked"], &body)).await;
     // The head was valid and the body streams, so the origin may have seen the request

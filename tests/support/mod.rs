@@ -1,17 +1,23 @@
 //! Real parts for integration tests: a `redis-server` of the test's own on a free loopback
 //! port (no persistence, killed on drop), an HTTP origin that counts what it serves, and the
-//! real proxy started from a policy text.
+//! real proxy started from a policy text ([`Stack`] starts all three), with the fixtures
+//! test files share ([`routes`], [`wait`], [`files`], [`prometheus`]).
 
 // Each test file uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
 pub mod cluster;
+pub mod files;
 pub mod load;
 pub mod logging_origin;
 pub mod origin;
+pub mod prometheus;
 pub mod python;
 pub mod redis;
+pub mod routes;
+pub mod stack;
 pub mod tls;
+pub mod wait;
 
 use bytes::Bytes;
 use cachalot::{Policy, Server};
@@ -24,6 +30,7 @@ use std::net::SocketAddr;
 
 pub use origin::{Origin, Reply};
 pub use redis::RedisServer;
+pub use stack::Stack;
 
 /// Starts a proxy with `routes` (TOML `[[route]]` tables and any extra sections) in front of
 /// `origin`, caching in `redis`. Both listeners take free ports.

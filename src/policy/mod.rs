@@ -13,6 +13,7 @@ pub mod key;
 mod limits;
 pub mod route;
 mod schema;
+mod schema_types;
 mod settings;
 mod ttl;
 mod urls;

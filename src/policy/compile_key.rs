@@ -5,6 +5,7 @@
 use super::PolicyError;
 use super::error::Locator;
 use super::file::{ParamSection, QuerySetting, RouteSection};
+use crate::http::hop_by_hop::is_hop_by_hop;
 use crate::policy::key::{KeyTemplate, QueryRule};
 use crate::policy::route::{PathPattern, Segment};
 use std::collections::BTreeMap;
@@ -88,7 +89,7 @@ pub(super) fn vary_names(list: &Spanned<Vec<String>>) -> Result<Vec<http::Header
                  (keys on a hash of Authorization); cookies bypass the cache unless ignore_cookies = true"
             ));
         }
-        if crate::origin::is_hop_by_hop(&name) {
+        if is_hop_by_hop(&name) {
             return Err(format!(
                 "{text:?} is a hop-by-hop header: it never reaches the origin, so it cannot shape a response"
             ));
@@ -127,7 +128,7 @@ pub(super) fn forwarded_names(
             || name == header::ACCEPT_ENCODING
             || name == header::RANGE
             || name.as_str().starts_with("if-")
-            || crate::origin::is_hop_by_hop(&name)
+            || is_hop_by_hop(&name)
         {
             return Err(format!(
                 "{text:?} is set by the proxy itself on fills (or never forwarded); it cannot be listed"

@@ -26,6 +26,7 @@ pub use settings::{
     CollapseSettings, InvalidationSettings, ListenSettings, OriginSettings, RedisSettings, Secret,
     redact,
 };
+pub use urls::uses_tls;
 
 use crate::policy::route::{Route, RouteTable};
 use error::Locator;

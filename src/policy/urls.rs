@@ -92,11 +92,17 @@ pub(super) fn check_redis_url(url: &str) -> Result<(), String> {
 /// TLS files only mean something for a TLS URL; set with a plain one, they are a mistake
 /// that would otherwise send the password in clear text.
 pub(super) fn check_tls_scheme(url: &str, tls: &TlsFiles) -> Result<(), String> {
-    if tls.is_empty() || crate::store::connect::uses_tls(url) {
+    if tls.is_empty() || uses_tls(url) {
         return Ok(());
     }
     Err(format!(
         "{:?} is not a TLS URL, but [redis] has TLS files: use rediss:// (rediss-cluster://, rediss-sentinel://) or remove tls_ca_file, tls_cert_file and tls_key_file",
         redact(url)
     ))
+}
+
+/// Whether the URL asks for TLS (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`).
+pub fn uses_tls(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| scheme.starts_with("rediss"))
 }

@@ -3,6 +3,8 @@
 //! headers, `Vary`, ranges and tags.
 
 pub mod authority;
+pub mod date;
+pub mod directives;
 pub mod framing;
 pub mod freshness;
 pub mod hop_by_hop;

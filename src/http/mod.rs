@@ -5,6 +5,7 @@
 pub mod authority;
 pub mod date;
 pub mod directives;
+pub mod escape;
 pub mod framing;
 pub mod freshness;
 pub mod hop_by_hop;

@@ -1,10 +1,14 @@
 //! HTTP rules that need neither the policy nor Redis: request framing and paths, the
-//! authority, request ids, freshness and targeted cache-control fields, `Vary`, ranges and
-//! tags.
+//! authority, request ids, freshness and targeted cache-control fields, hop-by-hop
+//! headers, `Vary`, ranges and tags.
 
 pub mod authority;
+pub mod date;
+pub mod directives;
+pub mod escape;
 pub mod framing;
 pub mod freshness;
+pub mod hop_by_hop;
 pub mod path;
 pub mod range;
 pub mod request_id;

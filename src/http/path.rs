@@ -18,7 +18,7 @@
 //!   (`/API` is not `/api`, as in Flask) match routes exactly as written and reach the origin
 //!   unchanged, so they can only ever meet the route the origin will also use.
 
-use crate::policy::key::is_unreserved;
+use crate::http::escape::is_unreserved;
 use http::Uri;
 use http::uri::PathAndQuery;
 use std::borrow::Cow;

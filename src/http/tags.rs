@@ -5,7 +5,7 @@
 //! (comma separated, Cloudflare's). Those headers are instructions to the cache: they are
 //! removed before the response leaves the proxy unless `forward_tag_headers` says otherwise.
 
-use crate::policy::key::escape_into;
+use crate::http::escape::escape_into;
 use http::HeaderMap;
 use http::header::HeaderName;
 

@@ -12,7 +12,7 @@
 //! vectors), rather than a hand-written reader: the dictionary rules (keys, parameters, inner
 //! lists, integer ranges) are exactly the kind of detail a home-made parser gets subtly wrong.
 
-use crate::http::freshness::{DELTA_MAX, Directives};
+use crate::http::directives::{DELTA_MAX, Directives};
 use http::{HeaderMap, HeaderName};
 use sfv::{BareItem, Dictionary, ListEntry, Parser, Version};
 
@@ -82,10 +82,54 @@ fn from_dictionary(dictionary: &Dictionary) -> Option<Directives> {
     Some(d)
 }
 
+/// The directives that count for this proxy, where targeted fields replace or add to
+/// `Cache-Control`.
+impl Directives {
+    /// A response's directives as a route that follows the origin reads them: the most
+    /// specific field addressed to this proxy wins, and replaces the less specific ones
+    /// (RFC 9213 §2.1): `Cachalot-Cache-Control`, then `Surrogate-Control` directives
+    /// addressed to it (no target, or `;cachalot`; W3C Edge Architecture), then
+    /// `CDN-Cache-Control`, then `Cache-Control`. `Surrogate-Control` keeps `Cache-Control`'s
+    /// `private`, as it always has; the RFC 9213 fields replace `Cache-Control` whole, so a
+    /// fresh `CDN-Cache-Control: max-age` is stored even with `Cache-Control: no-store` (the
+    /// origin's word for browsers).
+    pub fn for_proxy(headers: &HeaderMap) -> Self {
+        directives(headers, &CACHALOT_CACHE_CONTROL)
+            .or_else(|| Self::surrogate(headers))
+            .or_else(|| directives(headers, &CDN_CACHE_CONTROL))
+            .unwrap_or_else(|| Self::parse(headers))
+    }
+
+    /// A response's directives as a fixed-TTL route reads them: the policy decides freshness,
+    /// so only what forbids storing counts, from `Cache-Control` and from every targeted field
+    /// (a `private` or `no-store` addressed to this proxy is never overridden by the policy).
+    pub fn for_fixed_ttl(headers: &HeaderMap) -> Self {
+        let mut d = Self::parse(headers);
+        let targeted = [&CACHALOT_CACHE_CONTROL, &CDN_CACHE_CONTROL]
+            .into_iter()
+            .filter_map(|name| directives(headers, name))
+            .chain(Self::surrogate(headers));
+        for t in targeted {
+            d.no_store |= t.no_store;
+            d.private |= t.private;
+            d.no_cache |= t.no_cache;
+        }
+        d
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
 
     fn cdn(lines: &[&'static str]) -> Option<Directives> {
         let mut headers = HeaderMap::new();
@@ -127,5 +171,56 @@ mod tests {
             assert_eq!(cdn(&[bad]), None, "{bad:?}");
         }
         assert_eq!(cdn(&[]), None);
+    }
+
+    #[test]
+    fn surrogate_control_for_us_replaces_cache_control() {
+        let h = headers(&[
+            ("cache-control", "no-store, private"),
+            (
+                "surrogate-control",
+                "max-age=60;cachalot, no-store;other-cdn",
+            ),
+        ]);
+        let d = Directives::for_proxy(&h);
+        assert_eq!(d.max_age, Some(60));
+        assert!(!d.no_store && d.private);
+        let elsewhere = headers(&[
+            ("cache-control", "max-age=5"),
+            ("surrogate-control", "max-age=60;other-cdn"),
+        ]);
+        assert_eq!(Directives::for_proxy(&elsewhere).max_age, Some(5));
+    }
+
+    #[test]
+    fn the_most_specific_targeted_field_wins() {
+        let all = [
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=30"),
+            ("surrogate-control", "max-age=20"),
+            ("cachalot-cache-control", "max-age=10"),
+        ];
+        for n in (1..=all.len()).rev() {
+            let d = Directives::for_proxy(&headers(&all[..n]));
+            let expected = [None, Some(30), Some(20), Some(10)][n - 1];
+            assert_eq!(d.max_age, expected, "{:?}", &all[..n]);
+            assert_eq!(d.no_store, n == 1);
+        }
+        // An invalid targeted field falls back to the next one.
+        let h = headers(&[
+            ("cache-control", "max-age=5"),
+            ("cdn-cache-control", "max-age=30"),
+            ("cachalot-cache-control", "max-age=\"10\""),
+        ]);
+        assert_eq!(Directives::for_proxy(&h).max_age, Some(30));
+        // Fixed-TTL routes take every refusal, whichever field states it.
+        let h = headers(&[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "private"),
+        ]);
+        assert!(Directives::for_fixed_ttl(&h).private);
+        assert!(
+            !Directives::for_fixed_ttl(&headers(&[("cdn-cache-control", "max-age=9")])).no_store
+        );
     }
 }

@@ -115,7 +115,7 @@ pub fn variant_key(key: &str, selecting: &Selecting) -> String {
         if let Some(value) = value {
             out.push('=');
             for &b in value.as_bytes() {
-                if crate::policy::key::is_unreserved(b) {
+                if crate::http::escape::is_unreserved(b) {
                     out.push(b as char);
                 } else {
                     let _ = write!(out, "%{b:02X}");

@@ -8,7 +8,7 @@
 //! descriptions an editor shows, so they are written for the policy's author. `Spanned`
 //! values and text-with-units take their schema from `#[schemars(with)]`.
 
-use super::schema::{Case, Duration, Percent, Query, Size, Ttl};
+use super::schema_types::{Case, Duration, Percent, Query, Size, Ttl};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;

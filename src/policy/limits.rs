@@ -1,8 +1,9 @@
 //! The `[limits]` section: what one client may cost the proxy, each with its own status.
 
+use super::PolicyError;
 use super::error::Locator;
 use super::file::LimitsSection;
-use super::{PolicyError, duration, size};
+use super::values::{duration, size};
 use std::time::Duration;
 use toml::Spanned;
 

@@ -2,7 +2,7 @@
 //! `[redis]` settings (URL form, password from wherever it came, TLS files), and the
 //! messages a user sees when the connection fails, each naming the server and what to do.
 
-use crate::policy::{RedisSettings, redact};
+use crate::policy::{RedisSettings, redact, uses_tls};
 use fred::prelude::*;
 use fred::types::config::{ServerConfig, TlsConfig, TlsConnector, TlsHostMapping};
 use fred::types::{ClusterHash, CustomCommand};
@@ -23,12 +23,6 @@ pub fn config(settings: &RedisSettings) -> Result<Config, String> {
         });
     }
     Ok(config)
-}
-
-/// Whether the URL asks for TLS (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`).
-pub fn uses_tls(url: &str) -> bool {
-    url.split_once("://")
-        .is_some_and(|(scheme, _)| scheme.starts_with("rediss"))
 }
 
 /// A client builder for the proxy: starts even when Redis is down, reconnects forever, and

@@ -6,6 +6,7 @@
 //! borrows from the bytes Redis returned: header values and the body are slices of that one
 //! buffer, never copies.
 
+use crate::http::hop_by_hop::is_hop_by_hop;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -138,7 +139,7 @@ impl Entry {
             // Bytes from Redis are untrusted: headers that frame the message or describe a
             // connection are never taken from them (the length is computed from the body
             // when the entry is served).
-            if name == http::header::CONTENT_LENGTH || crate::origin::is_hop_by_hop(&name) {
+            if name == http::header::CONTENT_LENGTH || is_hop_by_hop(&name) {
                 continue;
             }
             let value = HeaderValue::from_maybe_shared(raw.slice_ref(header.value))

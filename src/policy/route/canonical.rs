@@ -136,7 +136,7 @@ pub fn lowercase(raw: &str) -> Cow<'_, str> {
         Err(e) => e.into_bytes().to_ascii_lowercase(),
     };
     let plain = |b: u8| {
-        crate::policy::key::is_unreserved(b)
+        crate::http::escape::is_unreserved(b)
             || (b.is_ascii() && b != b'%' && raw.as_bytes().contains(&b))
     };
     let mut out = String::with_capacity(raw.len());

@@ -13,7 +13,7 @@ use crate::http::tags;
 use crate::http::vary;
 use crate::net::body::ProxyBody;
 use crate::origin::{self, OriginBody, OriginError};
-use crate::phase::{CacheStatus, Phase, Reason};
+use crate::phase::{Fill, Outcome, Phase, Reason};
 use crate::policy::route::CacheRule;
 use crate::request::collapse::{Flight, Join, Landing};
 use crate::request::proxy::{Cacheable, Proxy, error_response, from_entry};
@@ -34,7 +34,7 @@ use tokio::time::Instant;
 const POLL_START: Duration = Duration::from_millis(25);
 const POLL_MAX: Duration = Duration::from_millis(400);
 
-type Answer = (Response<ProxyBody>, CacheStatus);
+type Answer = (Response<ProxyBody>, Outcome);
 
 /// A fetch's answer, and the entry it produced with whether Redis took it.
 type Fetched = (Answer, Option<(Arc<Entry>, bool)>);
@@ -186,9 +186,7 @@ async fn wait_for_holder(
     tracing::debug!(key = %request.key, reason = gave_up.as_str(), "no fill from the lock holder; asking the origin");
     let ((response, mut status), landing) =
         fetch_and_store(proxy, request, None, generation, stale.as_ref()).await;
-    if status.reason.is_none() {
-        status.reason = Some(gave_up);
-    }
+    status.phase = status.phase.or_reason(gave_up);
     flight.land(landing);
     (response, status)
 }
@@ -256,8 +254,7 @@ async fn fetch(
     let rule = request.rule();
     let started = Instant::now();
     let request_ms = now_ms();
-    let mut status = request.status(Phase::Miss);
-    status.stale = stale.is_some();
+    let mut status = request.status(Phase::fill(stale.is_some()));
     let mut outgoing = origin_request(proxy, request, Method::GET);
     // Stored bodies are served to every client, so ask for one that every client can read,
     // whole and unconditional: the client's own validators and ranges are answered from the
@@ -299,10 +296,8 @@ async fn fetch(
             if let Some(answer) = stale_on_error(request, stale, &mut status) {
                 return answer;
             }
-            return (
-                (error_response(&e), status.because(Reason::OriginError)),
-                None,
-            );
+            status.phase = status.phase.filled(Fill::NotStored(Reason::OriginError));
+            return ((error_response(&e), status), None);
         }
     };
     status.fwd_status = Some(response.status().as_u16());
@@ -344,8 +339,9 @@ async fn fetch(
             generation,
         );
         if let Some(reason) = refusal {
+            status.phase = status.phase.filled(Fill::NotStored(reason));
             let response = from_entry(&refreshed.entry, request, &mut status);
-            return ((response, status.because(reason)), None);
+            return ((response, status), None);
         }
         let tags = request.tags.iter().cloned().chain(origin_tags).collect();
         return store_and_answer(proxy, request, refreshed, tags, status).await;
@@ -365,10 +361,8 @@ async fn fetch(
         } else {
             ProxyBody::Stream(body)
         };
-        return (
-            (Response::from_parts(parts, body), status.because(reason)),
-            None,
-        );
+        status.phase = status.phase.filled(Fill::NotStored(reason));
+        return ((Response::from_parts(parts, body), status), None);
     }
 
     let bytes = match read_body(body, rule.max_object_size, started, timeout).await {
@@ -379,20 +373,13 @@ async fn fetch(
             } else {
                 ProxyBody::Spilled { read, rest }
             };
-            return (
-                (
-                    Response::from_parts(parts, body),
-                    status.because(Reason::TooLarge),
-                ),
-                None,
-            );
+            status.phase = status.phase.filled(Fill::NotStored(Reason::TooLarge));
+            return ((Response::from_parts(parts, body), status), None);
         }
         Err(e) => {
             tracing::warn!(key = %request.key, error = %e, "origin body failed");
-            return (
-                (error_response(&e), status.because(Reason::OriginError)),
-                None,
-            );
+            status.phase = status.phase.filled(Fill::NotStored(Reason::OriginError));
+            return ((error_response(&e), status), None);
         }
     };
     let entry = build_entry(
@@ -423,13 +410,11 @@ fn response_directives(rule: &crate::policy::route::CacheRule, headers: &HeaderM
 fn stale_on_error(
     request: &Cacheable,
     stale: Option<&Arc<Entry>>,
-    status: &mut CacheStatus,
+    status: &mut Outcome,
 ) -> Option<Fetched> {
     let entry = stale.filter(|e| e.within_stale_if_error(now_ms()))?;
     let mut served = status.clone();
-    served.phase = Phase::Hit;
-    served.stale = true;
-    served.reason = Some(Reason::StaleIfError);
+    served.phase = Phase::Stale(Reason::StaleIfError);
     let response = from_entry(entry, request, &mut served);
     Some(((response, served), Some((Arc::clone(entry), false))))
 }
@@ -440,7 +425,7 @@ async fn store_and_answer(
     request: &Cacheable,
     built: Built,
     tags: Vec<String>,
-    mut status: CacheStatus,
+    mut status: Outcome,
 ) -> Fetched {
     let Built {
         entry,
@@ -449,8 +434,9 @@ async fn store_and_answer(
     } = built;
     let Some(keep) = keep else {
         // Neither fresh nor revalidatable: served once, not stored.
+        status.phase = status.phase.filled(Fill::NotStored(Reason::NoFreshness));
         let response = from_entry(&entry, request, &mut status);
-        return ((response, status.because(Reason::NoFreshness)), None);
+        return ((response, status), None);
     };
     let entry = Arc::new(entry);
     // A response that varies lives under its variant key, and under the URL's key as the
@@ -474,7 +460,9 @@ async fn store_and_answer(
             // One of its tags was purged while the fetch ran: this response may predate the
             // purge, so it is neither stored nor shared with waiters.
             Ok(Put::Purged) => {
-                status.reason = Some(Reason::Invalidated);
+                status.phase = status
+                    .phase
+                    .filled(Fill::NotStored(Reason::InvalidatedDuringFill));
                 let response = from_entry(&entry, request, &mut status);
                 return ((response, status), None);
             }
@@ -483,18 +471,23 @@ async fn store_and_answer(
             Ok(Put::TooManyVariants) => {
                 metrics::counter!("cachalot_variants_refused_total", "route" => request.metric_route())
                     .increment(1);
-                status.reason = Some(Reason::TooManyVariants);
+                status.phase = status
+                    .phase
+                    .filled(Fill::NotStored(Reason::TooManyVariants));
                 let response = from_entry(&entry, request, &mut status);
                 return ((response, status), None);
             }
             Err(_) => {
-                status.reason = Some(Reason::RedisUnavailable);
                 stored = false;
                 break;
             }
         }
     }
-    status.stored = stored;
+    status.phase = status.phase.filled(if stored {
+        Fill::Stored(None)
+    } else {
+        Fill::NotStored(Reason::RedisUnavailable)
+    });
     let response = from_entry(&entry, request, &mut status);
     ((response, status), Some((entry, stored)))
 }
@@ -658,11 +651,11 @@ pub(crate) async fn fetch_uncached(
     reason: Reason,
 ) -> Answer {
     let phase = if reason == Reason::RedisUnavailable {
-        Phase::Bypass
+        Phase::Bypass(reason)
     } else {
-        Phase::Miss
+        Phase::Miss(Fill::NotStored(reason))
     };
-    let mut status = request.status(phase).because(reason);
+    let mut status = request.status(phase);
     match proxy
         .origin
         .send(

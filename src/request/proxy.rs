@@ -20,7 +20,7 @@ use crate::net::body::ProxyBody;
 use crate::net::upgrade;
 use crate::observe::stats::Stats;
 use crate::origin::{self, Origin, OriginError};
-use crate::phase::{CacheStatus, Phase, Reason};
+use crate::phase::{Fill, Outcome, Phase, Reason, Refusal};
 use crate::policy::Policy;
 use crate::policy::route::{Action, CacheRule, Route};
 use crate::request::admit;
@@ -108,8 +108,8 @@ impl Cacheable {
         self.head.method == Method::HEAD
     }
 
-    pub fn status(&self, phase: Phase) -> CacheStatus {
-        CacheStatus::new(phase).on_route(&self.route)
+    pub fn status(&self, phase: Phase) -> Outcome {
+        Outcome::new(phase).on_route(&self.route)
     }
 }
 
@@ -154,7 +154,7 @@ impl Proxy {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
             // The cached routes' key, found again rather than carried out of the cache
             // path: it costs one route match, and only when the line is written.
-            let key = (status.phase != Phase::Pass)
+            let key = (!matches!(status.phase, Phase::Pass(_) | Phase::Refused(_)))
                 .then(|| decide::key_for_target(&self.policy(), path))
                 .flatten();
             tracing::info!(
@@ -163,8 +163,8 @@ impl Proxy {
                 %method,
                 path,
                 route = status.label.as_deref().unwrap_or("-"),
-                outcome = status.phase.as_str(),
-                reason = status.reason.map_or("-", Reason::as_str),
+                phase = status.phase.label(),
+                reason = status.phase.reason().map_or("-", Reason::as_str),
                 key = key.as_deref().unwrap_or("-"),
                 status = response.status().as_u16(),
                 latency_us = started.elapsed().as_micros() as u64,
@@ -181,20 +181,16 @@ impl Proxy {
         self: &Arc<Self>,
         mut request: Request<Incoming>,
         client: SocketAddr,
-    ) -> (Response<ProxyBody>, CacheStatus) {
+    ) -> (Response<ProxyBody>, Outcome) {
         if !framing::is_unambiguous(request.headers()) {
-            let status = CacheStatus::new(Phase::Pass).because(Reason::BadFraming);
+            let status = Outcome::new(Phase::Refused(Refusal::BadFraming));
             let text = "cachalot: bad request: Transfer-Encoding must be exactly \"chunked\"\n";
             return (bad_request(text.into()), status);
         }
         let authority = match admit::admit(&mut request, &self.policy().listen) {
             Ok(authority) => authority,
             Err(answer) => {
-                let status = CacheStatus::new(Phase::Pass);
-                let status = match answer.reason {
-                    Some(reason) => status.because(reason),
-                    None => status,
-                };
+                let status = Outcome::new(Phase::Refused(answer.why));
                 return (local_answer(answer), status);
             }
         };
@@ -203,7 +199,7 @@ impl Proxy {
             Ok(Some(uri)) => *request.uri_mut() = uri,
             Ok(None) => {}
             Err(rejected) => {
-                let status = CacheStatus::new(Phase::Pass).because(Reason::BadPath);
+                let status = Outcome::new(Phase::Refused(Refusal::BadPath));
                 tracing::debug!(path = request.uri().path(), %rejected, "refused a request path");
                 let text = format!(
                     "cachalot: bad request: {rejected}; send the path with real '/' separators and no encoded control characters\n"
@@ -301,7 +297,7 @@ impl Proxy {
         request: Request<Incoming>,
         client: SocketAddr,
         forward: Forward,
-    ) -> (Response<ProxyBody>, CacheStatus) {
+    ) -> (Response<ProxyBody>, Outcome) {
         let Forward {
             mut status,
             invalidate,
@@ -311,7 +307,7 @@ impl Proxy {
         let (mut head, body) = request.into_parts();
         let max_body = self.policy().limits.max_body;
         if storable::content_length(&head.headers).is_some_and(|declared| declared > max_body) {
-            status.reason = Some(Reason::BodyTooLarge);
+            status.phase = status.phase.body_too_large();
             return (body_too_large(), status);
         }
         // Only WebSocket is tunnelled, where the route allows it; any other Upgrade is
@@ -335,7 +331,7 @@ impl Proxy {
         {
             Ok(response) => response,
             Err(OriginError::BodyTooLarge) => {
-                status.reason = Some(Reason::BodyTooLarge);
+                status.phase = status.phase.body_too_large();
                 return (body_too_large(), status);
             }
             Err(e) => {
@@ -398,10 +394,7 @@ impl Proxy {
 
     /// Looks the key up in Redis: a fresh entry is a hit; a stale one is served while it is
     /// refreshed, or revalidated; anything else a miss.
-    async fn lookup(
-        self: &Arc<Self>,
-        mut request: Cacheable,
-    ) -> (Response<ProxyBody>, CacheStatus) {
+    async fn lookup(self: &Arc<Self>, mut request: Cacheable) -> (Response<ProxyBody>, Outcome) {
         if !self.store.is_healthy() {
             return Box::pin(fill::fetch_uncached(
                 self,
@@ -446,22 +439,25 @@ impl Proxy {
             return Box::pin(self.miss(request, lookup.generation, None)).await;
         };
         let now = now_ms();
-        let mut status = request.status(Phase::Hit);
         match reuse(&entry, now, &client) {
             Reuse::Fresh => {
-                if lookup.from_l1 {
-                    status.reason = Some(Reason::L1);
-                }
+                let refresh =
+                    request.rule().early_refresh && !lookup.from_l1 && expires_early(&entry, now);
+                let mut status = request.status(Phase::Hit(if lookup.from_l1 {
+                    Some(Reason::L1)
+                } else if refresh {
+                    Some(Reason::EarlyRefresh)
+                } else {
+                    None
+                }));
                 let response = from_entry(&entry, &request, &mut status);
-                if request.rule().early_refresh && !lookup.from_l1 && expires_early(&entry, now) {
-                    status.reason = Some(Reason::EarlyRefresh);
+                if refresh {
                     fill::refresh(self, request, lookup.generation, entry);
                 }
                 (response, status)
             }
             Reuse::Stale(reason) => {
-                status.stale = true;
-                status.reason = Some(reason);
+                let mut status = request.status(Phase::Stale(reason));
                 let response = from_entry(&entry, &request, &mut status);
                 if reason == Reason::StaleWhileRevalidate {
                     fill::refresh(self, request, lookup.generation, entry);
@@ -507,7 +503,7 @@ impl Proxy {
         mut request: Cacheable,
         generation: u64,
         stale: Option<Arc<Entry>>,
-    ) -> (Response<ProxyBody>, CacheStatus) {
+    ) -> (Response<ProxyBody>, Outcome) {
         match self.flights.join(request.fill_key()) {
             Join::Lead(flight) => {
                 // Led in this request's task, so the lock is asked for at once; a client
@@ -523,7 +519,8 @@ impl Proxy {
                     Ok(answer) => answer,
                     Err(e) => {
                         tracing::error!(error = %e, "fill failed");
-                        let status = request.status(Phase::Miss).because(Reason::OriginError);
+                        let status =
+                            request.status(Phase::Miss(Fill::NotStored(Reason::OriginError)));
                         (plain(StatusCode::BAD_GATEWAY, "fill failed\n"), status)
                     }
                 }
@@ -545,7 +542,6 @@ impl Proxy {
                             ) =>
                     {
                         let mut status = request.status(Phase::Collapsed);
-                        status.stale = entry.staleness_ms(now_ms()) > 0;
                         (from_entry(&entry, &request, &mut status), status)
                     }
                     // The flight started before an invalidation this request already saw:
@@ -609,7 +605,7 @@ fn reuse(entry: &Entry, now: u64, client: &Directives) -> Reuse {
         None => false,
     };
     if client_allows && age_ok && !entry.forbids_stale {
-        return Reuse::Stale(Reason::ClientMaxStale);
+        return Reuse::Stale(Reason::MaxStale);
     }
     if entry.within_stale_while_revalidate(now) && client.max_age.is_none() {
         return Reuse::Stale(Reason::StaleWhileRevalidate);
@@ -644,8 +640,8 @@ fn client_directives(headers: &HeaderMap) -> Directives {
 }
 
 /// RFC 9111 §5.2.1.7: nothing stored may answer, and the client asked not to go further.
-fn only_if_cached(request: &Cacheable) -> (Response<ProxyBody>, CacheStatus) {
-    let status = request.status(Phase::Miss).because(Reason::OnlyIfCached);
+fn only_if_cached(request: &Cacheable) -> (Response<ProxyBody>, Outcome) {
+    let status = request.status(Phase::Miss(Fill::NotStored(Reason::OnlyIfCached)));
     (
         plain(
             StatusCode::GATEWAY_TIMEOUT,
@@ -661,7 +657,7 @@ fn only_if_cached(request: &Cacheable) -> (Response<ProxyBody>, CacheStatus) {
 pub(crate) fn from_entry(
     entry: &Entry,
     request: &Cacheable,
-    status: &mut CacheStatus,
+    status: &mut Outcome,
 ) -> Response<ProxyBody> {
     let now = now_ms();
     status.ttl = Some(entry.ttl_left(now));

@@ -4,6 +4,7 @@
 
 mod error;
 mod file;
+pub mod generation;
 pub mod key;
 mod limits;
 pub mod route;

@@ -8,15 +8,15 @@
 //! left without an answer because another instance died.
 
 use crate::http::freshness::{self, Directives, Ttl};
-use crate::http::request_id;
 use crate::http::tags;
 use crate::http::vary;
 use crate::net::body::ProxyBody;
 use crate::origin::{self, OriginBody, OriginError};
 use crate::phase::{Fill, Outcome, Phase, Reason};
-use crate::policy::route::CacheRule;
+use crate::request::cacheable::{Cacheable, reaches_origin};
 use crate::request::collapse::{Flight, Join, Landing};
-use crate::request::proxy::{Cacheable, Proxy, error_response, from_entry};
+use crate::request::context::{Answer, Stages};
+use crate::request::respond::{error_response, from_entry};
 use crate::request::storable;
 use crate::store::entry::{Entry, now_ms};
 use crate::store::{FillNotice, Placement, Put};
@@ -34,8 +34,6 @@ use tokio::time::Instant;
 const POLL_START: Duration = Duration::from_millis(25);
 const POLL_MAX: Duration = Duration::from_millis(400);
 
-type Answer = (Response<ProxyBody>, Outcome);
-
 /// A fetch's answer, and the entry it produced with whether Redis took it.
 type Fetched = (Answer, Option<(Arc<Entry>, bool)>);
 
@@ -44,33 +42,33 @@ type Fetched = (Answer, Option<(Arc<Entry>, bool)>);
 /// `stale` the stored response it found too old, if any (revalidated, or served if the
 /// origin fails and its `stale-if-error` window allows).
 pub(crate) async fn lead(
-    proxy: &Arc<Proxy>,
+    stages: &Stages,
     flight: Flight,
     request: &Cacheable,
     generation: u64,
     stale: Option<Arc<Entry>>,
 ) -> Answer {
     let token = lock_token();
-    let lock_ttl = proxy.policy().collapse.lock_ttl;
-    match proxy
+    let lock_ttl = stages.policy.collapse.lock_ttl;
+    match stages
         .store
         .try_lock(request.fill_key(), &token, lock_ttl)
         .await
     {
         Ok(true) => {
             let (answer, landing) =
-                fetch_and_store(proxy, request, Some(&token), generation, stale.as_ref()).await;
+                fetch_and_store(stages, request, Some(&token), generation, stale.as_ref()).await;
             flight.land(landing);
             answer
         }
         Ok(false) => {
             metrics::counter!("cachalot_collapse_waiters_total", "scope" => "instances")
                 .increment(1);
-            wait_for_holder(proxy, flight, request, token, stale).await
+            wait_for_holder(stages, flight, request, token, stale).await
         }
         Err(_) => {
             flight.land(Landing::Failed);
-            fetch_uncached(proxy, request, Reason::RedisUnavailable).await
+            fetch_uncached(stages, request, Reason::RedisUnavailable).await
         }
     }
 }
@@ -78,21 +76,21 @@ pub(crate) async fn lead(
 /// Refreshes a stale (or nearly stale) entry in the background while it is served: one
 /// refresh per key in this process (the flight) and across instances (the lock); when
 /// either is taken, someone is already at it.
-pub(crate) fn refresh(proxy: &Arc<Proxy>, request: Cacheable, generation: u64, stale: Arc<Entry>) {
-    let Join::Lead(flight) = proxy.flights.join(request.fill_key()) else {
+pub(crate) fn refresh(stages: &Stages, request: Cacheable, generation: u64, stale: Arc<Entry>) {
+    let Join::Lead(flight) = stages.flights.join(request.fill_key()) else {
         return;
     };
-    let proxy = Arc::clone(proxy);
+    let stages = stages.clone();
     tokio::spawn(async move {
         let token = lock_token();
-        let lock_ttl = proxy.policy().collapse.lock_ttl;
-        let landing = match proxy
+        let lock_ttl = stages.policy.collapse.lock_ttl;
+        let landing = match stages
             .store
             .try_lock(request.fill_key(), &token, lock_ttl)
             .await
         {
             Ok(true) => {
-                fetch_and_store(&proxy, &request, Some(&token), generation, Some(&stale))
+                fetch_and_store(&stages, &request, Some(&token), generation, Some(&stale))
                     .await
                     .1
             }
@@ -106,7 +104,7 @@ pub(crate) fn refresh(proxy: &Arc<Proxy>, request: Cacheable, generation: u64, s
 
 /// Another instance holds the lock: wait for its fill, or take over when it is gone.
 async fn wait_for_holder(
-    proxy: &Arc<Proxy>,
+    stages: &Stages,
     flight: Flight,
     request: &Cacheable,
     token: String,
@@ -121,14 +119,14 @@ async fn wait_for_holder(
         (entry.is_fresh(now_ms()) || entry.stored_at_ms >= waiting_since)
             && vary::matches(entry, &request.head.headers, request.forwarded())
     };
-    let deadline = Instant::now() + proxy.policy().collapse.wait;
+    let deadline = Instant::now() + stages.policy.collapse.wait;
     // Register before looking again, so a notice sent in between is not missed.
-    let mut notices = proxy.flights.await_remote(request.fill_key());
+    let mut notices = stages.flights.await_remote(request.fill_key());
     let mut pause = POLL_START;
     let mut first = true;
     let mut gave_up = Reason::CollapseTimeout;
     loop {
-        match proxy.store.get(request.fill_key(), false).await {
+        match stages.store.get(request.fill_key(), false).await {
             Ok(lookup) => match lookup.entry {
                 Some(entry) if filled(&entry) => {
                     return serve_filled(flight, request, entry);
@@ -137,30 +135,30 @@ async fn wait_for_holder(
             },
             Err(_) => {
                 flight.land(Landing::Failed);
-                return fetch_uncached(proxy, request, Reason::RedisUnavailable).await;
+                return fetch_uncached(stages, request, Reason::RedisUnavailable).await;
             }
         }
         // The holder may have released the lock without storing (or crashed and the lock
         // expired): then we lead.
         if !first
-            && let Ok(true) = proxy
+            && let Ok(true) = stages
                 .store
-                .try_lock(request.fill_key(), &token, proxy.policy().collapse.lock_ttl)
+                .try_lock(request.fill_key(), &token, stages.policy.collapse.lock_ttl)
                 .await
         {
             drop(notices);
             // The holder may have stored and unlocked between our read and our lock.
-            if let Ok(lookup) = proxy.store.get(request.fill_key(), false).await {
+            if let Ok(lookup) = stages.store.get(request.fill_key(), false).await {
                 match lookup.entry {
                     Some(entry) if filled(&entry) => {
-                        let _ = proxy.store.unlock(request.fill_key(), &token).await;
+                        let _ = stages.store.unlock(request.fill_key(), &token).await;
                         return serve_filled(flight, request, entry);
                     }
                     _ => generation = lookup.generation,
                 }
             }
             let (answer, landing) =
-                fetch_and_store(proxy, request, Some(&token), generation, stale.as_ref()).await;
+                fetch_and_store(stages, request, Some(&token), generation, stale.as_ref()).await;
             flight.land(landing);
             return answer;
         }
@@ -185,7 +183,7 @@ async fn wait_for_holder(
     }
     tracing::debug!(key = %request.key, reason = gave_up.as_str(), "no fill from the lock holder; asking the origin");
     let ((response, mut status), landing) =
-        fetch_and_store(proxy, request, None, generation, stale.as_ref()).await;
+        fetch_and_store(stages, request, None, generation, stale.as_ref()).await;
     status.phase = status.phase.or_reason(gave_up);
     flight.land(landing);
     (response, status)
@@ -203,13 +201,13 @@ fn serve_filled(flight: Flight, request: &Cacheable, entry: Arc<Entry>) -> Answe
 /// the outcome and releases the lock (when `token` is ours), whatever happens, right after
 /// the answer is ready.
 async fn fetch_and_store(
-    proxy: &Arc<Proxy>,
+    stages: &Stages,
     request: &Cacheable,
     token: Option<&str>,
     generation: u64,
     stale: Option<&Arc<Entry>>,
 ) -> (Answer, Landing) {
-    let (answer, stored) = fetch(proxy, request, generation, stale).await;
+    let (answer, stored) = fetch(stages, request, generation, stale).await;
     let key = request.fill_key().to_string();
     let notice = match &stored {
         Some((_, true)) => FillNotice::Stored(key.clone()),
@@ -220,7 +218,7 @@ async fn fetch_and_store(
     // expires. Both go out together on the control connection (one round trip).
     let announce = token.is_some() || matches!(notice, FillNotice::Stored(_));
     let token = token.map(str::to_string);
-    let store = Arc::clone(&proxy.store);
+    let store = Arc::clone(&stages.store);
     tokio::spawn(async move {
         let publish = async {
             if announce {
@@ -246,7 +244,7 @@ async fn fetch_and_store(
 /// With a `stale` entry that has a validator the fetch is conditional, and a 304 refreshes
 /// the stored entry without its body crossing the network again (RFC 9111 §4.3.4).
 async fn fetch(
-    proxy: &Arc<Proxy>,
+    stages: &Stages,
     request: &Cacheable,
     generation: u64,
     stale: Option<&Arc<Entry>>,
@@ -255,7 +253,7 @@ async fn fetch(
     let started = Instant::now();
     let request_ms = now_ms();
     let mut status = request.status(Phase::fill(stale.is_some()));
-    let mut outgoing = origin_request(proxy, request, Method::GET);
+    let mut outgoing = origin_request(stages, request, Method::GET);
     // Stored bodies are served to every client, so ask for one that every client can read,
     // whole and unconditional: the client's own validators and ranges are answered from the
     // stored entry, not passed on to shape what everyone gets.
@@ -284,8 +282,8 @@ async fn fetch(
             }
         }
     }
-    let timeout = proxy.policy().origin_timeout(Some(&request.route));
-    let response = match proxy
+    let timeout = stages.policy.origin_timeout(Some(&request.route));
+    let response = match stages
         .origin
         .send(outgoing, request.metric_route(), timeout)
         .await
@@ -310,7 +308,7 @@ async fn fetch(
     origin::strip_hop_by_hop(&mut parts.headers);
     let origin_tags = tags::from_response(
         &mut parts.headers,
-        proxy.policy().invalidation.forward_tag_headers,
+        stages.policy.invalidation.forward_tag_headers,
     );
     let times = Times {
         request_ms,
@@ -344,7 +342,7 @@ async fn fetch(
             return ((response, status), None);
         }
         let tags = request.tags.iter().cloned().chain(origin_tags).collect();
-        return store_and_answer(proxy, request, refreshed, tags, status).await;
+        return store_and_answer(stages, request, refreshed, tags, status).await;
     }
 
     let directives = response_directives(rule, &parts.headers);
@@ -390,7 +388,7 @@ async fn fetch(
         generation,
     );
     let tags = request.tags.iter().cloned().chain(origin_tags).collect();
-    store_and_answer(proxy, request, entry, tags, status).await
+    store_and_answer(stages, request, entry, tags, status).await
 }
 
 /// The response's directives as this route reads them: routes that follow the origin obey
@@ -421,7 +419,7 @@ fn stale_on_error(
 
 /// Stores a fetched (or revalidated) entry, when it is worth storing, and answers with it.
 async fn store_and_answer(
-    proxy: &Arc<Proxy>,
+    stages: &Stages,
     request: &Cacheable,
     built: Built,
     tags: Vec<String>,
@@ -454,7 +452,7 @@ async fn store_and_answer(
     };
     let mut stored = true;
     for key in &keys {
-        let put = proxy.store.put(key, &entry, &how).await;
+        let put = stages.store.put(key, &entry, &how).await;
         match put {
             Ok(Put::Stored) => {}
             // One of its tags was purged while the fetch ran: this response may predate the
@@ -619,49 +617,20 @@ const CONDITIONALS: [HeaderName; 6] = [
     header::RANGE,
 ];
 
-/// Whether a client's request header reaches the origin in a fill unchanged: what a `Vary`
-/// on it is matched against. On a cacheable route the origin sees what the key holds (the
-/// authority as `Host`, the route's `vary` headers, `Authorization` when `per_user`), the
-/// request id, and the route's `forward_headers` or else [`FORWARDED_BY_DEFAULT`]; nothing
-/// else a client sends. `Accept-Encoding` is replaced by `identity` (see `vary::names`).
-pub(crate) fn reaches_origin(rule: &CacheRule, name: &str) -> bool {
-    let keyed = name == header::HOST.as_str()
-        || (rule.per_user && name == header::AUTHORIZATION.as_str())
-        || rule.vary.iter().any(|v| v.as_str() == name);
-    let listed = match &rule.forward_headers {
-        Some(names) => names.iter().any(|n| n.as_str() == name),
-        None => FORWARDED_BY_DEFAULT.contains(&name),
-    };
-    keyed || listed || name == request_id::X_REQUEST_ID.as_str()
-}
-
-/// The client headers a fill passes to the origin when a route has no `forward_headers`:
-/// content negotiation, which an origin that uses it must declare with `Vary` (the cache
-/// then stores a variant per value), and `User-Agent`, likewise (`Vary: User-Agent`). None
-/// of them names a host, scheme, port, path or user, so none can redirect a shared response
-/// or personalise it without saying so. Everything else (`X-Forwarded-Host`, `X-Original-Url`,
-/// `Front-End-Https`, `Referer`, and names no list could foresee) is dropped.
-pub(crate) const FORWARDED_BY_DEFAULT: [&str; 4] =
-    ["accept", "accept-language", "accept-charset", "user-agent"];
-
 /// Forwards a cacheable request without the cache (Redis down, or no fill to wait for).
-pub(crate) async fn fetch_uncached(
-    proxy: &Arc<Proxy>,
-    request: &Cacheable,
-    reason: Reason,
-) -> Answer {
+pub(crate) async fn fetch_uncached(stages: &Stages, request: &Cacheable, reason: Reason) -> Answer {
     let phase = if reason == Reason::RedisUnavailable {
         Phase::Bypass(reason)
     } else {
         Phase::Miss(Fill::NotStored(reason))
     };
     let mut status = request.status(phase);
-    match proxy
+    match stages
         .origin
         .send(
-            origin_request(proxy, request, request.head.method.clone()),
+            origin_request(stages, request, request.head.method.clone()),
             status.metric_route(),
-            proxy.policy().origin_timeout(Some(&request.route)),
+            stages.policy.origin_timeout(Some(&request.route)),
         )
         .await
     {
@@ -671,7 +640,7 @@ pub(crate) async fn fetch_uncached(
             origin::strip_hop_by_hop(&mut parts.headers);
             tags::from_response(
                 &mut parts.headers,
-                proxy.policy().invalidation.forward_tag_headers,
+                stages.policy.invalidation.forward_tag_headers,
             );
             (Response::from_parts(parts, ProxyBody::Stream(body)), status)
         }
@@ -688,9 +657,9 @@ const SET_BY_PROXY: [&str; 2] = ["x-forwarded-for", "x-forwarded-proto"];
 /// The origin request for a cacheable route: the route's query rule applied, and only the
 /// client headers [`reaches_origin`] allows (so nothing the key does not hold can shape
 /// what is stored for everyone: no cache poisoning by an unkeyed header).
-fn origin_request(proxy: &Proxy, request: &Cacheable, method: Method) -> Request<OriginBody> {
+fn origin_request(stages: &Stages, request: &Cacheable, method: Method) -> Request<OriginBody> {
     let mut builder = origin::request_head(
-        &proxy.origin,
+        &stages.origin,
         &request.head,
         &request.origin_target(),
         request.client.ip(),

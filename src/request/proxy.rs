@@ -12,7 +12,6 @@
 use crate::http::framing;
 use crate::http::freshness::Directives;
 use crate::http::path;
-use crate::http::range;
 use crate::http::request_id;
 use crate::http::tags;
 use crate::http::vary;
@@ -22,27 +21,29 @@ use crate::observe::stats::Stats;
 use crate::origin::{self, Origin, OriginError};
 use crate::phase::{Fill, Outcome, Phase, Reason, Refusal};
 use crate::policy::Policy;
-use crate::policy::route::{Action, CacheRule, Route};
 use crate::request::admit;
+use crate::request::cacheable::Cacheable;
 use crate::request::collapse::{self, Flights, Join, Landing};
+use crate::request::context::{Answer, Stages};
 use crate::request::decide::{self, Decision, Forward, Plan};
 use crate::request::detach::finishing;
 use crate::request::fill;
+use crate::request::respond::{
+    CACHE_STATUS, bad_request, body_too_large, error_response, from_entry, local_answer, plain,
+};
 use crate::request::storable;
 use crate::store::entry::{Entry, now_ms};
 use crate::store::message::{Invalidation, Source};
 use crate::store::{Applied, Lookup, Store};
 use arc_swap::{ArcSwap, Guard};
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::header;
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-
-pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// The access log's target: one line per request at info, with its own target so that
 /// `RUST_LOG=info,cachalot::access=warn` keeps the other logs and drops these.
@@ -53,70 +54,26 @@ pub struct Proxy {
     /// Swapped whole on reload; a request holds the routes it started with.
     pub(crate) policy: ArcSwap<Policy>,
     pub(crate) store: Arc<Store>,
-    pub(crate) origin: Origin,
+    pub(crate) origin: Arc<Origin>,
     pub(crate) flights: Arc<Flights>,
     /// Per-route summary for the status page.
     pub(crate) stats: Stats,
-}
-
-/// A GET or HEAD on a cached route, with everything the cache needs to answer it.
-pub(crate) struct Cacheable {
-    pub route: Arc<Route>,
-    pub key: String,
-    /// The client's request head (its body, if any, is not used: fills are GETs).
-    pub head: http::request::Parts,
-    pub client: SocketAddr,
-    /// The route's tags for this request (the origin may add more).
-    pub tags: Vec<String>,
-    /// For routes in the in-process tier: its invalidation count before the lookup.
-    pub l1_epoch: Option<u64>,
-    /// When the URL's stored response varies and does not fit this request: the variant key
-    /// this request's header values name (see `vary`).
-    pub variant: Option<String>,
-}
-
-impl Cacheable {
-    /// The key the fill collapses on and locks: the variant's, when it is known to vary.
-    pub fn fill_key(&self) -> &str {
-        self.variant.as_deref().unwrap_or(&self.key)
-    }
-
-    pub fn rule(&self) -> &CacheRule {
-        match &self.route.action {
-            Action::Cache(rule) => rule,
-            Action::Pass => unreachable!("only cached routes build a Cacheable"),
-        }
-    }
-
-    /// Path and query as the origin sees them (the route's query rule applied).
-    pub fn origin_target(&self) -> String {
-        decide::origin_target(&self.head.uri, &self.rule().query)
-    }
-
-    /// Whether a client header reaches the origin on this route's fills: what a `Vary` on it
-    /// is matched against (see `fill::reaches_origin`).
-    pub fn forwarded(&self) -> impl Fn(&str) -> bool + '_ {
-        |name| fill::reaches_origin(self.rule(), name)
-    }
-
-    /// The route's label as a metric label value.
-    pub fn metric_route(&self) -> metrics::SharedString {
-        metrics::SharedString::from_shared(Arc::clone(&self.route.label))
-    }
-
-    pub fn head_only(&self) -> bool {
-        self.head.method == Method::HEAD
-    }
-
-    pub fn status(&self, phase: Phase) -> Outcome {
-        Outcome::new(phase).on_route(&self.route)
-    }
 }
 
 impl Proxy {
     /// The policy in force now.
     pub fn policy(&self) -> Guard<Arc<Policy>> {
         self.policy.load()
+    }
+
+    /// What the stages of one request use: the policy in force now, loaded once.
+    pub(crate) fn stages(&self) -> Stages {
+        Stages {
+            store: Arc::clone(&self.store),
+            origin: Arc::clone(&self.origin),
+            policy: self.policy.load_full(),
+            flights: Arc::clone(&self.flights),
+        }
     }
 
     /// Per-route statistics since start (the status page's numbers).
@@ -127,7 +84,7 @@ impl Proxy {
     /// Swaps in a validated policy; requests in flight keep the one they started with.
     pub fn replace_policy(&self, policy: Policy) {
         self.store
-            .set_generation_ttl(crate::app::server::generation_ttl(&policy));
+            .set_generation_ttl(crate::policy::generation::generation_ttl(&policy));
         self.policy.store(Arc::new(policy));
     }
 
@@ -394,10 +351,11 @@ impl Proxy {
 
     /// Looks the key up in Redis: a fresh entry is a hit; a stale one is served while it is
     /// refreshed, or revalidated; anything else a miss.
-    async fn lookup(self: &Arc<Self>, mut request: Cacheable) -> (Response<ProxyBody>, Outcome) {
+    async fn lookup(self: &Arc<Self>, mut request: Cacheable) -> Answer {
+        let stages = self.stages();
         if !self.store.is_healthy() {
             return Box::pin(fill::fetch_uncached(
-                self,
+                &stages,
                 &request,
                 Reason::RedisUnavailable,
             ))
@@ -409,14 +367,19 @@ impl Proxy {
             Directives::default()
         };
         if client.no_store {
-            return Box::pin(fill::fetch_uncached(self, &request, Reason::ClientNoStore)).await;
+            return Box::pin(fill::fetch_uncached(
+                &stages,
+                &request,
+                Reason::ClientNoStore,
+            ))
+            .await;
         }
         let use_l1 = request.rule().l1;
         let lookup = match self.store.get(&request.key, use_l1).await {
             Ok(lookup) => lookup,
             Err(_) => {
                 return Box::pin(fill::fetch_uncached(
-                    self,
+                    &stages,
                     &request,
                     Reason::RedisUnavailable,
                 ))
@@ -425,7 +388,7 @@ impl Proxy {
         };
         let Ok(lookup) = self.select_variant(&mut request, lookup).await else {
             return Box::pin(fill::fetch_uncached(
-                self,
+                &stages,
                 &request,
                 Reason::RedisUnavailable,
             ))
@@ -452,7 +415,7 @@ impl Proxy {
                 }));
                 let response = from_entry(&entry, &request, &mut status);
                 if refresh {
-                    fill::refresh(self, request, lookup.generation, entry);
+                    fill::refresh(&stages, request, lookup.generation, entry);
                 }
                 (response, status)
             }
@@ -460,7 +423,7 @@ impl Proxy {
                 let mut status = request.status(Phase::Stale(reason));
                 let response = from_entry(&entry, &request, &mut status);
                 if reason == Reason::StaleWhileRevalidate {
-                    fill::refresh(self, request, lookup.generation, entry);
+                    fill::refresh(&stages, request, lookup.generation, entry);
                 }
                 (response, status)
             }
@@ -503,17 +466,17 @@ impl Proxy {
         mut request: Cacheable,
         generation: u64,
         stale: Option<Arc<Entry>>,
-    ) -> (Response<ProxyBody>, Outcome) {
+    ) -> Answer {
         match self.flights.join(request.fill_key()) {
             Join::Lead(flight) => {
                 // Led in this request's task, so the lock is asked for at once; a client
                 // that hangs up hands the fill to a task of its own, since the flight's
                 // waiters depend on it.
-                let proxy = Arc::clone(self);
+                let stages = self.stages();
                 let request = Arc::new(request);
                 let fill = finishing({
                     let request = Arc::clone(&request);
-                    async move { fill::lead(&proxy, flight, &request, generation, stale).await }
+                    async move { fill::lead(&stages, flight, &request, generation, stale).await }
                 });
                 match fill.await {
                     Ok(answer) => answer,
@@ -562,10 +525,13 @@ impl Proxy {
                     }
                     // The response waited for may not be shared (Set-Cookie, an error):
                     // each waiter asks the origin for its own.
-                    Ok(_) => fill::fetch_uncached(self, &request, Reason::NotShared).await,
+                    Ok(_) => {
+                        fill::fetch_uncached(&self.stages(), &request, Reason::NotShared).await
+                    }
                     Err(_) => {
                         metrics::counter!("cachalot_collapse_timeouts_total").increment(1);
-                        fill::fetch_uncached(self, &request, Reason::CollapseTimeout).await
+                        fill::fetch_uncached(&self.stages(), &request, Reason::CollapseTimeout)
+                            .await
                     }
                 }
             }
@@ -649,157 +615,4 @@ fn only_if_cached(request: &Cacheable) -> (Response<ProxyBody>, Outcome) {
         ),
         status,
     )
-}
-
-/// A response from a stored entry: the origin's status, headers and body, plus `Age`; a 304
-/// for a client that holds it already, a 206 (or 416) for a single byte range. Sets the
-/// status's `ttl` to the entry's remaining freshness.
-pub(crate) fn from_entry(
-    entry: &Entry,
-    request: &Cacheable,
-    status: &mut Outcome,
-) -> Response<ProxyBody> {
-    let now = now_ms();
-    status.ttl = Some(entry.ttl_left(now));
-    if entry.status == StatusCode::OK
-        && storable::not_modified(&request.head.headers, &entry.headers)
-    {
-        return not_modified(entry, now);
-    }
-    let len = entry.body.len() as u64;
-    let part = match entry.status {
-        StatusCode::OK => range::answer(&request.head.headers, &entry.headers, len),
-        _ => range::Answer::Whole,
-    };
-    let (status, body) = match &part {
-        range::Answer::Whole => (entry.status, entry.body.clone()),
-        range::Answer::Part(bytes) => (
-            StatusCode::PARTIAL_CONTENT,
-            entry
-                .body
-                .slice(*bytes.start() as usize..=*bytes.end() as usize),
-        ),
-        range::Answer::Unsatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, bytes::Bytes::new()),
-    };
-    // A status that never has a body (RFC 9110 §6.4.1) is sent without one, whatever is stored.
-    let bodiless = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let length = body.len();
-    let mut response = Response::new(if request.head_only() || bodiless {
-        ProxyBody::Empty
-    } else {
-        ProxyBody::Full(Some(body))
-    });
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.clone_from(&entry.headers);
-    headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
-    // The length is the stored body's, never a stored header's: an entry read from Redis is
-    // untrusted, and a length that disagrees with the body would split the client's
-    // connection (see `Entry::decode`, which drops framing headers).
-    if bodiless {
-        headers.remove(header::CONTENT_LENGTH);
-    } else {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    }
-    let content_range = match part {
-        range::Answer::Whole => return response,
-        range::Answer::Part(bytes) => format!("bytes {}-{}/{len}", bytes.start(), bytes.end()),
-        range::Answer::Unsatisfiable => format!("bytes */{len}"),
-    };
-    if let Ok(value) = HeaderValue::from_str(&content_range) {
-        headers.insert(header::CONTENT_RANGE, value);
-    }
-    response
-}
-
-/// A 304 for a client that already holds the entry's representation: the headers RFC 9110
-/// §15.4.5 asks a 304 to repeat, and no body.
-fn not_modified(entry: &Entry, now: u64) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::Empty);
-    *response.status_mut() = StatusCode::NOT_MODIFIED;
-    let headers = response.headers_mut();
-    for name in [
-        header::CACHE_CONTROL,
-        header::CONTENT_LOCATION,
-        header::DATE,
-        header::ETAG,
-        header::EXPIRES,
-        header::LAST_MODIFIED,
-        header::VARY,
-    ] {
-        for value in entry.headers.get_all(&name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
-    response
-}
-
-/// A short plain-text response the proxy writes itself.
-pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// 400 for a request the proxy will not pass on, saying why; the connection is closed,
-/// since whatever follows on it cannot be trusted to be framed as the client meant.
-fn bad_request(text: String) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(text));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-/// A request `admit` answers itself: 400 and 421 close the connection, like `bad_request`.
-fn local_answer(answer: admit::Answer) -> Response<ProxyBody> {
-    if answer.status.is_client_error() {
-        let mut response = bad_request(answer.text);
-        *response.status_mut() = answer.status;
-        return response;
-    }
-    let mut response = Response::new(ProxyBody::Empty);
-    *response.status_mut() = answer.status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-    response
-}
-
-/// 413 for a body over `limits.max_body`. The connection is closed: the rest of the body
-/// is not read.
-fn body_too_large() -> Response<ProxyBody> {
-    let mut response = plain(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "cachalot: the request body is larger than limits.max_body\n",
-    );
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-/// 502 or 504, with a body that says which.
-pub(crate) fn error_response(error: &OriginError) -> Response<ProxyBody> {
-    let text = match error {
-        OriginError::Timeout(_) => "cachalot: the origin did not answer in time\n",
-        OriginError::Connect(_) => "cachalot: the origin cannot be reached\n",
-        OriginError::Failed(_) => "cachalot: the origin's response was broken\n",
-        OriginError::AmbiguousFraming => {
-            "cachalot: the origin's response had both Content-Length and Transfer-Encoding\n"
-        }
-        OriginError::BodyTooLarge => "cachalot: the request body is larger than limits.max_body\n",
-    };
-    plain(error.status(), text)
 }

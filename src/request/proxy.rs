@@ -10,44 +10,37 @@
 //! and HEAD on routes that ask for it.
 
 use crate::http::framing;
-use crate::http::freshness::Directives;
 use crate::http::path;
 use crate::http::request_id;
 use crate::http::tags;
-use crate::http::vary;
 use crate::net::body::ProxyBody;
 use crate::net::upgrade;
+use crate::observe::access_log;
 use crate::observe::stats::Stats;
 use crate::origin::{self, Origin, OriginError};
-use crate::phase::{Fill, Outcome, Phase, Reason, Refusal};
+use crate::phase::{Outcome, Phase, Refusal};
 use crate::policy::Policy;
 use crate::request::admit;
 use crate::request::cacheable::Cacheable;
-use crate::request::collapse::{self, Flights, Join, Landing};
-use crate::request::context::{Answer, Stages};
+use crate::request::collapse::Flights;
+use crate::request::context::Stages;
 use crate::request::decide::{self, Decision, Forward, Plan};
-use crate::request::detach::finishing;
-use crate::request::fill;
+use crate::request::lookup;
 use crate::request::respond::{
-    CACHE_STATUS, bad_request, body_too_large, error_response, from_entry, local_answer, plain,
+    CACHE_STATUS, bad_request, body_too_large, error_response, local_answer, plain,
 };
 use crate::request::storable;
-use crate::store::entry::{Entry, now_ms};
 use crate::store::message::{Invalidation, Source};
-use crate::store::{Applied, Lookup, Store};
+use crate::store::{Applied, Store};
 use arc_swap::{ArcSwap, Guard};
 use http::header;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// The access log's target: one line per request at info, with its own target so that
-/// `RUST_LOG=info,cachalot::access=warn` keeps the other logs and drops these.
-pub const ACCESS_LOG: &str = "cachalot::access";
 
 /// The proxy's shared state: the policy, Redis, the origin client and the flights.
 pub struct Proxy {
@@ -99,8 +92,8 @@ impl Proxy {
         let request_id = request_id::ensure(request.headers_mut());
         // Copy the target only when the access line will be written (RUST_LOG=warn, or
         // cachalot::access=warn, turns it off).
-        let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
-            .then(|| (request.method().clone(), request.uri().clone()));
+        let logged =
+            access_log::enabled().then(|| (request.method().clone(), request.uri().clone()));
         let (mut response, status) = self.route(request, client).await;
         response
             .headers_mut()
@@ -114,19 +107,15 @@ impl Proxy {
             let key = (!matches!(status.phase, Phase::Pass(_) | Phase::Refused(_)))
                 .then(|| decide::key_for_target(&self.policy(), path))
                 .flatten();
-            tracing::info!(
-                target: ACCESS_LOG,
-                request_id = request_id.to_str().unwrap_or("-"),
-                %method,
+            access_log::record(&access_log::Line {
+                request_id: request_id.to_str().unwrap_or("-"),
+                method: &method,
                 path,
-                route = status.label.as_deref().unwrap_or("-"),
-                phase = status.phase.label(),
-                reason = status.phase.reason().map_or("-", Reason::as_str),
-                key = key.as_deref().unwrap_or("-"),
-                status = response.status().as_u16(),
-                latency_us = started.elapsed().as_micros() as u64,
-                "request"
-            );
+                outcome: &status,
+                key: key.as_deref(),
+                status: response.status().as_u16(),
+                latency: started.elapsed(),
+            });
         }
         response
             .headers_mut()
@@ -194,7 +183,7 @@ impl Proxy {
                     l1_epoch: None,
                     variant: None,
                 };
-                self.lookup(cacheable).await
+                lookup::lookup(&self.stages(), cacheable).await
             }
         }
     }
@@ -348,271 +337,4 @@ impl Proxy {
         }
         (Response::from_parts(parts, ProxyBody::Stream(body)), status)
     }
-
-    /// Looks the key up in Redis: a fresh entry is a hit; a stale one is served while it is
-    /// refreshed, or revalidated; anything else a miss.
-    async fn lookup(self: &Arc<Self>, mut request: Cacheable) -> Answer {
-        let stages = self.stages();
-        if !self.store.is_healthy() {
-            return Box::pin(fill::fetch_uncached(
-                &stages,
-                &request,
-                Reason::RedisUnavailable,
-            ))
-            .await;
-        }
-        let client = if request.rule().honor_client_no_cache {
-            client_directives(&request.head.headers)
-        } else {
-            Directives::default()
-        };
-        if client.no_store {
-            return Box::pin(fill::fetch_uncached(
-                &stages,
-                &request,
-                Reason::ClientNoStore,
-            ))
-            .await;
-        }
-        let use_l1 = request.rule().l1;
-        let lookup = match self.store.get(&request.key, use_l1).await {
-            Ok(lookup) => lookup,
-            Err(_) => {
-                return Box::pin(fill::fetch_uncached(
-                    &stages,
-                    &request,
-                    Reason::RedisUnavailable,
-                ))
-                .await;
-            }
-        };
-        let Ok(lookup) = self.select_variant(&mut request, lookup).await else {
-            return Box::pin(fill::fetch_uncached(
-                &stages,
-                &request,
-                Reason::RedisUnavailable,
-            ))
-            .await;
-        };
-        request.l1_epoch = use_l1.then_some(lookup.l1_epoch);
-        let Some(entry) = lookup.entry else {
-            if client.only_if_cached {
-                return only_if_cached(&request);
-            }
-            return Box::pin(self.miss(request, lookup.generation, None)).await;
-        };
-        let now = now_ms();
-        match reuse(&entry, now, &client) {
-            Reuse::Fresh => {
-                let refresh =
-                    request.rule().early_refresh && !lookup.from_l1 && expires_early(&entry, now);
-                let mut status = request.status(Phase::Hit(if lookup.from_l1 {
-                    Some(Reason::L1)
-                } else if refresh {
-                    Some(Reason::EarlyRefresh)
-                } else {
-                    None
-                }));
-                let response = from_entry(&entry, &request, &mut status);
-                if refresh {
-                    fill::refresh(&stages, request, lookup.generation, entry);
-                }
-                (response, status)
-            }
-            Reuse::Stale(reason) => {
-                let mut status = request.status(Phase::Stale(reason));
-                let response = from_entry(&entry, &request, &mut status);
-                if reason == Reason::StaleWhileRevalidate {
-                    fill::refresh(&stages, request, lookup.generation, entry);
-                }
-                (response, status)
-            }
-            Reuse::Revalidate if client.only_if_cached => only_if_cached(&request),
-            Reuse::Revalidate => Box::pin(self.miss(request, lookup.generation, Some(entry))).await,
-        }
-    }
-
-    /// When the URL's entry varies on request headers and does not fit this request, reads
-    /// the variant this request's values name instead (a second round trip, only then).
-    async fn select_variant(
-        &self,
-        request: &mut Cacheable,
-        lookup: Lookup,
-    ) -> Result<Lookup, crate::store::Unavailable> {
-        let Some(entry) = &lookup.entry else {
-            return Ok(lookup);
-        };
-        if vary::matches(entry, &request.head.headers, request.forwarded()) {
-            return Ok(lookup);
-        }
-        let selecting = vary::selecting(
-            &vary::entry_names(entry),
-            &request.head.headers,
-            request.forwarded(),
-        );
-        let key = vary::variant_key(&request.key, &selecting);
-        let mut variant = self.store.get(&key, request.rule().l1).await?;
-        variant.entry = variant
-            .entry
-            .filter(|e| vary::matches(e, &request.head.headers, request.forwarded()));
-        request.variant = Some(key);
-        Ok(variant)
-    }
-
-    /// A miss joins the key's flight in this process, or leads one. `stale` is the stored
-    /// entry that was too old to serve, if any.
-    async fn miss(
-        self: &Arc<Self>,
-        mut request: Cacheable,
-        generation: u64,
-        stale: Option<Arc<Entry>>,
-    ) -> Answer {
-        match self.flights.join(request.fill_key()) {
-            Join::Lead(flight) => {
-                // Led in this request's task, so the lock is asked for at once; a client
-                // that hangs up hands the fill to a task of its own, since the flight's
-                // waiters depend on it.
-                let stages = self.stages();
-                let request = Arc::new(request);
-                let fill = finishing({
-                    let request = Arc::clone(&request);
-                    async move { fill::lead(&stages, flight, &request, generation, stale).await }
-                });
-                match fill.await {
-                    Ok(answer) => answer,
-                    Err(e) => {
-                        tracing::error!(error = %e, "fill failed");
-                        let status =
-                            request.status(Phase::Miss(Fill::NotStored(Reason::OriginError)));
-                        (plain(StatusCode::BAD_GATEWAY, "fill failed\n"), status)
-                    }
-                }
-            }
-            Join::Wait(receiver) => {
-                metrics::counter!("cachalot_collapse_waiters_total", "scope" => "process")
-                    .increment(1);
-                // The flight's leader answers within the lock wait plus one origin fetch;
-                // asking the origin before that would be the stampede collapsing prevents.
-                let policy = self.policy();
-                let wait = policy.collapse.wait + policy.origin_timeout(Some(&request.route));
-                match tokio::time::timeout(wait, collapse::landing(receiver)).await {
-                    Ok(Landing::Stored(entry))
-                        if entry.generation >= generation
-                            && vary::matches(
-                                &entry,
-                                &request.head.headers,
-                                request.forwarded(),
-                            ) =>
-                    {
-                        let mut status = request.status(Phase::Collapsed);
-                        (from_entry(&entry, &request, &mut status), status)
-                    }
-                    // The flight started before an invalidation this request already saw:
-                    // its response is older than what the request may be served. Fly again.
-                    Ok(Landing::Stored(entry)) if entry.generation < generation => {
-                        Box::pin(self.miss(request, generation, stale)).await
-                    }
-                    // The response varies, and not for this request's header values: fly
-                    // again for this request's variant (once; its own flight is exact).
-                    Ok(Landing::Stored(entry)) if request.variant.is_none() => {
-                        let selecting = vary::selecting(
-                            &vary::entry_names(&entry),
-                            &request.head.headers,
-                            request.forwarded(),
-                        );
-                        request.variant = Some(vary::variant_key(&request.key, &selecting));
-                        Box::pin(self.miss(request, generation, stale)).await
-                    }
-                    // The response waited for may not be shared (Set-Cookie, an error):
-                    // each waiter asks the origin for its own.
-                    Ok(_) => {
-                        fill::fetch_uncached(&self.stages(), &request, Reason::NotShared).await
-                    }
-                    Err(_) => {
-                        metrics::counter!("cachalot_collapse_timeouts_total").increment(1);
-                        fill::fetch_uncached(&self.stages(), &request, Reason::CollapseTimeout)
-                            .await
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How a stored entry may answer a request.
-enum Reuse {
-    Fresh,
-    /// Served stale, for this reason (stale-while-revalidate, or the client's max-stale).
-    Stale(Reason),
-    /// Too old: ask the origin (conditionally, when the entry has a validator).
-    Revalidate,
-}
-
-/// RFC 9111 §4.2 and §5.2.1: freshness, narrowed or widened by the client's directives
-/// (empty unless the route honours them), and the entry's stale-while-revalidate window.
-fn reuse(entry: &Entry, now: u64, client: &Directives) -> Reuse {
-    if client.no_cache {
-        return Reuse::Revalidate;
-    }
-    let age_ok = client.max_age.is_none_or(|max| entry.age(now) <= max);
-    let fresh_enough = client
-        .min_fresh
-        .is_none_or(|min| entry.fresh_until_ms.saturating_sub(now) >= min * 1000);
-    if entry.is_fresh(now) {
-        return if age_ok && fresh_enough {
-            Reuse::Fresh
-        } else {
-            Reuse::Revalidate
-        };
-    }
-    let client_allows = match client.max_stale {
-        Some(None) => true,
-        Some(Some(limit)) => entry.staleness_ms(now) <= limit * 1000,
-        None => false,
-    };
-    if client_allows && age_ok && !entry.forbids_stale {
-        return Reuse::Stale(Reason::MaxStale);
-    }
-    if entry.within_stale_while_revalidate(now) && client.max_age.is_none() {
-        return Reuse::Stale(Reason::StaleWhileRevalidate);
-    }
-    Reuse::Revalidate
-}
-
-/// XFetch (Vattani et al.): refresh before expiry with a probability that rises as expiry
-/// nears, scaled by how long the origin took, so a hot key is refreshed by one request
-/// shortly before it would expire under everyone.
-fn expires_early(entry: &Entry, now: u64) -> bool {
-    let left = entry.fresh_until_ms.saturating_sub(now) as f64;
-    let fetch = entry.fetch_ms.max(1) as f64;
-    let draw: f64 = rand::random::<f64>().max(f64::MIN_POSITIVE);
-    fetch * -draw.ln() >= left
-}
-
-/// The client's `Cache-Control`, or `Pragma: no-cache` when it sends none (RFC 9111 §5.4).
-fn client_directives(headers: &HeaderMap) -> Directives {
-    if !headers.contains_key(header::CACHE_CONTROL)
-        && headers
-            .get_all(header::PRAGMA)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
-    {
-        return Directives {
-            no_cache: true,
-            ..Directives::default()
-        };
-    }
-    Directives::parse(headers)
-}
-
-/// RFC 9111 §5.2.1.7: nothing stored may answer, and the client asked not to go further.
-fn only_if_cached(request: &Cacheable) -> (Response<ProxyBody>, Outcome) {
-    let status = request.status(Phase::Miss(Fill::NotStored(Reason::OnlyIfCached)));
-    (
-        plain(
-            StatusCode::GATEWAY_TIMEOUT,
-            "cachalot: nothing stored answers this request, and it asked for only-if-cached\n",
-        ),
-        status,
-    )
 }

@@ -1,37 +1,324 @@
-//! The one vocabulary for what happened to a request: the same words appear in the
-//! `Cache-Status` header (RFC 9211), in the logs and (later) in metric labels, so a header a
-//! user sees with curl points straight at the code path that produced it.
+//! The one vocabulary for what happened to a request. A request ends in one [`Phase`] (with
+//! its reason inside), set where its transition happens; the `Cache-Status` header (RFC 9211),
+//! the access log's `phase`, the metric label `phase`, the status page's counts and the table
+//! in docs/architecture.md all read it through one `match`, [`Phase::words`], so a header a
+//! user sees with curl names the same thing as the log line and the metric.
 
 use crate::policy::route::Route;
 use http::HeaderValue;
 use std::fmt::{self, Write};
 use std::sync::Arc;
 
-/// The request's cache phase.
+/// What happened to a request: how it ended, and why when there is a reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Served from a fresh stored entry.
-    Hit,
-    /// Fetched from the origin because nothing fresh was stored.
-    Miss,
-    /// Waited for another request's fetch (in this process or another) and served its result.
-    Collapsed,
+    /// The proxy answered itself and forwarded nothing: a request it refuses (bad framing,
+    /// path or host, a body over `limits.max_body`), or an `OPTIONS *` (no reason).
+    Refused(Refusal),
     /// Not a request the cache handles (no route, `cache = false`, a method that is not read).
-    Pass,
-    /// A cacheable route, but this request or its response must not use the cache.
-    Bypass,
+    Pass(Reason),
+    /// A cacheable route, but this request must not use the cache (`Authorization`, `Cookie`,
+    /// `Upgrade`, no `Host`), or the cache could not be asked (Redis down).
+    Bypass(Reason),
+    /// Served from a fresh stored entry (`l1`: from the in-process tier; `early-refresh`: a
+    /// background refresh was started too).
+    Hit(Option<Reason>),
+    /// Served from a stale stored entry (stale-while-revalidate, the client's max-stale, or
+    /// stale-if-error when the origin failed).
+    Stale(Reason),
+    /// Nothing usable was stored: the origin answered.
+    Miss(Fill),
+    /// A stale entry was revalidated with the origin (a 304, or a new response).
+    Expired(Fill),
+    /// Another request's fetch answered this one (in this process or another instance).
+    Collapsed,
+}
+
+/// Why the proxy answered itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `OPTIONS *`: answered, not refused, but nothing was forwarded.
+    OptionsStar,
+    BadFraming,
+    BadPath,
+    BadHost,
+    MisdirectedHost,
+    /// The request body is over `limits.max_body`: 413.
+    BodyTooLarge,
+    /// The same, for a write on a cached route (its header keeps `fwd=method`).
+    MethodBodyTooLarge,
+}
+
+impl Refusal {
+    fn reason(self) -> Option<Reason> {
+        match self {
+            Refusal::OptionsStar => None,
+            Refusal::BadFraming => Some(Reason::BadFraming),
+            Refusal::BadPath => Some(Reason::BadPath),
+            Refusal::BadHost => Some(Reason::BadHost),
+            Refusal::MisdirectedHost => Some(Reason::MisdirectedHost),
+            Refusal::BodyTooLarge | Refusal::MethodBodyTooLarge => Some(Reason::BodyTooLarge),
+        }
+    }
+}
+
+/// What a fill (or an uncached fetch) did with the origin's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Stored; the reason, when there is one, says why this request fetched it itself after
+    /// waiting for another (`collapse-timeout`, `origin-error`).
+    Stored(Option<Reason>),
+    /// Not stored, and why (not storable, the origin failed, Redis refused the write, or the
+    /// request was never meant to be stored: `client-no-store`, `not-shared`, ...).
+    NotStored(Reason),
+}
+
+impl Fill {
+    fn or(self, reason: Reason) -> Fill {
+        match self {
+            Fill::Stored(None) => Fill::Stored(Some(reason)),
+            other => other,
+        }
+    }
+}
+
+/// The words one phase is shown with: the single table every output reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Words {
+    /// `Cache-Status`'s first parameter (RFC 9211): `hit`, or the `fwd` parameter.
+    pub fwd: &'static str,
+    /// The access log's `phase` and the metrics' `phase` label.
+    pub label: &'static str,
+    /// The reason (`detail` after the route's name, the log's and the metric's `reason`).
+    pub reason: Option<Reason>,
+    /// `Cache-Status: stored`.
+    pub stored: bool,
+    /// `Cache-Status: collapsed`.
+    pub collapsed: bool,
 }
 
 impl Phase {
-    pub fn as_str(self) -> &'static str {
+    /// Every phase label, in the order the status page and the metrics count them.
+    pub const LABELS: [&'static str; 8] = [
+        "hit",
+        "stale",
+        "miss",
+        "expired",
+        "collapsed",
+        "pass",
+        "bypass",
+        "refused",
+    ];
+
+    /// The phase's place in [`Phase::LABELS`] (for counters kept in arrays).
+    pub fn slot(self) -> usize {
         match self {
-            Phase::Hit => "hit",
-            Phase::Miss => "miss",
-            Phase::Collapsed => "collapsed",
-            Phase::Pass => "pass",
-            Phase::Bypass => "bypass",
+            Phase::Hit(_) => 0,
+            Phase::Stale(_) => 1,
+            Phase::Miss(_) => 2,
+            Phase::Expired(_) => 3,
+            Phase::Collapsed => 4,
+            Phase::Pass(_) => 5,
+            Phase::Bypass(_) => 6,
+            Phase::Refused(_) => 7,
         }
     }
+
+    /// The one table: how this phase is written in the header, the log and the metrics.
+    pub fn words(self) -> Words {
+        let label = self.label();
+        let words = |fwd, reason| Words {
+            fwd,
+            label,
+            reason,
+            stored: false,
+            collapsed: false,
+        };
+        let fill = |fwd, fill: Fill| match fill {
+            Fill::Stored(reason) => Words {
+                stored: true,
+                ..words(fwd, reason)
+            },
+            Fill::NotStored(reason) => words(fwd, Some(reason)),
+        };
+        match self {
+            Phase::Refused(Refusal::MethodBodyTooLarge) => {
+                words("fwd=method", Some(Reason::BodyTooLarge))
+            }
+            Phase::Refused(why) => words("fwd=bypass", why.reason()),
+            Phase::Pass(Reason::Method) => words("fwd=method", Some(Reason::Method)),
+            Phase::Pass(why) => words("fwd=bypass", Some(why)),
+            // The client saw an ordinary miss: the origin answered, the cache was not asked.
+            Phase::Bypass(Reason::RedisUnavailable) => {
+                words("fwd=uri-miss", Some(Reason::RedisUnavailable))
+            }
+            Phase::Bypass(why) => words("fwd=bypass", Some(why)),
+            Phase::Hit(why) => words("hit", why),
+            Phase::Stale(Reason::StaleIfError) => words("fwd=stale", Some(Reason::StaleIfError)),
+            Phase::Stale(why) => words("hit", Some(why)),
+            Phase::Miss(f) => fill("fwd=uri-miss", f),
+            Phase::Expired(f) => fill("fwd=stale", f),
+            Phase::Collapsed => Words {
+                collapsed: true,
+                ..words("fwd=uri-miss", None)
+            },
+        }
+    }
+
+    /// The log's and the metrics' word for this phase.
+    pub fn label(self) -> &'static str {
+        Phase::LABELS[self.slot()]
+    }
+
+    /// The reason, if the phase has one.
+    pub fn reason(self) -> Option<Reason> {
+        self.words().reason
+    }
+
+    /// Whether the answer's body came from a stored entry.
+    pub fn from_cache(self) -> bool {
+        matches!(self, Phase::Hit(_) | Phase::Stale(_) | Phase::Collapsed)
+    }
+
+    /// The same request, refused for a body over `limits.max_body` instead of forwarded.
+    pub fn body_too_large(self) -> Phase {
+        match self {
+            Phase::Pass(Reason::Method) => Phase::Refused(Refusal::MethodBodyTooLarge),
+            _ => Phase::Refused(Refusal::BodyTooLarge),
+        }
+    }
+
+    /// The phase a fill starts in: `Expired` when it revalidates a stale entry, else `Miss`;
+    /// stored until [`Phase::filled`] says otherwise.
+    pub fn fill(expired: bool) -> Phase {
+        if expired {
+            Phase::Expired(Fill::Stored(None))
+        } else {
+            Phase::Miss(Fill::Stored(None))
+        }
+    }
+
+    /// A fill's phase with what it did (other phases are kept).
+    pub fn filled(self, fill: Fill) -> Phase {
+        match self {
+            Phase::Miss(_) => Phase::Miss(fill),
+            Phase::Expired(_) => Phase::Expired(fill),
+            other => other,
+        }
+    }
+
+    /// A stored fill's phase with the reason this request fetched it itself, when it has
+    /// none of its own (other phases are kept).
+    pub fn or_reason(self, reason: Reason) -> Phase {
+        match self {
+            Phase::Miss(f) => Phase::Miss(f.or(reason)),
+            Phase::Expired(f) => Phase::Expired(f.or(reason)),
+            other => other,
+        }
+    }
+
+    /// One phase for every row of the table (each variant with each reason it is set with).
+    pub fn all() -> Vec<Phase> {
+        use Reason as R;
+        let mut all: Vec<Phase> = [
+            Refusal::OptionsStar,
+            Refusal::BadFraming,
+            Refusal::BadPath,
+            Refusal::BadHost,
+            Refusal::MisdirectedHost,
+            Refusal::BodyTooLarge,
+            Refusal::MethodBodyTooLarge,
+        ]
+        .into_iter()
+        .map(Phase::Refused)
+        .collect();
+        all.extend([R::NoRoute, R::RoutePass, R::Method].map(Phase::Pass));
+        all.extend(
+            [
+                R::Authorization,
+                R::Cookie,
+                R::Upgrade,
+                R::NoHost,
+                R::RedisUnavailable,
+            ]
+            .map(Phase::Bypass),
+        );
+        all.extend([None, Some(R::L1), Some(R::EarlyRefresh)].map(Phase::Hit));
+        all.extend([R::StaleWhileRevalidate, R::MaxStale, R::StaleIfError].map(Phase::Stale));
+        let stored = [None, Some(R::CollapseTimeout), Some(R::OriginError)].map(Fill::Stored);
+        let not_stored = [
+            R::StatusNotStored,
+            R::SetCookie,
+            R::NoStore,
+            R::Private,
+            R::NoCache,
+            R::UnreadableDirectives,
+            R::Vary,
+            R::TooLarge,
+            R::NoFreshness,
+            R::InvalidatedDuringFill,
+            R::TooManyVariants,
+            R::RedisUnavailable,
+            R::OriginError,
+        ]
+        .map(Fill::NotStored);
+        // Forwarded without a fill (see `fetch_uncached`): only ever a miss.
+        let uncached = [
+            R::CollapseTimeout,
+            R::NotShared,
+            R::ClientNoStore,
+            R::OnlyIfCached,
+        ]
+        .map(Fill::NotStored);
+        for fill in stored.iter().chain(&not_stored).chain(&uncached) {
+            all.push(Phase::Miss(*fill));
+        }
+        for fill in stored.iter().chain(&not_stored) {
+            all.push(Phase::Expired(*fill));
+        }
+        all.push(Phase::Collapsed);
+        all
+    }
+}
+
+/// The phase table as Markdown: one row per phase and header form, its reasons listed
+/// together. docs/architecture.md holds it; `tests/phase_table.rs` keeps the two equal.
+pub fn markdown_table() -> String {
+    let mut rows: Vec<(String, String, &str, Vec<&str>)> = Vec::new();
+    for phase in Phase::all() {
+        let words = phase.words();
+        let variant = format!("{phase:?}");
+        let variant = variant.split('(').next().unwrap_or(&variant);
+        let variant = variant.split(' ').next().unwrap_or(variant).to_string();
+        let mut header = format!("`{}", words.fwd);
+        if words.collapsed {
+            header.push_str("; collapsed");
+        }
+        if words.stored {
+            header.push_str("; stored");
+        }
+        header.push('`');
+        let reason = words.reason.map_or("-", Reason::as_str);
+        match rows
+            .iter_mut()
+            .find(|(v, h, l, _)| *v == variant && *h == header && *l == words.label)
+        {
+            Some(row) if !row.3.contains(&reason) => row.3.push(reason),
+            Some(_) => {}
+            None => rows.push((variant, header, words.label, vec![reason])),
+        }
+    }
+    let mut table = String::from(
+        "| Phase | Cache-Status | log and metric `phase` | reason |\n| --- | --- | --- | --- |\n",
+    );
+    for (variant, header, label, reasons) in rows {
+        let _ = writeln!(
+            table,
+            "| {variant} | {header} | {label} | {} |",
+            reasons.join(", ")
+        );
+    }
+    table
 }
 
 /// Why a request or response did not go through the cache normally.
@@ -44,7 +331,7 @@ pub enum Reason {
     Cookie,
     Upgrade,
     RedisUnavailable,
-    Status,
+    StatusNotStored,
     SetCookie,
     NoStore,
     Private,
@@ -55,14 +342,14 @@ pub enum Reason {
     TooLarge,
     CollapseTimeout,
     NotShared,
-    Invalidated,
+    InvalidatedDuringFill,
     OriginError,
     L1,
     NoFreshness,
     StaleWhileRevalidate,
     StaleIfError,
     EarlyRefresh,
-    ClientMaxStale,
+    MaxStale,
     ClientNoStore,
     OnlyIfCached,
     /// The path would mean something else to the origin (`%2F`, control characters): 400.
@@ -97,7 +384,7 @@ impl Reason {
             Reason::Cookie => "cookie",
             Reason::Upgrade => "upgrade",
             Reason::RedisUnavailable => "redis-unavailable",
-            Reason::Status => "status-not-stored",
+            Reason::StatusNotStored => "status-not-stored",
             Reason::SetCookie => "set-cookie",
             Reason::NoStore => "no-store",
             Reason::Private => "private",
@@ -107,14 +394,14 @@ impl Reason {
             Reason::TooLarge => "too-large",
             Reason::CollapseTimeout => "collapse-timeout",
             Reason::NotShared => "not-shared",
-            Reason::Invalidated => "invalidated-during-fill",
+            Reason::InvalidatedDuringFill => "invalidated-during-fill",
             Reason::OriginError => "origin-error",
             Reason::L1 => "l1",
             Reason::NoFreshness => "no-freshness",
             Reason::StaleWhileRevalidate => "stale-while-revalidate",
             Reason::StaleIfError => "stale-if-error",
             Reason::EarlyRefresh => "early-refresh",
-            Reason::ClientMaxStale => "max-stale",
+            Reason::MaxStale => "max-stale",
             Reason::ClientNoStore => "client-no-store",
             Reason::OnlyIfCached => "only-if-cached",
             Reason::BadPath => "bad-path",
@@ -128,11 +415,10 @@ impl Reason {
     }
 }
 
-/// Everything `Cache-Status` reports for one response.
+/// Everything `Cache-Status`, the access log and the metrics report for one response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheStatus {
+pub struct Outcome {
     pub phase: Phase,
-    pub reason: Option<Reason>,
     /// The route's name, when it has one (shown in `detail`).
     pub route: Option<Arc<str>>,
     /// The route's label for logs and metrics (its name, else its `match`), if a route matched.
@@ -141,29 +427,17 @@ pub struct CacheStatus {
     pub ttl: Option<u64>,
     /// The origin's status, when the origin was asked.
     pub fwd_status: Option<u16>,
-    /// Whether this response was stored.
-    pub stored: bool,
-    /// A stored response was found, but stale: it was revalidated, or served stale.
-    pub stale: bool,
 }
 
-impl CacheStatus {
+impl Outcome {
     pub fn new(phase: Phase) -> Self {
         Self {
             phase,
-            reason: None,
             route: None,
             label: None,
             ttl: None,
             fwd_status: None,
-            stored: false,
-            stale: false,
         }
-    }
-
-    pub fn because(mut self, reason: Reason) -> Self {
-        self.reason = Some(reason);
-        self
     }
 
     pub fn on_route(mut self, route: &Route) -> Self {
@@ -189,38 +463,23 @@ impl CacheStatus {
     }
 }
 
-impl fmt::Display for CacheStatus {
+impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("cachalot")?;
-        match self.phase {
-            // Served stale after the origin was asked and failed (stale-if-error).
-            Phase::Hit | Phase::Miss
-                if self.stale
-                    && (self.fwd_status.is_some() || self.reason == Some(Reason::StaleIfError)) =>
-            {
-                f.write_str("; fwd=stale")?
-            }
-            Phase::Hit => f.write_str("; hit")?,
-            Phase::Miss if self.stale => f.write_str("; fwd=stale")?,
-            Phase::Pass if self.reason == Some(Reason::Method) => f.write_str("; fwd=method")?,
-            Phase::Pass | Phase::Bypass if self.reason != Some(Reason::RedisUnavailable) => {
-                f.write_str("; fwd=bypass")?
-            }
-            _ => f.write_str("; fwd=uri-miss")?,
-        }
+        let words = self.phase.words();
+        write!(f, "cachalot; {}", words.fwd)?;
         if let Some(status) = self.fwd_status {
             write!(f, "; fwd-status={status}")?;
         }
-        if self.phase == Phase::Collapsed {
+        if words.collapsed {
             f.write_str("; collapsed")?;
         }
-        if self.stored {
+        if words.stored {
             f.write_str("; stored")?;
         }
         if let Some(ttl) = self.ttl {
             write!(f, "; ttl={ttl}")?;
         }
-        match (&self.route, self.reason) {
+        match (&self.route, words.reason) {
             (Some(route), Some(reason)) => write!(f, "; detail={route}/{}", reason.as_str()),
             (Some(route), None) => write!(f, "; detail={route}"),
             (None, Some(reason)) => write!(f, "; detail={}", reason.as_str()),
@@ -235,49 +494,55 @@ mod tests {
 
     #[test]
     fn renders_the_documented_forms() {
-        let mut hit = CacheStatus::new(Phase::Hit);
+        let mut hit = Outcome::new(Phase::Hit(None));
         hit.route = Some(Arc::from("credential"));
         hit.ttl = Some(540);
         assert_eq!(hit.to_string(), "cachalot; hit; ttl=540; detail=credential");
 
-        let mut miss = CacheStatus::new(Phase::Miss);
+        let mut miss = Outcome::new(Phase::Miss(Fill::Stored(None)));
         miss.fwd_status = Some(200);
-        miss.stored = true;
         assert_eq!(
             miss.to_string(),
             "cachalot; fwd=uri-miss; fwd-status=200; stored"
         );
 
-        let mut bypass = CacheStatus::new(Phase::Bypass).because(Reason::Authorization);
+        let mut bypass = Outcome::new(Phase::Bypass(Reason::Authorization));
         bypass.route = Some(Arc::from("c"));
         assert_eq!(
             bypass.to_string(),
             "cachalot; fwd=bypass; detail=c/authorization"
         );
 
-        let down = CacheStatus::new(Phase::Bypass).because(Reason::RedisUnavailable);
+        let down = Outcome::new(Phase::Bypass(Reason::RedisUnavailable));
         assert_eq!(
             down.to_string(),
             "cachalot; fwd=uri-miss; detail=redis-unavailable"
         );
 
-        let mut revalidated = CacheStatus::new(Phase::Miss);
-        revalidated.stale = true;
+        let mut revalidated = Outcome::new(Phase::Expired(Fill::Stored(None)));
         revalidated.fwd_status = Some(304);
-        revalidated.stored = true;
         assert_eq!(
             revalidated.to_string(),
             "cachalot; fwd=stale; fwd-status=304; stored"
         );
-        let mut while_revalidating =
-            CacheStatus::new(Phase::Hit).because(Reason::StaleWhileRevalidate);
-        while_revalidating.stale = true;
+        let while_revalidating = Outcome::new(Phase::Stale(Reason::StaleWhileRevalidate));
         assert_eq!(
             while_revalidating.to_string(),
             "cachalot; hit; detail=stale-while-revalidate"
         );
 
-        let method = CacheStatus::new(Phase::Pass).because(Reason::Method);
+        let method = Outcome::new(Phase::Pass(Reason::Method));
         assert_eq!(method.to_string(), "cachalot; fwd=method; detail=method");
+        let options = Outcome::new(Phase::Refused(Refusal::OptionsStar));
+        assert_eq!(options.to_string(), "cachalot; fwd=bypass");
+    }
+
+    #[test]
+    fn the_labels_are_in_slot_order() {
+        let mut seen = [false; Phase::LABELS.len()];
+        for phase in Phase::all() {
+            seen[phase.slot()] = true;
+        }
+        assert_eq!(seen, [true; Phase::LABELS.len()]);
     }
 }

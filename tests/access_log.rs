@@ -1,6 +1,6 @@
 //! The access log as an operator meets it, from the real binary: one line per request at
 //! info with the request id (the client's `X-Request-Id`, else a generated one, also sent to
-//! the origin and returned), route, outcome, status, latency and key; JSON with
+//! the origin and returned), route, phase, status, latency and key; JSON with
 //! `--log-format json`; never a credential; and nothing at all under `RUST_LOG=warn`.
 
 mod support;
@@ -182,17 +182,17 @@ async fn json_access_lines_carry_the_request_id_and_never_a_credential() {
     assert_eq!(first["method"], "GET");
     assert_eq!(first["path"], "/items/1");
     assert_eq!(first["route"], "item");
-    assert_eq!(first["outcome"], "miss");
+    assert_eq!(first["phase"], "miss");
     assert_eq!(first["status"], 200);
     assert_eq!(first["key"], "item:1");
     assert!(first["latency_us"].as_u64().unwrap() > 0, "{first}");
-    assert_eq!(line("req-2")["outcome"], "hit");
+    assert_eq!(line("req-2")["phase"], "hit");
     let bypassed = line("req-3");
-    assert_eq!(bypassed["outcome"], "bypass");
+    assert_eq!(bypassed["phase"], "bypass");
     assert_eq!(bypassed["reason"], "authorization");
     assert_eq!(line(request_id(&generated))["key"], "item:2");
     let unrouted = line(request_id(&odd));
-    assert_eq!(unrouted["outcome"], "pass");
+    assert_eq!(unrouted["phase"], "pass");
     assert_eq!(unrouted["route"], "-");
     assert_eq!(unrouted["key"], "-");
 
@@ -216,7 +216,7 @@ async fn text_is_the_default_and_rust_log_warn_silences_the_access_log() {
         .collect();
     assert_eq!(access.len(), 1, "{lines:#?}");
     assert!(access[0].contains("request_id=\"text-1\""), "{}", access[0]);
-    assert!(access[0].contains("outcome=\"miss\""), "{}", access[0]);
+    assert!(access[0].contains("phase=\"miss\""), "{}", access[0]);
     assert!(!access[0].starts_with('{'), "text, not JSON: {}", access[0]);
 
     let quiet = Running::start(&origin, &redis, &[], &[("RUST_LOG", "warn")]).await;

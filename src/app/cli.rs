@@ -273,7 +273,7 @@ fn purge(config: &Path, invalidation: &Invalidation) -> ExitCode {
             eprintln!("error: redis {redis} is unreachable; nothing was purged");
             return ExitCode::FAILURE;
         }
-        store.set_generation_ttl(crate::app::server::generation_ttl(&policy));
+        store.set_generation_ttl(crate::policy::generation::generation_ttl(&policy));
         let dropped = match store.invalidate(invalidation).await {
             Applied::Dropped(n) => n,
             Applied::Queued => {

@@ -149,7 +149,7 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
         Decision::Forward(decide::Forward {
             status, invalidate, ..
         }) => {
-            let why = match status.reason {
+            let why = match status.phase.reason() {
                 Some(Reason::NoRoute) => "no route matches".to_string(),
                 Some(Reason::Method) => format!("only GET and HEAD are cached, this is {method}"),
                 Some(Reason::RoutePass)
@@ -167,7 +167,7 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
                 "action",
                 format!(
                     "forwarded, not cached: {why} (Cache-Status detail {})",
-                    status.reason.map_or("-", Reason::as_str)
+                    status.phase.reason().map_or("-", Reason::as_str)
                 ),
             );
             let target = uri.path_and_query().map_or("/", |p| p.as_str());

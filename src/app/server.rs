@@ -6,7 +6,6 @@ use crate::app::{admin, reload};
 use crate::net::listener;
 use crate::observe::stats::Stats;
 use crate::origin::Origin;
-use crate::policy::route::Action;
 use crate::policy::{Limits, Policy};
 use crate::request::collapse::Flights;
 use crate::request::proxy::Proxy;
@@ -17,7 +16,6 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -96,7 +94,7 @@ impl Server {
 
         crate::observe::metrics::install();
         let store = Store::connect(&policy.redis, policy.l1).await?;
-        store.set_generation_ttl(generation_ttl(&policy));
+        store.set_generation_ttl(crate::policy::generation::generation_ttl(&policy));
         let flights = Flights::new();
         let (messages, inbox) = mpsc::channel(INVALIDATION_QUEUE);
         {
@@ -114,7 +112,7 @@ impl Server {
                 .await?;
         }
         let proxy = Arc::new(Proxy {
-            origin: Origin::new(&policy.origin),
+            origin: Arc::new(Origin::new(&policy.origin)),
             policy: ArcSwap::from_pointee(policy),
             store,
             flights,
@@ -211,21 +209,4 @@ async fn apply_messages(proxy: Arc<Proxy>, mut inbox: mpsc::Receiver<Bytes>) {
             }
         }
     }
-}
-
-/// Generation counters outlive every entry stored under an older generation: at least a
-/// day, and twice the longest an entry can be kept (freshness plus stale windows).
-pub(crate) fn generation_ttl(policy: &Policy) -> Duration {
-    let longest = policy
-        .routes
-        .iter()
-        .filter_map(|route| match &route.action {
-            Action::Cache(rule) => {
-                Some(rule.ttl.longest() + rule.stale_while_revalidate.max(rule.stale_if_error))
-            }
-            Action::Pass => None,
-        })
-        .max()
-        .unwrap_or_default();
-    (longest * 2).max(Duration::from_secs(24 * 3600))
 }

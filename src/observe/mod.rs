@@ -1,4 +1,6 @@
-//! What the proxy tells its operators: Prometheus metrics and per-route statistics.
+//! What the proxy tells its operators: the access log, Prometheus metrics and per-route
+//! statistics.
 
+pub mod access_log;
 pub mod metrics;
 pub mod stats;

@@ -7,7 +7,7 @@
 //! looked up by name and labels on every request, and the status page's counters are
 //! atomics, so requests on different threads never wait for each other here.
 
-use crate::phase::{CacheStatus, Phase, Reason};
+use crate::phase::{Outcome, Phase, Reason};
 use arc_swap::ArcSwap;
 use metrics::{Counter, Histogram, SharedString};
 use serde::Serialize;
@@ -41,18 +41,12 @@ const BUCKETS_US: [u64; 20] = [
     u64::MAX,
 ];
 
-/// How many phases there are: [`slot`] numbers them.
-const PHASES: usize = 5;
+/// How many phase labels there are (see [`Phase::LABELS`]).
+const PHASES: usize = Phase::LABELS.len();
 
-/// A phase's place in the arrays below (a new phase fails to compile here until counted).
+/// A phase's place in the arrays below.
 fn slot(phase: Phase) -> usize {
-    match phase {
-        Phase::Hit => 0,
-        Phase::Miss => 1,
-        Phase::Collapsed => 2,
-        Phase::Pass => 3,
-        Phase::Bypass => 4,
-    }
+    phase.slot()
 }
 
 /// What one route (or the requests no route took) has answered.
@@ -82,8 +76,9 @@ impl Meter {
         }
     }
 
-    fn requests(&self, phase: Phase, reason: Option<Reason>) -> Counter {
-        let register = || metrics::counter!("cachalot_requests_total", "route" => self.label.clone(), "phase" => phase.as_str(), "reason" => reason.map_or("-", Reason::as_str));
+    fn requests(&self, phase: Phase) -> Counter {
+        let reason = phase.reason();
+        let register = || metrics::counter!("cachalot_requests_total", "route" => self.label.clone(), "phase" => phase.label(), "reason" => reason.map_or("-", Reason::as_str));
         let column = reason.map_or(0, |r| r as usize + 1);
         if column > Reason::COUNT {
             return register();
@@ -93,12 +88,12 @@ impl Meter {
             .clone()
     }
 
-    fn record(&self, status: &CacheStatus, elapsed: Duration) {
+    fn record(&self, status: &Outcome, elapsed: Duration) {
         let phase = slot(status.phase);
-        self.requests(status.phase, status.reason).increment(1);
+        self.requests(status.phase).increment(1);
         self.durations[phase]
             .get_or_init(|| {
-                metrics::histogram!("cachalot_request_duration_seconds", "route" => self.label.clone(), "phase" => status.phase.as_str())
+                metrics::histogram!("cachalot_request_duration_seconds", "route" => self.label.clone(), "phase" => status.phase.label())
             })
             .record(elapsed.as_secs_f64());
         self.phases[phase].fetch_add(1, Ordering::Relaxed);
@@ -110,12 +105,11 @@ impl Meter {
     }
 
     fn summary(&self, route: &str) -> RouteSummary {
-        let [hits, misses, collapsed, passed, bypassed] =
-            self.phases.each_ref().map(|n| n.load(Ordering::Relaxed));
+        let phases = self.phases.each_ref().map(|n| n.load(Ordering::Relaxed));
         let latency = self.latency.each_ref().map(|n| n.load(Ordering::Relaxed));
         RouteSummary {
             route: route.to_string(),
-            counts: Counts::new(hits, misses, collapsed, passed, bypassed),
+            counts: Counts::new(phases),
             p50_ms: percentile(&latency, 0.50),
             p99_ms: percentile(&latency, 0.99),
         }
@@ -128,27 +122,49 @@ impl Meter {
 pub struct Counts {
     pub requests: u64,
     pub hits: u64,
+    /// Answered from a stale entry (stale-while-revalidate, max-stale, stale-if-error).
+    pub stale: u64,
     pub misses: u64,
+    /// Stale entries revalidated with the origin.
+    pub expired: u64,
     pub collapsed: u64,
     pub passed: u64,
     pub bypassed: u64,
-    /// Hits and collapsed requests over all requests the cache handled; `None` before any.
+    /// Answered by the proxy itself (bad requests, bodies over the limit, `OPTIONS *`).
+    pub refused: u64,
+    /// Requests answered from the cache (hit, stale, collapsed) over all requests the cache
+    /// handled (those and miss, expired); `None` before any.
     pub hit_ratio: Option<f64>,
-    /// Requests answered without their own origin request (hits and collapsed waiters).
+    /// Requests answered from a stored entry rather than their own origin response (hit,
+    /// stale, collapsed).
     pub origin_requests_saved: u64,
 }
 
 impl Counts {
-    fn new(hits: u64, misses: u64, collapsed: u64, passed: u64, bypassed: u64) -> Self {
-        let cached = hits + misses + collapsed;
-        let saved = hits + collapsed;
-        Self {
-            requests: cached + passed + bypassed,
+    /// From the counts by phase, in [`Phase::LABELS`] order.
+    fn new(phases: [u64; PHASES]) -> Self {
+        let [
             hits,
+            stale,
             misses,
+            expired,
             collapsed,
             passed,
             bypassed,
+            refused,
+        ] = phases;
+        let saved = hits + stale + collapsed;
+        let cached = saved + misses + expired;
+        Self {
+            requests: cached + passed + bypassed + refused,
+            hits,
+            stale,
+            misses,
+            expired,
+            collapsed,
+            passed,
+            bypassed,
+            refused,
             hit_ratio: (cached > 0).then(|| saved as f64 / cached as f64),
             origin_requests_saved: saved,
         }
@@ -156,18 +172,23 @@ impl Counts {
 
     /// All of them together (percentiles do not add up, so only counts have a total).
     pub fn total<'a>(all: impl IntoIterator<Item = &'a Counts>) -> Self {
-        let mut phases = [0u64; 5];
+        let mut phases = [0u64; PHASES];
         for c in all {
-            for (sum, n) in
-                phases
-                    .iter_mut()
-                    .zip([c.hits, c.misses, c.collapsed, c.passed, c.bypassed])
-            {
+            let counted = [
+                c.hits,
+                c.stale,
+                c.misses,
+                c.expired,
+                c.collapsed,
+                c.passed,
+                c.bypassed,
+                c.refused,
+            ];
+            for (sum, n) in phases.iter_mut().zip(counted) {
                 *sum += n;
             }
         }
-        let [hits, misses, collapsed, passed, bypassed] = phases;
-        Self::new(hits, misses, collapsed, passed, bypassed)
+        Self::new(phases)
     }
 }
 
@@ -216,17 +237,16 @@ impl Default for Stats {
 impl Stats {
     /// Counts one answered request, under its route, cache phase and reason, and the body
     /// bytes it was answered with (when their length is known) by where they came from.
-    pub fn record(&self, status: &CacheStatus, body_bytes: Option<u64>, elapsed: Duration) {
+    pub fn record(&self, status: &Outcome, body_bytes: Option<u64>, elapsed: Duration) {
         match &status.label {
             Some(label) => self.meter(label).record(status, elapsed),
             None => self.unrouted.record(status, elapsed),
         }
         if let Some(bytes) = body_bytes {
-            match status.phase {
-                Phase::Hit | Phase::Collapsed => self.bytes_from_cache.increment(bytes),
-                Phase::Miss | Phase::Pass | Phase::Bypass => {
-                    self.bytes_from_origin.increment(bytes)
-                }
+            if status.phase.from_cache() {
+                self.bytes_from_cache.increment(bytes)
+            } else {
+                self.bytes_from_origin.increment(bytes)
             }
         }
     }
@@ -292,8 +312,10 @@ fn percentile(latency: &[u64], q: f64) -> Option<f64> {
 mod tests {
     use super::*;
 
-    fn status(phase: Phase, label: &str) -> CacheStatus {
-        let mut status = CacheStatus::new(phase);
+    use crate::phase::Fill;
+
+    fn status(phase: Phase, label: &str) -> Outcome {
+        let mut status = Outcome::new(phase);
         status.label = Some(Arc::from(label));
         status
     }
@@ -303,7 +325,7 @@ mod tests {
         let stats = Stats::default();
         for _ in 0..8 {
             stats.record(
-                &status(Phase::Hit, "credential"),
+                &status(Phase::Hit(None), "credential"),
                 None,
                 Duration::from_micros(150),
             );
@@ -314,12 +336,12 @@ mod tests {
             Duration::from_millis(30),
         );
         stats.record(
-            &status(Phase::Miss, "credential"),
+            &status(Phase::Miss(Fill::Stored(None)), "credential"),
             Some(10),
             Duration::from_millis(30),
         );
         stats.record(
-            &CacheStatus::new(Phase::Pass),
+            &Outcome::new(Phase::Pass(Reason::NoRoute)),
             None,
             Duration::from_millis(1),
         );
@@ -337,8 +359,8 @@ mod tests {
 
     #[test]
     fn totals_add_up_and_the_ratio_counts_cached_requests_only() {
-        let a = Counts::new(3, 1, 0, 1, 0);
-        let b = Counts::new(0, 4, 0, 1, 0);
+        let a = Counts::new([3, 0, 1, 0, 0, 1, 0, 0]);
+        let b = Counts::new([0, 0, 4, 0, 0, 1, 0, 0]);
         let totals = Counts::total([&a, &b]);
         assert_eq!(totals.requests, 10);
         assert_eq!(totals.passed, 2);

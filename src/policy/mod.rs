@@ -9,6 +9,7 @@ mod describe;
 mod env;
 mod error;
 mod file;
+pub mod generation;
 pub mod key;
 mod limits;
 pub mod route;

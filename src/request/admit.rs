@@ -15,7 +15,7 @@
 //!   with `"; "` as RFC 9113 §8.2.3 requires before a request goes on over HTTP/1.1; two lines
 //!   would reach Werkzeug as one value joined with `,`, which is not a cookie separator.
 
-use crate::phase::Reason;
+use crate::phase::Refusal;
 use crate::policy::ListenSettings;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
@@ -23,8 +23,8 @@ use http::{Method, Request, StatusCode};
 /// A request the proxy answers itself instead of forwarding.
 pub struct Answer {
     pub status: StatusCode,
-    /// Why, for `Cache-Status` (none for an `OPTIONS *`, which is not refused).
-    pub reason: Option<Reason>,
+    /// Why, for `Cache-Status` (`OptionsStar` for an `OPTIONS *`, which is not refused).
+    pub why: Refusal,
     pub text: String,
 }
 
@@ -38,24 +38,24 @@ pub fn admit<B>(
         return Err(if request.method() == Method::OPTIONS {
             Answer {
                 status: StatusCode::OK,
-                reason: None,
+                why: Refusal::OptionsStar,
                 text: String::new(),
             }
         } else {
             refuse(
                 StatusCode::BAD_REQUEST,
-                Reason::BadHost,
+                Refusal::BadHost,
                 "the asterisk-form target '*' is only for OPTIONS",
             )
         });
     }
     let authority =
         crate::http::authority::of_request(request.version(), request.uri(), request.headers())
-            .map_err(|why| refuse(StatusCode::BAD_REQUEST, Reason::BadHost, why))?;
+            .map_err(|why| refuse(StatusCode::BAD_REQUEST, Refusal::BadHost, why))?;
     if !listen.hosts.is_empty() && !authority.as_ref().is_some_and(|a| listen.hosts.contains(a)) {
         return Err(refuse(
             StatusCode::MISDIRECTED_REQUEST,
-            Reason::MisdirectedHost,
+            Refusal::MisdirectedHost,
             "this proxy does not serve that host",
         ));
     }
@@ -72,10 +72,10 @@ pub fn admit<B>(
     Ok(authority)
 }
 
-fn refuse(status: StatusCode, reason: Reason, why: &str) -> Answer {
+fn refuse(status: StatusCode, refusal: Refusal, why: &str) -> Answer {
     Answer {
         status,
-        reason: Some(reason),
+        why: refusal,
         text: format!(
             "cachalot: {}: {why}\n",
             status.canonical_reason().unwrap_or("refused")

@@ -3,7 +3,7 @@
 //! prints it, so the two cannot disagree.
 
 use crate::http::path;
-use crate::phase::{CacheStatus, Phase, Reason};
+use crate::phase::{Outcome, Phase, Reason};
 use crate::policy::Policy;
 use crate::policy::key::{self, KeyTemplate, QueryRule};
 use crate::policy::route::{Action, Route};
@@ -24,7 +24,7 @@ pub enum Decision {
 
 /// How a request the cache does not answer is forwarded.
 pub struct Forward {
-    pub status: CacheStatus,
+    pub status: Outcome,
     /// For a write: what its success invalidates.
     pub invalidate: Option<Invalidation>,
     /// Whether a WebSocket upgrade may be tunnelled (the route's `upgrades`).
@@ -64,7 +64,7 @@ pub fn decide(
     let writes = !method.is_safe();
     let Some(matched) = policy.routes.find(method, path, &segments) else {
         return Decision::Forward(Forward {
-            status: CacheStatus::new(Phase::Pass).because(Reason::NoRoute),
+            status: Outcome::new(Phase::Pass(Reason::NoRoute)),
             invalidate: writes.then(|| own_uri_invalidation(policy, path, &segments, query)),
             websocket: true,
             timeout: policy.origin.timeout,
@@ -72,8 +72,8 @@ pub fn decide(
     };
     let route = Arc::clone(matched.route);
     let build = |t: &KeyTemplate| t.build(&matched.params, path, None, &QueryRule::Ignore);
-    let status = |phase| CacheStatus::new(phase).on_route(&route);
-    let forward = |status: CacheStatus| {
+    let status = |phase| Outcome::new(phase).on_route(&route);
+    let forward = |status: Outcome| {
         Decision::Forward(Forward {
             status,
             invalidate: writes.then(|| {
@@ -97,13 +97,13 @@ pub fn decide(
         })
     };
     match &route.action {
-        Action::Pass => forward(status(Phase::Pass).because(Reason::RoutePass)),
+        Action::Pass => forward(status(Phase::Pass(Reason::RoutePass))),
         Action::Cache(_) if !matches!(*method, Method::GET | Method::HEAD) => {
-            forward(status(Phase::Pass).because(Reason::Method))
+            forward(status(Phase::Pass(Reason::Method)))
         }
         Action::Cache(rule) => match (storable::request_bypass(headers, rule), authority) {
-            (Some(reason), _) => forward(status(Phase::Bypass).because(reason)),
-            (None, None) => forward(status(Phase::Bypass).because(Reason::NoHost)),
+            (Some(reason), _) => forward(status(Phase::Bypass(reason))),
+            (None, None) => forward(status(Phase::Bypass(Reason::NoHost))),
             (None, Some(authority)) => {
                 // An unnamed route without `key` is keyed on the path: the canonical one.
                 let canonical = route.pattern.canonical_path(&segments, &matched.params);

@@ -10,31 +10,31 @@
 //! and HEAD on routes that ask for it.
 
 use crate::http::framing;
-use crate::http::freshness::Directives;
 use crate::http::path;
-use crate::http::range;
 use crate::http::request_id;
 use crate::http::tags;
-use crate::http::vary;
 use crate::net::body::ProxyBody;
 use crate::net::upgrade;
+use crate::observe::access_log;
 use crate::observe::stats::Stats;
 use crate::origin::{self, Origin, OriginError};
-use crate::phase::{CacheStatus, Phase, Reason};
+use crate::phase::{Outcome, Phase, Refusal};
 use crate::policy::Policy;
-use crate::policy::route::{Action, CacheRule, Route};
 use crate::request::admit;
-use crate::request::collapse::{self, Flights, Join, Landing};
+use crate::request::cacheable::Cacheable;
+use crate::request::collapse::Flights;
+use crate::request::context::Stages;
 use crate::request::decide::{self, Decision, Forward, Plan};
-use crate::request::detach::finishing;
-use crate::request::fill;
+use crate::request::lookup;
+use crate::request::respond::{
+    CACHE_STATUS, bad_request, body_too_large, error_response, local_answer, plain,
+};
 use crate::request::storable;
-use crate::store::entry::{Entry, now_ms};
 use crate::store::message::{Invalidation, Source};
-use crate::store::{Applied, Lookup, Store};
+use crate::store::{Applied, Store};
 use arc_swap::{ArcSwap, Guard};
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::header;
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -42,81 +42,31 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-
-/// The access log's target: one line per request at info, with its own target so that
-/// `RUST_LOG=info,cachalot::access=warn` keeps the other logs and drops these.
-pub const ACCESS_LOG: &str = "cachalot::access";
-
 /// The proxy's shared state: the policy, Redis, the origin client and the flights.
 pub struct Proxy {
     /// Swapped whole on reload; a request holds the routes it started with.
     pub(crate) policy: ArcSwap<Policy>,
     pub(crate) store: Arc<Store>,
-    pub(crate) origin: Origin,
+    pub(crate) origin: Arc<Origin>,
     pub(crate) flights: Arc<Flights>,
     /// Per-route summary for the status page.
     pub(crate) stats: Stats,
-}
-
-/// A GET or HEAD on a cached route, with everything the cache needs to answer it.
-pub(crate) struct Cacheable {
-    pub route: Arc<Route>,
-    pub key: String,
-    /// The client's request head (its body, if any, is not used: fills are GETs).
-    pub head: http::request::Parts,
-    pub client: SocketAddr,
-    /// The route's tags for this request (the origin may add more).
-    pub tags: Vec<String>,
-    /// For routes in the in-process tier: its invalidation count before the lookup.
-    pub l1_epoch: Option<u64>,
-    /// When the URL's stored response varies and does not fit this request: the variant key
-    /// this request's header values name (see `vary`).
-    pub variant: Option<String>,
-}
-
-impl Cacheable {
-    /// The key the fill collapses on and locks: the variant's, when it is known to vary.
-    pub fn fill_key(&self) -> &str {
-        self.variant.as_deref().unwrap_or(&self.key)
-    }
-
-    pub fn rule(&self) -> &CacheRule {
-        match &self.route.action {
-            Action::Cache(rule) => rule,
-            Action::Pass => unreachable!("only cached routes build a Cacheable"),
-        }
-    }
-
-    /// Path and query as the origin sees them (the route's query rule applied).
-    pub fn origin_target(&self) -> String {
-        decide::origin_target(&self.head.uri, &self.rule().query)
-    }
-
-    /// Whether a client header reaches the origin on this route's fills: what a `Vary` on it
-    /// is matched against (see `fill::reaches_origin`).
-    pub fn forwarded(&self) -> impl Fn(&str) -> bool + '_ {
-        |name| fill::reaches_origin(self.rule(), name)
-    }
-
-    /// The route's label as a metric label value.
-    pub fn metric_route(&self) -> metrics::SharedString {
-        metrics::SharedString::from_shared(Arc::clone(&self.route.label))
-    }
-
-    pub fn head_only(&self) -> bool {
-        self.head.method == Method::HEAD
-    }
-
-    pub fn status(&self, phase: Phase) -> CacheStatus {
-        CacheStatus::new(phase).on_route(&self.route)
-    }
 }
 
 impl Proxy {
     /// The policy in force now.
     pub fn policy(&self) -> Guard<Arc<Policy>> {
         self.policy.load()
+    }
+
+    /// What the stages of one request use: the policy in force now, loaded once.
+    pub(crate) fn stages(&self) -> Stages {
+        Stages {
+            store: Arc::clone(&self.store),
+            origin: Arc::clone(&self.origin),
+            policy: self.policy.load_full(),
+            flights: Arc::clone(&self.flights),
+        }
     }
 
     /// Per-route statistics since start (the status page's numbers).
@@ -127,7 +77,7 @@ impl Proxy {
     /// Swaps in a validated policy; requests in flight keep the one they started with.
     pub fn replace_policy(&self, policy: Policy) {
         self.store
-            .set_generation_ttl(crate::app::server::generation_ttl(&policy));
+            .set_generation_ttl(crate::policy::generation::generation_ttl(&policy));
         self.policy.store(Arc::new(policy));
     }
 
@@ -142,8 +92,8 @@ impl Proxy {
         let request_id = request_id::ensure(request.headers_mut());
         // Copy the target only when the access line will be written (RUST_LOG=warn, or
         // cachalot::access=warn, turns it off).
-        let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
-            .then(|| (request.method().clone(), request.uri().clone()));
+        let logged =
+            access_log::enabled().then(|| (request.method().clone(), request.uri().clone()));
         let (mut response, status) = self.route(request, client).await;
         response
             .headers_mut()
@@ -154,22 +104,18 @@ impl Proxy {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
             // The cached routes' key, found again rather than carried out of the cache
             // path: it costs one route match, and only when the line is written.
-            let key = (status.phase != Phase::Pass)
+            let key = (!matches!(status.phase, Phase::Pass(_) | Phase::Refused(_)))
                 .then(|| decide::key_for_target(&self.policy(), path))
                 .flatten();
-            tracing::info!(
-                target: ACCESS_LOG,
-                request_id = request_id.to_str().unwrap_or("-"),
-                %method,
+            access_log::record(&access_log::Line {
+                request_id: request_id.to_str().unwrap_or("-"),
+                method: &method,
                 path,
-                route = status.label.as_deref().unwrap_or("-"),
-                outcome = status.phase.as_str(),
-                reason = status.reason.map_or("-", Reason::as_str),
-                key = key.as_deref().unwrap_or("-"),
-                status = response.status().as_u16(),
-                latency_us = started.elapsed().as_micros() as u64,
-                "request"
-            );
+                outcome: &status,
+                key: key.as_deref(),
+                status: response.status().as_u16(),
+                latency: started.elapsed(),
+            });
         }
         response
             .headers_mut()
@@ -181,20 +127,16 @@ impl Proxy {
         self: &Arc<Self>,
         mut request: Request<Incoming>,
         client: SocketAddr,
-    ) -> (Response<ProxyBody>, CacheStatus) {
+    ) -> (Response<ProxyBody>, Outcome) {
         if !framing::is_unambiguous(request.headers()) {
-            let status = CacheStatus::new(Phase::Pass).because(Reason::BadFraming);
+            let status = Outcome::new(Phase::Refused(Refusal::BadFraming));
             let text = "cachalot: bad request: Transfer-Encoding must be exactly \"chunked\"\n";
             return (bad_request(text.into()), status);
         }
         let authority = match admit::admit(&mut request, &self.policy().listen) {
             Ok(authority) => authority,
             Err(answer) => {
-                let status = CacheStatus::new(Phase::Pass);
-                let status = match answer.reason {
-                    Some(reason) => status.because(reason),
-                    None => status,
-                };
+                let status = Outcome::new(Phase::Refused(answer.why));
                 return (local_answer(answer), status);
             }
         };
@@ -203,7 +145,7 @@ impl Proxy {
             Ok(Some(uri)) => *request.uri_mut() = uri,
             Ok(None) => {}
             Err(rejected) => {
-                let status = CacheStatus::new(Phase::Pass).because(Reason::BadPath);
+                let status = Outcome::new(Phase::Refused(Refusal::BadPath));
                 tracing::debug!(path = request.uri().path(), %rejected, "refused a request path");
                 let text = format!(
                     "cachalot: bad request: {rejected}; send the path with real '/' separators and no encoded control characters\n"
@@ -241,7 +183,7 @@ impl Proxy {
                     l1_epoch: None,
                     variant: None,
                 };
-                self.lookup(cacheable).await
+                lookup::lookup(&self.stages(), cacheable).await
             }
         }
     }
@@ -301,7 +243,7 @@ impl Proxy {
         request: Request<Incoming>,
         client: SocketAddr,
         forward: Forward,
-    ) -> (Response<ProxyBody>, CacheStatus) {
+    ) -> (Response<ProxyBody>, Outcome) {
         let Forward {
             mut status,
             invalidate,
@@ -311,7 +253,7 @@ impl Proxy {
         let (mut head, body) = request.into_parts();
         let max_body = self.policy().limits.max_body;
         if storable::content_length(&head.headers).is_some_and(|declared| declared > max_body) {
-            status.reason = Some(Reason::BodyTooLarge);
+            status.phase = status.phase.body_too_large();
             return (body_too_large(), status);
         }
         // Only WebSocket is tunnelled, where the route allows it; any other Upgrade is
@@ -335,7 +277,7 @@ impl Proxy {
         {
             Ok(response) => response,
             Err(OriginError::BodyTooLarge) => {
-                status.reason = Some(Reason::BodyTooLarge);
+                status.phase = status.phase.body_too_large();
                 return (body_too_large(), status);
             }
             Err(e) => {
@@ -395,415 +337,4 @@ impl Proxy {
         }
         (Response::from_parts(parts, ProxyBody::Stream(body)), status)
     }
-
-    /// Looks the key up in Redis: a fresh entry is a hit; a stale one is served while it is
-    /// refreshed, or revalidated; anything else a miss.
-    async fn lookup(
-        self: &Arc<Self>,
-        mut request: Cacheable,
-    ) -> (Response<ProxyBody>, CacheStatus) {
-        if !self.store.is_healthy() {
-            return Box::pin(fill::fetch_uncached(
-                self,
-                &request,
-                Reason::RedisUnavailable,
-            ))
-            .await;
-        }
-        let client = if request.rule().honor_client_no_cache {
-            client_directives(&request.head.headers)
-        } else {
-            Directives::default()
-        };
-        if client.no_store {
-            return Box::pin(fill::fetch_uncached(self, &request, Reason::ClientNoStore)).await;
-        }
-        let use_l1 = request.rule().l1;
-        let lookup = match self.store.get(&request.key, use_l1).await {
-            Ok(lookup) => lookup,
-            Err(_) => {
-                return Box::pin(fill::fetch_uncached(
-                    self,
-                    &request,
-                    Reason::RedisUnavailable,
-                ))
-                .await;
-            }
-        };
-        let Ok(lookup) = self.select_variant(&mut request, lookup).await else {
-            return Box::pin(fill::fetch_uncached(
-                self,
-                &request,
-                Reason::RedisUnavailable,
-            ))
-            .await;
-        };
-        request.l1_epoch = use_l1.then_some(lookup.l1_epoch);
-        let Some(entry) = lookup.entry else {
-            if client.only_if_cached {
-                return only_if_cached(&request);
-            }
-            return Box::pin(self.miss(request, lookup.generation, None)).await;
-        };
-        let now = now_ms();
-        let mut status = request.status(Phase::Hit);
-        match reuse(&entry, now, &client) {
-            Reuse::Fresh => {
-                if lookup.from_l1 {
-                    status.reason = Some(Reason::L1);
-                }
-                let response = from_entry(&entry, &request, &mut status);
-                if request.rule().early_refresh && !lookup.from_l1 && expires_early(&entry, now) {
-                    status.reason = Some(Reason::EarlyRefresh);
-                    fill::refresh(self, request, lookup.generation, entry);
-                }
-                (response, status)
-            }
-            Reuse::Stale(reason) => {
-                status.stale = true;
-                status.reason = Some(reason);
-                let response = from_entry(&entry, &request, &mut status);
-                if reason == Reason::StaleWhileRevalidate {
-                    fill::refresh(self, request, lookup.generation, entry);
-                }
-                (response, status)
-            }
-            Reuse::Revalidate if client.only_if_cached => only_if_cached(&request),
-            Reuse::Revalidate => Box::pin(self.miss(request, lookup.generation, Some(entry))).await,
-        }
-    }
-
-    /// When the URL's entry varies on request headers and does not fit this request, reads
-    /// the variant this request's values name instead (a second round trip, only then).
-    async fn select_variant(
-        &self,
-        request: &mut Cacheable,
-        lookup: Lookup,
-    ) -> Result<Lookup, crate::store::Unavailable> {
-        let Some(entry) = &lookup.entry else {
-            return Ok(lookup);
-        };
-        if vary::matches(entry, &request.head.headers, request.forwarded()) {
-            return Ok(lookup);
-        }
-        let selecting = vary::selecting(
-            &vary::entry_names(entry),
-            &request.head.headers,
-            request.forwarded(),
-        );
-        let key = vary::variant_key(&request.key, &selecting);
-        let mut variant = self.store.get(&key, request.rule().l1).await?;
-        variant.entry = variant
-            .entry
-            .filter(|e| vary::matches(e, &request.head.headers, request.forwarded()));
-        request.variant = Some(key);
-        Ok(variant)
-    }
-
-    /// A miss joins the key's flight in this process, or leads one. `stale` is the stored
-    /// entry that was too old to serve, if any.
-    async fn miss(
-        self: &Arc<Self>,
-        mut request: Cacheable,
-        generation: u64,
-        stale: Option<Arc<Entry>>,
-    ) -> (Response<ProxyBody>, CacheStatus) {
-        match self.flights.join(request.fill_key()) {
-            Join::Lead(flight) => {
-                // Led in this request's task, so the lock is asked for at once; a client
-                // that hangs up hands the fill to a task of its own, since the flight's
-                // waiters depend on it.
-                let proxy = Arc::clone(self);
-                let request = Arc::new(request);
-                let fill = finishing({
-                    let request = Arc::clone(&request);
-                    async move { fill::lead(&proxy, flight, &request, generation, stale).await }
-                });
-                match fill.await {
-                    Ok(answer) => answer,
-                    Err(e) => {
-                        tracing::error!(error = %e, "fill failed");
-                        let status = request.status(Phase::Miss).because(Reason::OriginError);
-                        (plain(StatusCode::BAD_GATEWAY, "fill failed\n"), status)
-                    }
-                }
-            }
-            Join::Wait(receiver) => {
-                metrics::counter!("cachalot_collapse_waiters_total", "scope" => "process")
-                    .increment(1);
-                // The flight's leader answers within the lock wait plus one origin fetch;
-                // asking the origin before that would be the stampede collapsing prevents.
-                let policy = self.policy();
-                let wait = policy.collapse.wait + policy.origin_timeout(Some(&request.route));
-                match tokio::time::timeout(wait, collapse::landing(receiver)).await {
-                    Ok(Landing::Stored(entry))
-                        if entry.generation >= generation
-                            && vary::matches(
-                                &entry,
-                                &request.head.headers,
-                                request.forwarded(),
-                            ) =>
-                    {
-                        let mut status = request.status(Phase::Collapsed);
-                        status.stale = entry.staleness_ms(now_ms()) > 0;
-                        (from_entry(&entry, &request, &mut status), status)
-                    }
-                    // The flight started before an invalidation this request already saw:
-                    // its response is older than what the request may be served. Fly again.
-                    Ok(Landing::Stored(entry)) if entry.generation < generation => {
-                        Box::pin(self.miss(request, generation, stale)).await
-                    }
-                    // The response varies, and not for this request's header values: fly
-                    // again for this request's variant (once; its own flight is exact).
-                    Ok(Landing::Stored(entry)) if request.variant.is_none() => {
-                        let selecting = vary::selecting(
-                            &vary::entry_names(&entry),
-                            &request.head.headers,
-                            request.forwarded(),
-                        );
-                        request.variant = Some(vary::variant_key(&request.key, &selecting));
-                        Box::pin(self.miss(request, generation, stale)).await
-                    }
-                    // The response waited for may not be shared (Set-Cookie, an error):
-                    // each waiter asks the origin for its own.
-                    Ok(_) => fill::fetch_uncached(self, &request, Reason::NotShared).await,
-                    Err(_) => {
-                        metrics::counter!("cachalot_collapse_timeouts_total").increment(1);
-                        fill::fetch_uncached(self, &request, Reason::CollapseTimeout).await
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How a stored entry may answer a request.
-enum Reuse {
-    Fresh,
-    /// Served stale, for this reason (stale-while-revalidate, or the client's max-stale).
-    Stale(Reason),
-    /// Too old: ask the origin (conditionally, when the entry has a validator).
-    Revalidate,
-}
-
-/// RFC 9111 §4.2 and §5.2.1: freshness, narrowed or widened by the client's directives
-/// (empty unless the route honours them), and the entry's stale-while-revalidate window.
-fn reuse(entry: &Entry, now: u64, client: &Directives) -> Reuse {
-    if client.no_cache {
-        return Reuse::Revalidate;
-    }
-    let age_ok = client.max_age.is_none_or(|max| entry.age(now) <= max);
-    let fresh_enough = client
-        .min_fresh
-        .is_none_or(|min| entry.fresh_until_ms.saturating_sub(now) >= min * 1000);
-    if entry.is_fresh(now) {
-        return if age_ok && fresh_enough {
-            Reuse::Fresh
-        } else {
-            Reuse::Revalidate
-        };
-    }
-    let client_allows = match client.max_stale {
-        Some(None) => true,
-        Some(Some(limit)) => entry.staleness_ms(now) <= limit * 1000,
-        None => false,
-    };
-    if client_allows && age_ok && !entry.forbids_stale {
-        return Reuse::Stale(Reason::ClientMaxStale);
-    }
-    if entry.within_stale_while_revalidate(now) && client.max_age.is_none() {
-        return Reuse::Stale(Reason::StaleWhileRevalidate);
-    }
-    Reuse::Revalidate
-}
-
-/// XFetch (Vattani et al.): refresh before expiry with a probability that rises as expiry
-/// nears, scaled by how long the origin took, so a hot key is refreshed by one request
-/// shortly before it would expire under everyone.
-fn expires_early(entry: &Entry, now: u64) -> bool {
-    let left = entry.fresh_until_ms.saturating_sub(now) as f64;
-    let fetch = entry.fetch_ms.max(1) as f64;
-    let draw: f64 = rand::random::<f64>().max(f64::MIN_POSITIVE);
-    fetch * -draw.ln() >= left
-}
-
-/// The client's `Cache-Control`, or `Pragma: no-cache` when it sends none (RFC 9111 §5.4).
-fn client_directives(headers: &HeaderMap) -> Directives {
-    if !headers.contains_key(header::CACHE_CONTROL)
-        && headers
-            .get_all(header::PRAGMA)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
-    {
-        return Directives {
-            no_cache: true,
-            ..Directives::default()
-        };
-    }
-    Directives::parse(headers)
-}
-
-/// RFC 9111 §5.2.1.7: nothing stored may answer, and the client asked not to go further.
-fn only_if_cached(request: &Cacheable) -> (Response<ProxyBody>, CacheStatus) {
-    let status = request.status(Phase::Miss).because(Reason::OnlyIfCached);
-    (
-        plain(
-            StatusCode::GATEWAY_TIMEOUT,
-            "cachalot: nothing stored answers this request, and it asked for only-if-cached\n",
-        ),
-        status,
-    )
-}
-
-/// A response from a stored entry: the origin's status, headers and body, plus `Age`; a 304
-/// for a client that holds it already, a 206 (or 416) for a single byte range. Sets the
-/// status's `ttl` to the entry's remaining freshness.
-pub(crate) fn from_entry(
-    entry: &Entry,
-    request: &Cacheable,
-    status: &mut CacheStatus,
-) -> Response<ProxyBody> {
-    let now = now_ms();
-    status.ttl = Some(entry.ttl_left(now));
-    if entry.status == StatusCode::OK
-        && storable::not_modified(&request.head.headers, &entry.headers)
-    {
-        return not_modified(entry, now);
-    }
-    let len = entry.body.len() as u64;
-    let part = match entry.status {
-        StatusCode::OK => range::answer(&request.head.headers, &entry.headers, len),
-        _ => range::Answer::Whole,
-    };
-    let (status, body) = match &part {
-        range::Answer::Whole => (entry.status, entry.body.clone()),
-        range::Answer::Part(bytes) => (
-            StatusCode::PARTIAL_CONTENT,
-            entry
-                .body
-                .slice(*bytes.start() as usize..=*bytes.end() as usize),
-        ),
-        range::Answer::Unsatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, bytes::Bytes::new()),
-    };
-    // A status that never has a body (RFC 9110 §6.4.1) is sent without one, whatever is stored.
-    let bodiless = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let length = body.len();
-    let mut response = Response::new(if request.head_only() || bodiless {
-        ProxyBody::Empty
-    } else {
-        ProxyBody::Full(Some(body))
-    });
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.clone_from(&entry.headers);
-    headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
-    // The length is the stored body's, never a stored header's: an entry read from Redis is
-    // untrusted, and a length that disagrees with the body would split the client's
-    // connection (see `Entry::decode`, which drops framing headers).
-    if bodiless {
-        headers.remove(header::CONTENT_LENGTH);
-    } else {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    }
-    let content_range = match part {
-        range::Answer::Whole => return response,
-        range::Answer::Part(bytes) => format!("bytes {}-{}/{len}", bytes.start(), bytes.end()),
-        range::Answer::Unsatisfiable => format!("bytes */{len}"),
-    };
-    if let Ok(value) = HeaderValue::from_str(&content_range) {
-        headers.insert(header::CONTENT_RANGE, value);
-    }
-    response
-}
-
-/// A 304 for a client that already holds the entry's representation: the headers RFC 9110
-/// §15.4.5 asks a 304 to repeat, and no body.
-fn not_modified(entry: &Entry, now: u64) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::Empty);
-    *response.status_mut() = StatusCode::NOT_MODIFIED;
-    let headers = response.headers_mut();
-    for name in [
-        header::CACHE_CONTROL,
-        header::CONTENT_LOCATION,
-        header::DATE,
-        header::ETAG,
-        header::EXPIRES,
-        header::LAST_MODIFIED,
-        header::VARY,
-    ] {
-        for value in entry.headers.get_all(&name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
-    response
-}
-
-/// A short plain-text response the proxy writes itself.
-pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// 400 for a request the proxy will not pass on, saying why; the connection is closed,
-/// since whatever follows on it cannot be trusted to be framed as the client meant.
-fn bad_request(text: String) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(text));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-/// A request `admit` answers itself: 400 and 421 close the connection, like `bad_request`.
-fn local_answer(answer: admit::Answer) -> Response<ProxyBody> {
-    if answer.status.is_client_error() {
-        let mut response = bad_request(answer.text);
-        *response.status_mut() = answer.status;
-        return response;
-    }
-    let mut response = Response::new(ProxyBody::Empty);
-    *response.status_mut() = answer.status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-    response
-}
-
-/// 413 for a body over `limits.max_body`. The connection is closed: the rest of the body
-/// is not read.
-fn body_too_large() -> Response<ProxyBody> {
-    let mut response = plain(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "cachalot: the request body is larger than limits.max_body\n",
-    );
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-/// 502 or 504, with a body that says which.
-pub(crate) fn error_response(error: &OriginError) -> Response<ProxyBody> {
-    let text = match error {
-        OriginError::Timeout(_) => "cachalot: the origin did not answer in time\n",
-        OriginError::Connect(_) => "cachalot: the origin cannot be reached\n",
-        OriginError::Failed(_) => "cachalot: the origin's response was broken\n",
-        OriginError::AmbiguousFraming => {
-            "cachalot: the origin's response had both Content-Length and Transfer-Encoding\n"
-        }
-        OriginError::BodyTooLarge => "cachalot: the request body is larger than limits.max_body\n",
-    };
-    plain(error.status(), text)
 }

@@ -36,7 +36,7 @@ pub fn not_storable(
     if !rule.statuses.allow(status, explicit)
         || (directives.must_understand && !freshness::understood(status))
     {
-        return Some(Reason::Status);
+        return Some(Reason::StatusNotStored);
     }
     if headers.contains_key(header::SET_COOKIE) {
         return Some(Reason::SetCookie);
@@ -158,7 +158,7 @@ mod tests {
         assert_eq!(check(StatusCode::OK, &HeaderMap::new(), &r), None);
         assert_eq!(
             check(StatusCode::NOT_FOUND, &HeaderMap::new(), &r),
-            Some(Reason::Status)
+            Some(Reason::StatusNotStored)
         );
         assert_eq!(
             check(StatusCode::OK, &with("set-cookie", "a=b"), &r),
@@ -224,7 +224,7 @@ mod tests {
         );
         assert_eq!(
             check(StatusCode::IM_A_TEAPOT, &HeaderMap::new(), &r),
-            Some(Reason::Status)
+            Some(Reason::StatusNotStored)
         );
         assert_eq!(check(StatusCode::GONE, &HeaderMap::new(), &r), None);
     }

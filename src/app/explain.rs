@@ -8,10 +8,10 @@ use crate::http::path;
 use crate::phase::Reason;
 use crate::policy::Policy;
 use crate::policy::key::QueryRule;
+use crate::policy::key::base_key;
 use crate::policy::route::{Action, CacheRule, Route};
 use crate::request::decide::{self, Decision};
 use crate::store::keyspace::Keyspace;
-use crate::store::message::base_key;
 use http::{HeaderMap, Method, Uri};
 use std::fmt::Write;
 

@@ -7,7 +7,6 @@
 //! reads the variant key its own headers name. Variants share the key's generation, so
 //! invalidating the key drops every variant at once.
 
-use crate::store::entry::Entry;
 use http::{HeaderMap, HeaderName, header};
 use std::fmt::Write;
 
@@ -87,17 +86,22 @@ pub fn selecting(
         .collect()
 }
 
-/// Whether a stored entry answers a request with these headers (see [`selecting`]).
-pub fn matches(entry: &Entry, request: &HeaderMap, reaches_origin: impl Fn(&str) -> bool) -> bool {
-    if entry.selecting.is_empty() {
+/// Whether a stored response, whose request had the `stored` selecting headers, answers a
+/// request with these headers (see [`selecting`]).
+pub fn matches(
+    stored: &Selecting,
+    request: &HeaderMap,
+    reaches_origin: impl Fn(&str) -> bool,
+) -> bool {
+    if stored.is_empty() {
         return true;
     }
-    selecting(&entry_names(entry), request, reaches_origin) == entry.selecting
+    selecting(&stored_names(stored), request, reaches_origin) == *stored
 }
 
-/// The header names a stored entry varies on.
-pub fn entry_names(entry: &Entry) -> Vec<String> {
-    entry.selecting.iter().map(|(n, _)| n.clone()).collect()
+/// The header names a stored response varies on.
+pub fn stored_names(stored: &Selecting) -> Vec<String> {
+    stored.iter().map(|(n, _)| n.clone()).collect()
 }
 
 /// The key a variant is stored under: the URL's key, `#`, then `name=value` pairs joined by

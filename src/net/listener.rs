@@ -14,8 +14,8 @@
 
 use crate::net::body::ProxyBody;
 use crate::net::connections::{Connections, Tracked};
+use crate::net::limits::Limits;
 use crate::net::send_timeout::{Accepted, ConnectionWatch, StreamExecutor};
-use crate::policy::Limits;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;

@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod connections;
+pub mod limits;
 pub mod listener;
 pub mod send_timeout;
 pub mod tls;

@@ -3,9 +3,9 @@
 //! files. Kept apart from `compile` because they run again on every reload.
 
 use super::settings::Secret;
+use super::settings::{MIN_SECRET_LEN, SigningKey};
 use super::urls::{check_redis_url, check_tls_scheme, origin_tls, parse_origin_url};
 use super::{Policy, PolicyError};
-use crate::store::message::{MIN_SECRET_LEN, SigningKey};
 use std::net::SocketAddr;
 
 impl Policy {

@@ -303,6 +303,14 @@ fn describe_params(params: &[&str]) -> String {
     }
 }
 
+/// The base of a key: what an invalidation of the key drops, with all its variants
+/// (`credential:abc123?x=1` → `credential:abc123`, and `page:1#accept-language=de`, a `Vary`
+/// variant, → `page:1`). Request values in keys are escaped, so the first `?` or `#` always
+/// starts the query or header variant.
+pub fn base_key(key: &str) -> &str {
+    key.split(['?', '#']).next().unwrap_or(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,7 +463,7 @@ mod tests {
         let mut key = String::from("credential:abc");
         append_authority(&mut key, "a.example:8080");
         assert_eq!(key, "credential:abc?#host=a.example:8080");
-        assert_eq!(crate::store::message::base_key(&key), "credential:abc");
+        assert_eq!(base_key(&key), "credential:abc");
         let mut with_query = String::from("stats?period=day");
         append_authority(&mut with_query, "a.example");
         let mut headers = HeaderMap::new();
@@ -479,5 +487,13 @@ mod tests {
         ] {
             assert!(KeyTemplate::parse(bad, &["id"]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn base_keys_drop_the_query_variant() {
+        assert_eq!(base_key("credential:abc?x=1&y=2"), "credential:abc");
+        assert_eq!(base_key("credential:abc"), "credential:abc");
+        assert_eq!(base_key("page:1#accept-language=de"), "page:1");
+        assert_eq!(base_key("page:1?x=1#x-team"), "page:1");
     }
 }

@@ -20,12 +20,12 @@ mod ttl;
 mod urls;
 mod values;
 
+pub use crate::net::limits::Limits;
 pub use error::PolicyError;
-pub use limits::Limits;
 pub use schema::schema;
 pub use settings::{
     CollapseSettings, InvalidationSettings, ListenSettings, OriginSettings, RedisSettings, Secret,
-    redact,
+    SigningKey, redact,
 };
 pub use urls::uses_tls;
 
@@ -123,7 +123,7 @@ fn deserialize(source: &str, locate: &Locator<'_>) -> Result<PolicyFile, PolicyE
 }
 
 #[cfg(test)]
-use crate::{policy::route::Action, store::message::SigningKey};
+use crate::policy::route::Action;
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,6 @@
 //! by `env` from the environment, and read by the stages that need them.
 
 use crate::net::tls::TlsFiles;
-use crate::store::message::SigningKey;
 use http::Uri;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,5 +103,30 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+/// The shared secret invalidation messages are signed with (`[invalidation] secret_file`).
+/// Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(Vec<u8>);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(***)")
+    }
+}
+
+/// Shorter secrets are refused: an HMAC is as strong as its key.
+pub const MIN_SECRET_LEN: usize = 16;
+
+impl SigningKey {
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret's bytes, for the HMAC (see `store::message`).
+    pub fn secret(&self) -> &[u8] {
+        &self.0
     }
 }

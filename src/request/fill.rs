@@ -105,7 +105,7 @@ async fn wait_for_holder(
     // header values when it varies.
     let filled = |entry: &Entry| {
         (entry.is_fresh(now_ms()) || entry.stored_at_ms >= waiting_since)
-            && vary::matches(entry, &request.head.headers, request.forwarded())
+            && vary::matches(&entry.selecting, &request.head.headers, request.forwarded())
     };
     let deadline = Instant::now() + stages.policy.collapse.wait;
     // Register before looking again, so a notice sent in between is not missed.

@@ -114,11 +114,11 @@ async fn select_variant(
     let Some(entry) = &lookup.entry else {
         return Ok(lookup);
     };
-    if vary::matches(entry, &request.head.headers, request.forwarded()) {
+    if vary::matches(&entry.selecting, &request.head.headers, request.forwarded()) {
         return Ok(lookup);
     }
     let selecting = vary::selecting(
-        &vary::entry_names(entry),
+        &vary::stored_names(&entry.selecting),
         &request.head.headers,
         request.forwarded(),
     );
@@ -126,7 +126,7 @@ async fn select_variant(
     let mut variant = stages.store.get(&key, request.rule().l1).await?;
     variant.entry = variant
         .entry
-        .filter(|e| vary::matches(e, &request.head.headers, request.forwarded()));
+        .filter(|e| vary::matches(&e.selecting, &request.head.headers, request.forwarded()));
     request.variant = Some(key);
     Ok(variant)
 }
@@ -168,7 +168,11 @@ async fn miss(
             match tokio::time::timeout(wait, collapse::landing(receiver)).await {
                 Ok(Landing::Stored(entry))
                     if entry.generation >= generation
-                        && vary::matches(&entry, &request.head.headers, request.forwarded()) =>
+                        && vary::matches(
+                            &entry.selecting,
+                            &request.head.headers,
+                            request.forwarded(),
+                        ) =>
                 {
                     let mut status = request.status(Phase::Collapsed);
                     (from_entry(&entry, &request, &mut status), status)
@@ -182,7 +186,7 @@ async fn miss(
                 // again for this request's variant (once; its own flight is exact).
                 Ok(Landing::Stored(entry)) if request.variant.is_none() => {
                     let selecting = vary::selecting(
-                        &vary::entry_names(&entry),
+                        &vary::stored_names(&entry.selecting),
                         &request.head.headers,
                         request.forwarded(),
                     );

@@ -4,9 +4,9 @@
 
 use super::command::Op;
 use super::{Failure, Store, Unavailable, parse_generation};
+use crate::policy::key::base_key;
 use crate::store::entry::{DecodeError, Entry, now_ms};
 use crate::store::l1::L1;
-use crate::store::message::base_key;
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::ExpireOptions;

@@ -3,8 +3,10 @@
 
 use super::command::Op;
 use super::{Failure, MAX_PENDING, Store, Unavailable};
+use crate::policy::SigningKey;
+use crate::policy::key::base_key;
 use crate::store::entry::now_ms;
-use crate::store::message::{Invalidation, SigningKey, base_key};
+use crate::store::message::Invalidation;
 use fred::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;

@@ -100,9 +100,9 @@ impl Keyspace {
     }
 }
 
-/// A key's base and its variant (empty when there is none): see `message::base_key`.
+/// A key's base and its variant (empty when there is none): see `policy::key::base_key`.
 fn split(key: &str) -> (&str, &str) {
-    key.split_at(crate::store::message::base_key(key).len())
+    key.split_at(crate::policy::key::base_key(key).len())
 }
 
 /// Escapes Redis glob characters, so a prefix matches only itself.

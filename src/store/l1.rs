@@ -12,8 +12,8 @@
 //! Memory is bounded by `moka` (a well-kept concurrent cache) weighing each entry by its
 //! body and headers.
 
+use crate::policy::key::base_key;
 use crate::store::entry::{Entry, now_ms};
-use crate::store::message::base_key;
 use metrics::Counter;
 use moka::sync::Cache;
 use std::collections::HashSet;

@@ -16,6 +16,7 @@
 //! Without a secret, a signed message is read as its JSON: publishers can start signing
 //! before the proxies check.
 
+use crate::policy::SigningKey;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -96,27 +97,9 @@ impl Invalidation {
     }
 }
 
-/// The shared secret invalidation messages are signed with. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SigningKey(Vec<u8>);
-
-impl std::fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SigningKey(***)")
-    }
-}
-
-/// Shorter secrets are refused: an HMAC is as strong as its key.
-pub const MIN_SECRET_LEN: usize = 16;
-
-impl SigningKey {
-    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
-        Self(secret.into())
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length")
-    }
+/// The HMAC of a message under the policy's secret.
+fn mac(key: &SigningKey) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(key.secret()).expect("HMAC takes a key of any length")
 }
 
 /// Why a published message was not applied.
@@ -161,7 +144,7 @@ impl Invalidation {
     pub fn to_message(&self, key: Option<&SigningKey>) -> String {
         let json = serde_json::to_string(self).expect("an invalidation serializes");
         let Some(key) = key else { return json };
-        let mut mac = key.mac();
+        let mut mac = mac(key);
         mac.update(json.as_bytes());
         let mut message = String::from("sha256=");
         for byte in mac.finalize().into_bytes() {
@@ -184,7 +167,7 @@ impl Invalidation {
         };
         if let Some(key) = key {
             let signature = signature.ok_or(Refused::Unsigned)?;
-            let mut mac = key.mac();
+            let mut mac = mac(key);
             mac.update(json);
             // Constant time: a forger learns nothing from how long a rejection takes.
             mac.verify_slice(&signature)
@@ -198,14 +181,6 @@ fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
     hex.chunks(2)
         .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
         .collect()
-}
-
-/// The base of a key: what an invalidation of the key drops, with all its variants
-/// (`credential:abc123?x=1` → `credential:abc123`, and `page:1#accept-language=de`, a `Vary`
-/// variant, → `page:1`). Request values in keys are escaped, so the first `?` or `#` always
-/// starts the query or header variant.
-pub fn base_key(key: &str) -> &str {
-    key.split(['?', '#']).next().unwrap_or(key)
 }
 
 #[cfg(test)]
@@ -239,14 +214,6 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-    }
-
-    #[test]
-    fn base_keys_drop_the_query_variant() {
-        assert_eq!(base_key("credential:abc?x=1&y=2"), "credential:abc");
-        assert_eq!(base_key("credential:abc"), "credential:abc");
-        assert_eq!(base_key("page:1#accept-language=de"), "page:1");
-        assert_eq!(base_key("page:1?x=1#x-team"), "page:1");
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! in docs/architecture.md all read it through one `match`, [`Phase::words`], so a header a
 //! user sees with curl names the same thing as the log line and the metric.
 
-use crate::policy::route::Route;
-use http::HeaderValue;
-use std::fmt::{self, Write};
-use std::sync::Arc;
+mod outcome;
+mod reason;
+
+pub use outcome::Outcome;
+pub use reason::Reason;
+
+use std::fmt::Write;
 
 /// What happened to a request: how it ended, and why when there is a reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,176 +324,10 @@ pub fn markdown_table() -> String {
     table
 }
 
-/// Why a request or response did not go through the cache normally.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    NoRoute,
-    RoutePass,
-    Method,
-    Authorization,
-    Cookie,
-    Upgrade,
-    RedisUnavailable,
-    StatusNotStored,
-    SetCookie,
-    NoStore,
-    Private,
-    NoCache,
-    /// A `Cache-Control`, `Pragma` or `Surrogate-Control` line could not be read: not stored.
-    UnreadableDirectives,
-    Vary,
-    TooLarge,
-    CollapseTimeout,
-    NotShared,
-    InvalidatedDuringFill,
-    OriginError,
-    L1,
-    NoFreshness,
-    StaleWhileRevalidate,
-    StaleIfError,
-    EarlyRefresh,
-    MaxStale,
-    ClientNoStore,
-    OnlyIfCached,
-    /// The path would mean something else to the origin (`%2F`, control characters): 400.
-    BadPath,
-    /// The request's `Transfer-Encoding` could be framed two ways (see `framing`): 400.
-    BadFraming,
-    /// The request body is larger than `limits.max_body`: 413.
-    BodyTooLarge,
-    /// The route already holds `max_variants` variants of this key; this one is not stored.
-    TooManyVariants,
-    /// No usable `Host` (HTTP/1.0 without one): forwarded, never stored, since the origin
-    /// would build its URLs from its own address.
-    NoHost,
-    /// The request's authority is missing or unreadable (see `authority`), or its target is
-    /// `*` for a method other than OPTIONS: 400.
-    BadHost,
-    /// `[listen] hosts` does not name the request's authority: 421.
-    MisdirectedHost,
-}
-
-impl Reason {
-    /// How many reasons there are, for tables indexed by `reason as usize`: the last
-    /// variant's index plus one. (A reason added after it is still counted, by name.)
-    pub const COUNT: usize = Reason::MisdirectedHost as usize + 1;
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::NoRoute => "no-route",
-            Reason::RoutePass => "route-pass",
-            Reason::Method => "method",
-            Reason::Authorization => "authorization",
-            Reason::Cookie => "cookie",
-            Reason::Upgrade => "upgrade",
-            Reason::RedisUnavailable => "redis-unavailable",
-            Reason::StatusNotStored => "status-not-stored",
-            Reason::SetCookie => "set-cookie",
-            Reason::NoStore => "no-store",
-            Reason::Private => "private",
-            Reason::NoCache => "no-cache",
-            Reason::UnreadableDirectives => "unreadable-directives",
-            Reason::Vary => "vary",
-            Reason::TooLarge => "too-large",
-            Reason::CollapseTimeout => "collapse-timeout",
-            Reason::NotShared => "not-shared",
-            Reason::InvalidatedDuringFill => "invalidated-during-fill",
-            Reason::OriginError => "origin-error",
-            Reason::L1 => "l1",
-            Reason::NoFreshness => "no-freshness",
-            Reason::StaleWhileRevalidate => "stale-while-revalidate",
-            Reason::StaleIfError => "stale-if-error",
-            Reason::EarlyRefresh => "early-refresh",
-            Reason::MaxStale => "max-stale",
-            Reason::ClientNoStore => "client-no-store",
-            Reason::OnlyIfCached => "only-if-cached",
-            Reason::BadPath => "bad-path",
-            Reason::BadFraming => "bad-framing",
-            Reason::BodyTooLarge => "body-too-large",
-            Reason::TooManyVariants => "too-many-variants",
-            Reason::NoHost => "no-host",
-            Reason::BadHost => "bad-host",
-            Reason::MisdirectedHost => "misdirected-host",
-        }
-    }
-}
-
-/// Everything `Cache-Status`, the access log and the metrics report for one response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub phase: Phase,
-    /// The route's name, when it has one (shown in `detail`).
-    pub route: Option<Arc<str>>,
-    /// The route's label for logs and metrics (its name, else its `match`), if a route matched.
-    pub label: Option<Arc<str>>,
-    /// Seconds of freshness left, for responses served from a stored entry.
-    pub ttl: Option<u64>,
-    /// The origin's status, when the origin was asked.
-    pub fwd_status: Option<u16>,
-}
-
-impl Outcome {
-    pub fn new(phase: Phase) -> Self {
-        Self {
-            phase,
-            route: None,
-            label: None,
-            ttl: None,
-            fwd_status: None,
-        }
-    }
-
-    pub fn on_route(mut self, route: &Route) -> Self {
-        self.route = route.name.clone();
-        self.label = Some(Arc::clone(&route.label));
-        self
-    }
-
-    /// The route's label as a metric label value (`-` when no route matched).
-    pub fn metric_route(&self) -> metrics::SharedString {
-        self.label.clone().map_or_else(
-            || metrics::SharedString::const_str("-"),
-            metrics::SharedString::from_shared,
-        )
-    }
-
-    /// The header value, e.g. `cachalot; hit; ttl=540; detail=credential`.
-    pub fn header_value(&self) -> HeaderValue {
-        let mut text = String::with_capacity(64);
-        let _ = write!(text, "{self}");
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
-            .unwrap_or_else(|_| HeaderValue::from_static("cachalot"))
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let words = self.phase.words();
-        write!(f, "cachalot; {}", words.fwd)?;
-        if let Some(status) = self.fwd_status {
-            write!(f, "; fwd-status={status}")?;
-        }
-        if words.collapsed {
-            f.write_str("; collapsed")?;
-        }
-        if words.stored {
-            f.write_str("; stored")?;
-        }
-        if let Some(ttl) = self.ttl {
-            write!(f, "; ttl={ttl}")?;
-        }
-        match (&self.route, words.reason) {
-            (Some(route), Some(reason)) => write!(f, "; detail={route}/{}", reason.as_str()),
-            (Some(route), None) => write!(f, "; detail={route}"),
-            (None, Some(reason)) => write!(f, "; detail={}", reason.as_str()),
-            (None, None) => Ok(()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn renders_the_documented_forms() {

@@ -7,13 +7,9 @@
 //! address this proxy alone (`CDN-Cache-Control`, `Cachalot-Cache-Control`) are read by
 //! `targeted` and replace `Cache-Control` here.
 
-pub use crate::http::date::parse_http_date;
-pub use crate::http::directives::{
-    Directives, SURROGATE_CAPABILITY, understood, unreadable_directives,
-};
-
 use crate::http::date::{date_ms, http_date_ms};
 use crate::http::directives::DELTA_MAX;
+use crate::http::directives::Directives;
 use http::{HeaderMap, StatusCode, header};
 use std::time::Duration;
 

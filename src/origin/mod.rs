@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::http::hop_by_hop::{is_hop_by_hop, strip_hop_by_hop};
+use crate::http::hop_by_hop::strip_hop_by_hop;
 use crate::policy::OriginSettings;
 use metrics::SharedString;
 

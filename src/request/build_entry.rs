@@ -2,7 +2,8 @@
 //! (RFC 9111 §4.2), its stale windows, the variant it selects, and how long Redis keeps it;
 //! and a 304's headers merged into the stored ones (§3.2). Pure functions of the response,
 //! the route and the clock, so they stand apart from the fetch that calls them.
-use crate::http::freshness::{self, Directives, Ttl};
+use crate::http::directives::Directives;
+use crate::http::freshness::{self, Ttl};
 use crate::http::vary;
 use crate::request::cacheable::{Cacheable, reaches_origin};
 use crate::store::entry::Entry;

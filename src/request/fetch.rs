@@ -3,7 +3,9 @@
 //! a validator, stale-if-error when the origin fails, storing the result under its keys, and
 //! forwarding without the cache when no fill is possible. Apart from `fill.rs`, which owns
 //! the lock protocol and decides who fetches.
-use crate::http::freshness::{self, Directives};
+use crate::http::directives::{self, Directives};
+use crate::http::freshness;
+use crate::http::hop_by_hop;
 use crate::http::tags;
 use crate::http::vary;
 use crate::net::body::ProxyBody;
@@ -57,7 +59,7 @@ pub(crate) async fn fetch(
     }
     if rule.ttl.is_origin() {
         headers.append(
-            freshness::SURROGATE_CAPABILITY.clone(),
+            directives::SURROGATE_CAPABILITY.clone(),
             HeaderValue::from_static("cachalot=\"Surrogate/1.0\""),
         );
     }
@@ -95,7 +97,7 @@ pub(crate) async fn fetch(
         return answer;
     }
     let (mut parts, body) = response.into_parts();
-    origin::strip_hop_by_hop(&mut parts.headers);
+    hop_by_hop::strip_hop_by_hop(&mut parts.headers);
     let origin_tags = tags::from_response(
         &mut parts.headers,
         stages.policy.invalidation.forward_tag_headers,
@@ -310,7 +312,7 @@ pub(crate) async fn fetch_uncached(stages: &Stages, request: &Cacheable, reason:
         Ok(response) => {
             status.fwd_status = Some(response.status().as_u16());
             let (mut parts, body) = response.into_parts();
-            origin::strip_hop_by_hop(&mut parts.headers);
+            hop_by_hop::strip_hop_by_hop(&mut parts.headers);
             tags::from_response(
                 &mut parts.headers,
                 stages.policy.invalidation.forward_tag_headers,

@@ -4,7 +4,7 @@
 //! Apart from `proxy.rs`, which routes the request here, so that this file reads as the
 //! reuse rules alone.
 
-use crate::http::freshness::Directives;
+use crate::http::directives::Directives;
 use crate::http::vary;
 use crate::net::body::ProxyBody;
 use crate::phase::{Fill, Outcome, Phase, Reason};

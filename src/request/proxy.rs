@@ -10,6 +10,7 @@
 //! and HEAD on routes that ask for it.
 
 use crate::http::framing;
+use crate::http::hop_by_hop;
 use crate::http::path;
 use crate::http::request_id;
 use crate::http::tags;
@@ -324,7 +325,7 @@ impl Proxy {
         }
         let origin_side = switched.then(|| hyper::upgrade::on(&mut response));
         let (mut parts, body) = response.into_parts();
-        origin::strip_hop_by_hop(&mut parts.headers);
+        hop_by_hop::strip_hop_by_hop(&mut parts.headers);
         tags::from_response(
             &mut parts.headers,
             self.policy().invalidation.forward_tag_headers,

@@ -4,7 +4,8 @@
 //! decide *safety*. A shared cache that stores one user's response and serves it to another
 //! is worse than no cache, so every doubt resolves to "do not store".
 
-use crate::http::freshness::{self, Directives};
+use crate::http::date::parse_http_date;
+use crate::http::directives::{self, Directives};
 use crate::http::vary;
 use crate::phase::Reason;
 use crate::policy::route::CacheRule;
@@ -34,14 +35,14 @@ pub fn not_storable(
     rule: &CacheRule,
 ) -> Option<Reason> {
     if !rule.statuses.allow(status, explicit)
-        || (directives.must_understand && !freshness::understood(status))
+        || (directives.must_understand && !directives::understood(status))
     {
         return Some(Reason::StatusNotStored);
     }
     if headers.contains_key(header::SET_COOKIE) {
         return Some(Reason::SetCookie);
     }
-    if freshness::unreadable_directives(headers) {
+    if directives::unreadable_directives(headers) {
         return Some(Reason::UnreadableDirectives);
     }
     if directives.no_store {
@@ -91,10 +92,10 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     }
     let since = request
         .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| freshness::parse_http_date(v.to_str().ok()?));
+        .and_then(|v| parse_http_date(v.to_str().ok()?));
     let modified = stored
         .get(header::LAST_MODIFIED)
-        .and_then(|v| freshness::parse_http_date(v.to_str().ok()?));
+        .and_then(|v| parse_http_date(v.to_str().ok()?));
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
 }
 

@@ -12,8 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use support::prometheus::counter;
-use support::{Origin, RedisServer, Reply, Stack, get, pattern, raw, start_proxy_with};
+use support::{Origin, RedisServer, Reply, get, pattern, raw, start_proxy, start_proxy_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
@@ -64,6 +63,15 @@ async fn drain_until_closed(stream: &mut TcpStream) -> usize {
     }
 }
 
+/// The value of a counter line in `/metrics` (0 when absent).
+async fn counter(admin: SocketAddr, line_start: &str) -> u64 {
+    let metrics = get(admin, "/metrics", &[]).await.text();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(line_start))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 /// Asks for `target` until the proxy answers 200 (a slot came back), at most 10 s.
 async fn served_again(proxy: SocketAddr, target: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -83,13 +91,9 @@ async fn served_again(proxy: SocketAddr, target: &str) {
 
 #[tokio::test]
 async fn readers_that_stop_taking_a_large_hit_are_cut_off_after_send_timeout() {
+    let redis = RedisServer::start();
     let origin = Origin::start(|_, _| Reply::ok(pattern(BIG))).await;
-    let Stack {
-        redis: _redis,
-        origin,
-        proxy,
-        ..
-    } = Stack::builder(&policy(2)).origin(origin).start().await;
+    let proxy = start_proxy(&origin, &redis, &policy(2)).await;
     let warm = get(proxy.addr(), "/api/big/1", &[]).await;
     assert_eq!(warm.body.len(), BIG);
     assert!(warm.stored());

@@ -178,15 +178,8 @@ pub fn keep_after_stale(stale_windows: Duration, lifetime: Duration, validators:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
+    use crate::http::directives::tests::headers;
 
     #[test]
     fn age_is_the_first_value_and_an_invalid_one_is_ignored() {

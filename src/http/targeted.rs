@@ -123,13 +123,7 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
+    use crate::http::directives::tests::headers;
 
     fn cdn(lines: &[&'static str]) -> Option<Directives> {
         let mut headers = HeaderMap::new();

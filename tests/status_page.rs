@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::{Origin, RedisServer, get, start_proxy};
+use support::{Origin, RedisServer, get, start_proxy, start_proxy_redis};
 use webdriver::Browser;
 
 const ROUTES: &str = r#"
@@ -88,6 +88,9 @@ async fn status_json_counts_per_route_and_reports_health() {
     assert!(item["p99_ms"].as_f64().unwrap() >= item["p50_ms"].as_f64().unwrap());
     assert_eq!(route(&status, "user")["hit_ratio"], 0.5);
     assert_eq!(route(&status, "(no route)")["passed"], 2);
+    let elsewhere = &status["uncached"]["rows"][0];
+    assert_eq!(elsewhere["shape"], "/elsewhere", "{status:#}");
+    assert_eq!(elsewhere["requests"], 2);
     assert_eq!(status["totals"]["requests"], 13);
     assert_eq!(status["totals"]["origin_requests_saved"], 7);
     assert_eq!(status["totals"]["hit_ratio"], 7.0 / 11.0);
@@ -153,7 +156,18 @@ for (const tr of document.querySelectorAll("tr[data-route]")) {
 }
 const card = (id) => ({ class: document.getElementById(id).className,
                         text: document.getElementById(id).textContent });
-return { rows, redis: card("redis"), origin: card("origin") };
+const cells = (selector, name) => {
+  const out = {};
+  for (const tr of document.querySelectorAll(selector)) {
+    const row = out[tr.getAttribute(name)] = {};
+    for (const td of tr.querySelectorAll("td[data-field]")) row[td.dataset.field] = td.textContent;
+  }
+  return out;
+};
+return { rows, redis: card("redis"), origin: card("origin"),
+         uncached: cells("tr[data-uncached]", "data-uncached"),
+         memory: cells("tr[data-memory-route]", "data-memory-route"),
+         memorySummary: document.getElementById("memory-summary").textContent };
 "#;
 
 fn artifact(name: &str) -> PathBuf {
@@ -164,9 +178,15 @@ fn artifact(name: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_live_numbers_in_a_real_browser() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start_with(&["--maxmemory", "32mb"]);
     let origin = Origin::echo().await;
-    let server = start_proxy(&origin, &redis, ROUTES).await;
+    let server = start_proxy_redis(
+        origin.addr(),
+        &redis.url(),
+        "memory_sample_interval = \"200ms\"",
+        ROUTES,
+    )
+    .await;
     send_traffic(server.addr()).await;
 
     // The feed route stays busy while the browser watches, so requests/s is not zero.
@@ -198,7 +218,10 @@ async fn the_page_shows_the_live_numbers_in_a_real_browser() {
                 .as_str()
                 .is_some_and(|t| t.chars().any(|c| c.is_ascii_digit()))
         };
-        if shown("item", "hit_ratio") && shown("feed", "rps") {
+        let measured = page["memory"]["user"]["keys"]
+            .as_str()
+            .is_some_and(|keys| keys == "3");
+        if shown("item", "hit_ratio") && shown("feed", "rps") && measured {
             break page;
         }
         assert!(
@@ -252,6 +275,36 @@ async fn the_page_shows_the_live_numbers_in_a_real_browser() {
             .unwrap()
             .contains("reachable")
     );
+
+    // What to cache next: the two requests no route took.
+    let elsewhere = &page["uncached"]["GET /elsewhere"];
+    assert_eq!(elsewhere["requests"], "2", "{page:#}");
+    assert_eq!(elsewhere["storable_share"], "100.0%", "{page:#}");
+    assert!(elsewhere["p99_ms"].as_str().unwrap().ends_with(" ms"));
+    // Redis memory per route: one entry for item, three for user, as status.json says.
+    let memory = &status["redis_memory"];
+    for (name, keys) in [("item", "1"), ("user", "3")] {
+        let shown = &page["memory"][name];
+        assert_eq!(shown["keys"], keys, "{name}: {page:#}");
+        let expected = memory["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == name)
+            .unwrap();
+        assert!(expected["bytes"].as_u64().unwrap() > 0, "{memory:#}");
+        assert!(
+            shown["maxmemory_share"].as_str().unwrap().ends_with('%'),
+            "{name}: {page:#}"
+        );
+        let stored = shown["stored_bytes_total"].as_str().unwrap();
+        assert!(
+            stored.ends_with(" B") || stored.ends_with("KiB"),
+            "{stored}"
+        );
+    }
+    let summary = page["memorySummary"].as_str().unwrap();
+    assert!(summary.contains("32.0 MiB maxmemory"), "{summary}");
 
     let png = std::fs::read(&screenshot).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "{}", screenshot.display());

@@ -1,5 +1,5 @@
-//! The command line: `cachalot check`, `run`, `health`, `explain`, `purge`, `init` and
-//! `schema`.
+//! The command line: `cachalot check`, `run`, `health`, `explain`, `purge`, `init`,
+//! `report` and `schema`.
 
 use crate::app::explain::{Probe, explain};
 use crate::app::server::Server;
@@ -88,6 +88,19 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Ask a running proxy what to cache next: the GET and HEAD requests no cached route
+    /// answered, ranked by the origin time they cost, and routes drafted for the top rows.
+    Report {
+        /// The admin listener, http://HOST:PORT; without it, [listen] admin of --config.
+        #[arg(long, env = "CACHALOT_ADMIN_URL")]
+        admin: Option<String>,
+        /// The policy file (for `listen.admin`; CACHALOT_ADMIN_LISTEN wins, as for run).
+        #[arg(short, long, env = "CACHALOT_CONFIG")]
+        config: Option<PathBuf>,
+        /// How many of the top rows get a drafted route.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+    },
     /// Print the policy file's JSON Schema (for editors: a first line `#:schema PATH` in the
     /// policy lets Taplo / Even Better TOML complete and check it).
     Schema,
@@ -121,6 +134,7 @@ impl Cli {
                     reason,
                 },
             ),
+            Command::Report { admin, config, top } => report(admin, config, top),
             Command::Schema => {
                 print!("{}", crate::policy::schema());
                 ExitCode::SUCCESS
@@ -222,6 +236,27 @@ fn health(config: &Path) -> ExitCode {
         }
         Err(reason) => {
             eprintln!("error: not ready: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(admin: Option<String>, config: Option<PathBuf>, top: usize) -> ExitCode {
+    let authority = match (admin, config) {
+        (Some(admin), _) => crate::app::report::authority(&admin),
+        (None, Some(config)) => match load(&config) {
+            Ok(policy) => Ok(crate::app::health::reachable(policy.listen.admin).to_string()),
+            Err(code) => return code,
+        },
+        (None, None) => Err(
+            "name the proxy's admin listener: --admin http://HOST:PORT, or --config with its policy file"
+                .to_string(),
+        ),
+    };
+    match authority {
+        Ok(authority) => crate::app::report::report(&authority, top),
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

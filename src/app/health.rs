@@ -36,28 +36,7 @@ pub async fn check(admin: SocketAddr) -> Result<(), String> {
 }
 
 async fn ask(target: SocketAddr) -> Result<(), String> {
-    let stream = TcpStream::connect(target)
-        .await
-        .map_err(|e| format!("cannot connect to {target}: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("{target}: {e}"))?;
-    tokio::spawn(connection);
-    let request = Request::get("/readyz")
-        .header(http::header::HOST, target.to_string())
-        .body(Empty::<Bytes>::new())
-        .expect("a valid request");
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("{target}: {e}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (status, body) = get(&target.to_string(), "/readyz").await?;
     if status == StatusCode::OK {
         Ok(())
     } else {
@@ -66,4 +45,32 @@ async fn ask(target: SocketAddr) -> Result<(), String> {
             String::from_utf8_lossy(&body).trim()
         ))
     }
+}
+
+/// `GET path` on the admin listener at `authority` (`host:port`): its status and body.
+/// Also what `cachalot report` reads `/status.json` with.
+pub async fn get(authority: &str, path: &str) -> Result<(StatusCode, Bytes), String> {
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("{authority}: {e}"))?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(http::header::HOST, authority)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("{authority}: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("{authority}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| format!("{authority}{path}: {e}"))?;
+    Ok((status, body))
 }

@@ -7,5 +7,6 @@ pub mod explain;
 pub mod flask_routes;
 pub mod health;
 pub mod reload;
+pub mod report;
 pub mod server;
 pub mod status_page;

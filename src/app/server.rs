@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -122,6 +122,7 @@ impl Server {
         let policy_watch = policy_file.map(|path| reload::watch(Arc::clone(&proxy), path));
 
         let (shutdown, stop) = watch::channel(false);
+        tokio::spawn(sample_memory(Arc::downgrade(&proxy), stop.clone()));
         // The admin listener outlives the public one's drain, answering /readyz with 503.
         let (admin_shutdown, admin_stop) = watch::channel(false);
         let stopping = stop.clone();
@@ -182,6 +183,28 @@ impl Server {
         let _ = self.public_task.await;
         let _ = self.admin_shutdown.send(true);
         let _ = self.admin_task.await;
+    }
+}
+
+/// Measures Redis memory per route, one bounded cycle every `[redis]
+/// memory_sample_interval` (read each time, so a reload changes it), until shutdown.
+async fn sample_memory(proxy: Weak<Proxy>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let Some(interval) = proxy
+            .upgrade()
+            .map(|p| p.policy().redis.memory_sample_interval)
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let Some(proxy) = proxy.upgrade() else { return };
+        if proxy.store.is_healthy() {
+            let policy = proxy.policy.load_full();
+            proxy.stats().memory().cycle(&proxy.store, &policy).await;
+        }
     }
 }
 

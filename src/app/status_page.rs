@@ -9,7 +9,9 @@
 //! TCP connect to the origin: cheap, needs no health endpoint on the origin, and tells the
 //! one thing a connect can, that something accepts connections there.
 
+use crate::observe::redis_memory::MemoryReport;
 use crate::observe::stats::{Counts, RouteSummary};
+use crate::observe::uncached::UncachedReport;
 use crate::request::proxy::Proxy;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -36,6 +38,10 @@ pub struct Status {
     /// All routes together (no percentiles: they do not add up).
     pub totals: Counts,
     pub routes: Vec<RouteSummary>,
+    /// What to cache next: the GET and HEAD requests no cached route answered.
+    pub uncached: UncachedReport,
+    /// Redis memory per route.
+    pub redis_memory: MemoryReport,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,6 +81,8 @@ pub async fn snapshot(proxy: &Proxy) -> Status {
         origin: probe_origin(&policy.origin.url).await,
         totals: Counts::total(routes.iter().map(|r| &r.counts)),
         routes,
+        uncached: proxy.stats().uncached().report(),
+        redis_memory: proxy.stats().memory().report(&proxy.store),
     }
 }
 

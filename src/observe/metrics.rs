@@ -133,6 +133,34 @@ fn describe() {
         "Lookups in the in-process tier, by result"
     );
     describe_gauge!("cachalot_l1_entries", "Entries held in the in-process tier");
+    describe_counter!(
+        "cachalot_stored_bytes_total",
+        Unit::Bytes,
+        "Bytes of encoded entries this instance stored in Redis, by route"
+    );
+    describe_gauge!(
+        "cachalot_redis_route_keys",
+        "Keys in Redis per route (entries, locks, generations, variant sets) at the last sampling pass"
+    );
+    describe_gauge!(
+        "cachalot_redis_route_bytes",
+        Unit::Bytes,
+        "Bytes Redis holds per route, from MEMORY USAGE of a sample of its keys at the last pass"
+    );
+    describe_gauge!(
+        "cachalot_redis_route_maxmemory_ratio",
+        "Each route's share of Redis maxmemory at the last sampling pass (absent without maxmemory)"
+    );
+    describe_gauge!(
+        "cachalot_redis_maxmemory_bytes",
+        Unit::Bytes,
+        "Redis maxmemory (INFO memory), summed over a cluster's primaries"
+    );
+    describe_gauge!(
+        "cachalot_redis_used_memory_bytes",
+        Unit::Bytes,
+        "Redis used_memory (INFO memory), summed over a cluster's primaries"
+    );
     describe_gauge!(
         "cachalot_l1_bytes",
         Unit::Bytes,

@@ -3,4 +3,7 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod redis_memory;
+pub mod shape;
 pub mod stats;
+pub mod uncached;

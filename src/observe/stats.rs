@@ -7,6 +7,8 @@
 //! looked up by name and labels on every request, and the status page's counters are
 //! atomics, so requests on different threads never wait for each other here.
 
+use crate::observe::redis_memory::RedisMemory;
+use crate::observe::uncached::Uncached;
 use crate::phase::{Outcome, Phase, Reason};
 use arc_swap::ArcSwap;
 use metrics::{Counter, Histogram, SharedString};
@@ -217,6 +219,10 @@ pub struct Stats {
     /// `cachalot_response_bytes_total` by where the body came from.
     bytes_from_cache: Counter,
     bytes_from_origin: Counter,
+    /// Requests no cached route answered, by shape: what to cache next.
+    uncached: Uncached,
+    /// Redis memory per route.
+    memory: RedisMemory,
 }
 
 impl Default for Stats {
@@ -230,6 +236,8 @@ impl Default for Stats {
             unrouted: Meter::new(SharedString::const_str("-")),
             bytes_from_cache: metrics::counter!("cachalot_response_bytes_total", "source" => "cache"),
             bytes_from_origin: metrics::counter!("cachalot_response_bytes_total", "source" => "origin"),
+            uncached: Uncached::default(),
+            memory: RedisMemory::default(),
         }
     }
 }
@@ -263,6 +271,16 @@ impl Stats {
             }));
         self.meters.store(Arc::new(meters));
         meter
+    }
+
+    /// The requests no cached route answered, grouped (see `uncached`).
+    pub fn uncached(&self) -> &Uncached {
+        &self.uncached
+    }
+
+    /// Redis memory per route (see `redis_memory`).
+    pub fn memory(&self) -> &RedisMemory {
+        &self.memory
     }
 
     /// How long these statistics have been collected.

@@ -140,6 +140,12 @@ pub(super) fn compile(
         )?,
         password,
         tls,
+        memory_sample_interval: duration(
+            raw.redis.memory_sample_interval.as_ref(),
+            "redis.memory_sample_interval",
+            Duration::from_secs(10),
+            locate,
+        )?,
     };
     let collapse = CollapseSettings {
         lock_ttl: duration(

@@ -98,6 +98,10 @@ pub(crate) struct RedisSection {
     /// The client certificate's private key (PEM).
     #[schemars(with = "Option<String>")]
     pub tls_key_file: Option<Spanned<String>>,
+    /// How often the memory-per-route sampler scans a slice of the proxy's keys (at most
+    /// 10000 per run) and, at the end of a pass, reads MEMORY USAGE of a sample (default "10s").
+    #[schemars(with = "Option<Duration>")]
+    pub memory_sample_interval: Option<Spanned<String>>,
 }
 
 /// Concurrent misses for one key make a single origin request, across every instance.

@@ -11,6 +11,7 @@ mod error;
 mod file;
 pub mod generation;
 pub mod key;
+mod key_owner;
 mod limits;
 pub mod route;
 mod schema;

@@ -49,6 +49,8 @@ pub struct RedisSettings {
     pub password: Option<Secret>,
     /// CA and client certificate files for `rediss://`.
     pub tls: TlsFiles,
+    /// How often a bounded slice of the memory-per-route sampling pass runs.
+    pub memory_sample_interval: Duration,
 }
 
 /// A password that never shows in `Debug` output or logs.

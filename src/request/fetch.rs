@@ -241,6 +241,7 @@ async fn store_and_answer(
         fetch_started_ms,
         l1_epoch: request.l1_epoch,
         max_variants: request.rule().max_variants,
+        route: &request.route.label,
     };
     let mut stored = true;
     for key in &keys {

@@ -18,8 +18,9 @@ use crate::net::body::ProxyBody;
 use crate::net::upgrade;
 use crate::observe::access_log;
 use crate::observe::stats::Stats;
+use crate::observe::uncached::Seen;
 use crate::origin::{self, Origin, OriginError};
-use crate::phase::{Outcome, Phase, Refusal};
+use crate::phase::{Outcome, Phase, Reason, Refusal};
 use crate::policy::Policy;
 use crate::request::admit;
 use crate::request::cacheable::Cacheable;
@@ -237,6 +238,28 @@ impl Proxy {
         applied
     }
 
+    /// Counts a GET or HEAD that no cached route took, for "what to cache next".
+    fn note_uncached(
+        &self,
+        head: &http::request::Parts,
+        status: &Outcome,
+        response: &Response<Incoming>,
+        origin: std::time::Duration,
+    ) {
+        let route = match status.phase {
+            Phase::Pass(Reason::NoRoute) => None,
+            Phase::Pass(Reason::RoutePass) => status.label.as_ref(),
+            _ => return,
+        };
+        self.stats.uncached().record(&Seen {
+            method: &head.method,
+            path: head.uri.path(),
+            route,
+            origin,
+            storable: storable::storable_by_default(response.status(), response.headers()),
+        });
+    }
+
     /// Forwards a request the cache does not handle, streaming both ways. A write that
     /// succeeds (2xx or 3xx) invalidates what it names before its response goes out.
     async fn pass(
@@ -271,12 +294,16 @@ impl Proxy {
         if let Some((protocol, _)) = &upgrade {
             upgrade::keep(outgoing.headers_mut(), protocol.clone());
         }
+        let asked = Instant::now();
         let mut response = match self
             .origin
             .send(outgoing, status.metric_route(), timeout)
             .await
         {
-            Ok(response) => response,
+            Ok(response) => {
+                self.note_uncached(&head, &status, &response, asked.elapsed());
+                response
+            }
             Err(OriginError::BodyTooLarge) => {
                 status.phase = status.phase.body_too_large();
                 return (body_too_large(), status);

@@ -65,6 +65,38 @@ pub fn not_storable(
     None
 }
 
+/// Whether a route with default settings (a fixed `ttl` and nothing else, as `cachalot
+/// report` drafts it) would store this response: the status it stores by default, no
+/// `Set-Cookie`, no `private`, `no-store` or `no-cache`. Read by the same rules as a fill.
+pub fn storable_by_default(status: StatusCode, headers: &HeaderMap) -> bool {
+    let rule = default_rule();
+    not_storable(
+        status,
+        headers,
+        &Directives::for_fixed_ttl(headers),
+        false,
+        rule,
+    )
+    .is_none()
+}
+
+/// A cached route's rule with every default, compiled from policy text once so that it is
+/// exactly what the policy compiler gives such a route.
+fn default_rule() -> &'static CacheRule {
+    static RULE: std::sync::OnceLock<CacheRule> = std::sync::OnceLock::new();
+    RULE.get_or_init(|| {
+        let text =
+            "[origin]\nurl = \"http://127.0.0.1\"\n[[route]]\nmatch = \"GET /\"\nttl = \"1m\"\n";
+        let policy = crate::policy::Policy::parse(text, "a default route")
+            .expect("a route with default settings compiles");
+        let route = policy.routes.iter().next().expect("one route");
+        match &route.action {
+            crate::policy::route::Action::Cache(rule) => CacheRule::clone(rule),
+            crate::policy::route::Action::Pass => unreachable!("a route with a ttl caches"),
+        }
+    })
+}
+
 /// Variants are stored per request header values (see `vary`), except for two cases no
 /// stored copy can be shown to fit: `Vary: *`, and an encoded body that varies on
 /// `Accept-Encoding` (fills ask for `identity`, so the origin's choice is unknowable).

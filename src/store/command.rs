@@ -26,10 +26,12 @@ pub(super) enum Op {
     Zrangebyscore,
     Invalidate,
     Scan,
+    MemoryUsage,
+    Info,
 }
 
 impl Op {
-    const COUNT: usize = Op::Scan as usize + 1;
+    const COUNT: usize = Op::Info as usize + 1;
 
     /// The series' `command` label.
     fn label(self) -> &'static str {
@@ -46,6 +48,8 @@ impl Op {
             Op::Zrangebyscore => "zrangebyscore",
             Op::Invalidate => "invalidate",
             Op::Scan => "scan",
+            Op::MemoryUsage => "memory_usage",
+            Op::Info => "info",
         }
     }
 

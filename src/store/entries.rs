@@ -47,6 +47,8 @@ pub struct Placement<'a> {
     pub l1_epoch: Option<u64>,
     /// The route's `max_variants`.
     pub max_variants: u64,
+    /// The route's label: stored bytes are counted per route.
+    pub route: &'a Arc<str>,
 }
 
 /// What became of an entry handed to [`Store::put`].
@@ -143,7 +145,12 @@ impl Store {
         entry: &Arc<Entry>,
         how: &Placement<'_>,
     ) -> Result<Put, Unavailable> {
-        let put = self.put_in_redis(key, entry, how).await?;
+        let value = Bytes::from(entry.encode());
+        let bytes = value.len() as u64;
+        let put = self.put_in_redis(key, value, how).await?;
+        if put == Put::Stored {
+            self.written.add(how.route, bytes);
+        }
         if put == Put::Stored
             && let (Some(l1), Some(seen)) = (&self.l1, how.l1_epoch)
         {
@@ -155,7 +162,7 @@ impl Store {
     async fn put_in_redis(
         &self,
         key: &str,
-        entry: &Entry,
+        value: Bytes,
         how: &Placement<'_>,
     ) -> Result<Put, Unavailable> {
         let Placement {
@@ -166,7 +173,6 @@ impl Store {
             ..
         } = *how;
         let client = self.control.with_options(&self.options);
-        let value = Bytes::from(entry.encode());
         let keep_ms = keep.as_millis().max(1) as i64;
         let has_variant = base_key(key).len() < key.len();
         // The common case, one round trip: admitted and stored by one script (the set and

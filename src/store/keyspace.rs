@@ -85,6 +85,31 @@ impl Keyspace {
         format!("{}:{{{}*", self.prefix, glob_escape(start))
     }
 
+    /// The SCAN pattern for every key of this proxy.
+    pub fn everything(&self) -> String {
+        format!("{}:*", glob_escape(&self.prefix))
+    }
+
+    /// Whom a key of this proxy belongs to: `Some(Some(base))` for an entry and for the
+    /// lock, generation and variant set of a base, `Some(None)` for the keys that belong to
+    /// no base (tag sets, purge marks), `None` for a key that is not the proxy's.
+    pub fn owner_of<'k>(&self, redis_key: &'k str) -> Option<Option<&'k str>> {
+        let rest = redis_key.strip_prefix(&self.prefix)?.strip_prefix(':')?;
+        let hashed = |text: &'k str| {
+            let inner = text.strip_prefix('{')?;
+            inner.find('}').map(|end| &inner[..end])
+        };
+        if let Some(base) = hashed(rest) {
+            return Some(Some(base));
+        }
+        let (namespace, after) = rest.split_once(':')?;
+        match namespace {
+            "lock" | "gen" | "variants" => hashed(after).map(Some),
+            "tag" | "purged" => Some(None),
+            _ => None,
+        }
+    }
+
     /// The base of an entry's Redis key, or None for the proxy's own keys and foreign keys.
     pub fn base_of(&self, redis_key: &str) -> Option<String> {
         let rest = redis_key.strip_prefix(&self.prefix)?.strip_prefix(':')?;
@@ -146,5 +171,19 @@ mod tests {
         assert_eq!(keys.base_of("c:lock:{user:1}"), None);
         assert_eq!(keys.base_of("other:{user:1}"), None);
         assert_eq!(keys.entries_starting_with("a*[b]"), "c:{a\\*\\[b\\]*");
+    }
+
+    #[test]
+    fn every_key_of_a_base_names_its_base() {
+        let keys = Keyspace::new("c");
+        assert_eq!(keys.owner_of("c:{user:1}?a=1#host=x"), Some(Some("user:1")));
+        assert_eq!(keys.owner_of("c:lock:{user:1}?a=1"), Some(Some("user:1")));
+        assert_eq!(keys.owner_of("c:gen:{user:1}"), Some(Some("user:1")));
+        assert_eq!(keys.owner_of("c:variants:{user:1}"), Some(Some("user:1")));
+        assert_eq!(keys.owner_of("c:tag:{org:7}"), Some(None));
+        assert_eq!(keys.owner_of("c:purged:{org:7}"), Some(None));
+        assert_eq!(keys.owner_of("other:{user:1}"), None);
+        assert_eq!(keys.owner_of("c:stray"), None);
+        assert_eq!(keys.everything(), "c:*");
     }
 }

@@ -25,6 +25,7 @@ mod invalidation;
 pub mod keyspace;
 pub mod l1;
 mod locks;
+pub mod memory;
 pub mod message;
 mod subscription;
 
@@ -131,6 +132,8 @@ pub struct Store {
     feed_up: AtomicBool,
     /// `cachalot_redis_command_duration_seconds`, one handle per operation.
     timings: Timings,
+    /// Bytes of entries stored per route (see `memory`).
+    written: memory::Written,
 }
 
 impl Store {
@@ -177,6 +180,7 @@ impl Store {
             l1: l1_bytes.map(L1::new),
             feed_up: AtomicBool::new(false),
             timings: Timings::default(),
+            written: memory::Written::default(),
         });
         metrics::gauge!("cachalot_redis_up").set(if store.is_healthy() { 1.0 } else { 0.0 });
         if !store.is_healthy() {

@@ -134,6 +134,10 @@ async fn measured(admin: SocketAddr, expected: &BTreeMap<String, (u64, u64, u64)
 
 fn within_ten_percent(route: &str, measured: u64, truth: u64) {
     let error = (measured as f64 - truth as f64).abs() / truth as f64;
+    eprintln!(
+        "{route}: the proxy says {measured} bytes, Redis {truth} ({:+.2} %)",
+        (measured as f64 / truth as f64 - 1.0) * 100.0
+    );
     assert!(
         error <= 0.10,
         "{route}: the proxy says {measured} bytes, Redis {truth} ({:.1} % off)",

@@ -117,7 +117,7 @@ mod tests {
         for secret in [
             "/reset/eyJhbGciOiJIUzI1NiJ9abc",
             "/users/alice%40example.com",
-            "/tokens/ab12cd34",
+            "/tokens/ab12xy34",
             "/a/x@y",
         ] {
             let shape = of(secret);

@@ -74,6 +74,9 @@ const ROUTE_LABELS: &[&str] = &[
     "revoke",
     "/auth/{*rest}",
     "-",
+    // Redis memory per route: keys of no route, and keys no route of the policy builds.
+    "(proxy)",
+    "(no route)",
 ];
 
 /// The metric families the code defines: name, type, label names. The test also reads
@@ -81,7 +84,16 @@ const ROUTE_LABELS: &[&str] = &[
 /// Families the all-traffic scenario below cannot produce: rejected messages need
 /// `[invalidation] secret_file`, which would refuse the scenario's own unsigned messages.
 /// tests/invalidation_auth.rs checks their series.
-const EXERCISED_ELSEWHERE: &[&str] = &["cachalot_invalidation_messages_rejected_total"];
+/// The Redis memory gauges are set by a sampling pass (every 10 s by default) and the
+/// maxmemory ones only with a limit: tests/redis_memory.rs checks them.
+const EXERCISED_ELSEWHERE: &[&str] = &[
+    "cachalot_invalidation_messages_rejected_total",
+    "cachalot_redis_route_keys",
+    "cachalot_redis_route_bytes",
+    "cachalot_redis_route_maxmemory_ratio",
+    "cachalot_redis_maxmemory_bytes",
+    "cachalot_redis_used_memory_bytes",
+];
 
 const FAMILIES: &[(&str, &str, &[&str])] = &[
     (
@@ -135,6 +147,12 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("cachalot_send_timeouts_total", "counter", &["scope"]),
     ("cachalot_h2_late_resets_total", "counter", &[]),
     ("cachalot_variants_refused_total", "counter", &["route"]),
+    ("cachalot_stored_bytes_total", "counter", &["route"]),
+    ("cachalot_redis_route_keys", "gauge", &["route"]),
+    ("cachalot_redis_route_bytes", "gauge", &["route"]),
+    ("cachalot_redis_route_maxmemory_ratio", "gauge", &["route"]),
+    ("cachalot_redis_maxmemory_bytes", "gauge", &[]),
+    ("cachalot_redis_used_memory_bytes", "gauge", &[]),
 ];
 
 /// A request id nobody else uses: if it shows up in `/metrics`, a raw path leaked into a label.

@@ -42,13 +42,10 @@ impl RedisMemory {
         let mut gauged = self.gauged.lock().expect("memory gauges poisoned");
         let now: HashSet<Arc<str>> = sample.routes.iter().map(|r| Arc::clone(&r.route)).collect();
         for gone in gauged.difference(&now) {
-            for name in [
-                "cachalot_redis_route_keys",
-                "cachalot_redis_route_bytes",
-                "cachalot_redis_route_maxmemory_ratio",
-            ] {
-                metrics::gauge!(name, "route" => gone.to_string()).set(0.0);
-            }
+            let label = gone.to_string();
+            metrics::gauge!("cachalot_redis_route_keys", "route" => label.clone()).set(0.0);
+            metrics::gauge!("cachalot_redis_route_bytes", "route" => label.clone()).set(0.0);
+            metrics::gauge!("cachalot_redis_route_maxmemory_ratio", "route" => label).set(0.0);
         }
         for route in &sample.routes {
             let label = route.route.to_string();

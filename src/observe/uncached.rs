@@ -12,8 +12,8 @@
 //! sketch of bounded size. When a new shape arrives and the table is full, the group that
 //! cost the origin least is folded into the "other" row (its numbers kept there, the fold
 //! counted), so a flood of random paths churns among its own one-request groups and never
-//! pushes out the groups that matter. Method names outside the standard ones are counted as
-//! `OTHER`, so a request line cannot mint groups through its method either.
+//! pushes out the groups that matter. Only GET and HEAD are recorded, so a request line
+//! cannot mint groups through an invented method either.
 
 use crate::observe::shape;
 use http::Method;

@@ -241,7 +241,13 @@ async fn cachalot_report_prints_the_ranking_and_routes_check_accepts() {
     send_traffic(stack.addr()).await;
 
     let out = Command::new(env!("CARGO_BIN_EXE_cachalot"))
-        .args(["report", "--admin", &format!("http://{}", stack.admin())])
+        .args([
+            "report",
+            "--top",
+            "10",
+            "--admin",
+            &format!("http://{}", stack.admin()),
+        ])
         .env_remove("CACHALOT_CONFIG")
         .env_remove("CACHALOT_ADMIN_URL")
         .output()

@@ -1,5 +1,6 @@
 //! `cachalot health`: asks a running proxy's admin listener whether it is ready, for a
-//! container `HEALTHCHECK` (the image has no curl) or a script.
+//! container `HEALTHCHECK` (the image has no curl) or a script. `explain --live` reads the
+//! status page's numbers the same way.
 //!
 //! The address is the policy's `listen.admin` after the environment
 //! (`CACHALOT_ADMIN_LISTEN`), as `run` computes it; a wildcard address (`0.0.0.0`, `::`) is
@@ -29,13 +30,28 @@ pub fn reachable(addr: SocketAddr) -> SocketAddr {
 
 /// `GET /readyz` on the admin listener at `admin`: Ok if it answers 200, else why not.
 pub async fn check(admin: SocketAddr) -> Result<(), String> {
+    let (status, body) = get(admin, "/readyz").await?;
+    if status == StatusCode::OK {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}/readyz answered {status}: {}",
+            reachable(admin),
+            String::from_utf8_lossy(&body).trim()
+        ))
+    }
+}
+
+/// `GET path` on the admin listener at `admin` (also for `explain --live`): its status and
+/// body, within [`TIMEOUT`].
+pub async fn get(admin: SocketAddr, path: &str) -> Result<(StatusCode, Bytes), String> {
     let target = reachable(admin);
-    tokio::time::timeout(TIMEOUT, ask(target))
+    tokio::time::timeout(TIMEOUT, ask(target, path))
         .await
         .unwrap_or_else(|_| Err(format!("{target} did not answer within {TIMEOUT:?}")))
 }
 
-async fn ask(target: SocketAddr) -> Result<(), String> {
+async fn ask(target: SocketAddr, path: &str) -> Result<(StatusCode, Bytes), String> {
     let stream = TcpStream::connect(target)
         .await
         .map_err(|e| format!("cannot connect to {target}: {e}"))?;
@@ -43,7 +59,7 @@ async fn ask(target: SocketAddr) -> Result<(), String> {
         .await
         .map_err(|e| format!("{target}: {e}"))?;
     tokio::spawn(connection);
-    let request = Request::get("/readyz")
+    let request = Request::get(path)
         .header(http::header::HOST, target.to_string())
         .body(Empty::<Bytes>::new())
         .expect("a valid request");
@@ -57,13 +73,6 @@ async fn ask(target: SocketAddr) -> Result<(), String> {
         .collect()
         .await
         .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    if status == StatusCode::OK {
-        Ok(())
-    } else {
-        Err(format!(
-            "{target}/readyz answered {status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        ))
-    }
+        .map_err(|e| format!("{target}{path}: {e}"))?;
+    Ok((status, body))
 }

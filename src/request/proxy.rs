@@ -18,6 +18,7 @@ use crate::net::body::ProxyBody;
 use crate::net::upgrade;
 use crate::observe::access_log;
 use crate::observe::stats::Stats;
+use crate::observe::verify::Verifications;
 use crate::origin::{self, Origin, OriginError};
 use crate::phase::{Outcome, Phase, Refusal};
 use crate::policy::Policy;
@@ -52,6 +53,8 @@ pub struct Proxy {
     pub(crate) flights: Arc<Flights>,
     /// Per-route summary for the status page.
     pub(crate) stats: Stats,
+    /// What shadow verification found, per route (and its samplers and bound).
+    pub(crate) verifications: Arc<Verifications>,
 }
 
 impl Proxy {
@@ -67,12 +70,18 @@ impl Proxy {
             origin: Arc::clone(&self.origin),
             policy: self.policy.load_full(),
             flights: Arc::clone(&self.flights),
+            verifications: Arc::clone(&self.verifications),
         }
     }
 
     /// Per-route statistics since start (the status page's numbers).
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// What shadow verification has found since start (the status page's numbers).
+    pub fn verifications(&self) -> &Verifications {
+        &self.verifications
     }
 
     /// Swaps in a validated policy; requests in flight keep the one they started with.

@@ -159,8 +159,14 @@ fn the_schema_refuses_what_the_parser_refuses() {
         ("ttl = \"5m\"\nverify = 1.5", "/route/0/verify"),
         ("ttl = \"5m\"\nverify = -0.01", "/route/0/verify"),
         ("ttl = \"5m\"\nverify = \"1%\"", "/route/0/verify"),
-        ("ttl = \"5m\"\n\n[verify]\nconcurrency = 0", "/verify/concurrency"),
-        ("ttl = \"5m\"\n\n[verify]\nconcurrency = 257", "/verify/concurrency"),
+        (
+            "ttl = \"5m\"\n\n[verify]\nconcurrency = 0",
+            "/verify/concurrency",
+        ),
+        (
+            "ttl = \"5m\"\n\n[verify]\nconcurrency = 257",
+            "/verify/concurrency",
+        ),
         ("ttl = \"5m\"\n\n[verify]\nshare = 0.1", "/verify"),
         (
             "ttl = \"5m\"\n\n[limits]\nmax_bodysize = \"1MiB\"",

@@ -243,7 +243,10 @@ async fn the_page_shows_the_live_numbers_in_a_real_browser() {
         "verified 2, 2 mismatches, 0 changed since stored"
     );
     assert_eq!(item["fraction"], "50.0%");
-    assert_eq!((&item["errors"], &item["skipped"]), (&"0".into(), &"0".into()));
+    assert_eq!(
+        (&item["errors"], &item["skipped"]),
+        (&"0".into(), &"0".into())
+    );
     assert!(verify["rows"]["user"].is_null(), "{verify:#}");
     let examples = verify["examples"].as_array().unwrap();
     assert_eq!(examples.len(), 2, "{verify:#}");
@@ -258,7 +261,10 @@ async fn the_page_shows_the_live_numbers_in_a_real_browser() {
     }
     let status = status_json(server.admin_addr()).await;
     let checked = &status["verify"]["routes"][0];
-    assert_eq!((&checked["route"], &checked["mismatches"]), (&"item".into(), &2.into()));
+    assert_eq!(
+        (&checked["route"], &checked["mismatches"]),
+        (&"item".into(), &2.into())
+    );
 
     let screenshot = artifact("status-page.png");
     std::fs::write(&screenshot, browser.screenshot().await).expect("screenshot saved");

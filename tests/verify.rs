@@ -447,19 +447,25 @@ verify = 1
     assert_eq!(route["skipped"], 18, "{route:#}");
     assert_eq!(status["verify"]["in_flight"], 2);
     assert_eq!(status["verify"]["concurrency"], 2);
-    eventually("the two checks to reach the origin", Duration::from_secs(10), async || {
-        gated.served.load(Ordering::SeqCst) == 1 + 2
-            && gated.most_held.load(Ordering::SeqCst) == 2
-    })
+    eventually(
+        "the two checks to reach the origin",
+        Duration::from_secs(10),
+        async || {
+            gated.served.load(Ordering::SeqCst) == 1 + 2
+                && gated.most_held.load(Ordering::SeqCst) == 2
+        },
+    )
     .await;
 
     gated.release.send(true).unwrap();
     settled(proxy.admin_addr(), "gated", 20).await;
     let status = status_json(proxy.admin_addr()).await;
     assert_eq!(verify_route(&status, "gated")["matched"], 2);
-    eventually("the places to be freed", Duration::from_secs(5), async || {
-        status_json(proxy.admin_addr()).await["verify"]["in_flight"] == 0
-    })
+    eventually(
+        "the places to be freed",
+        Duration::from_secs(5),
+        async || status_json(proxy.admin_addr()).await["verify"]["in_flight"] == 0,
+    )
     .await;
     // With places free again, the next hit is checked.
     assert!(get(proxy.addr(), "/slow/1", &[]).await.hit());
@@ -514,7 +520,9 @@ ttl = "10m"
         assert!(stack.get("/quiet/1", &pushy).await.hit());
     }
     // The global default verifies every hit of the other route, with the fill's headers.
-    let fill = stack.get("/checked/1", &[("accept", "application/json")]).await;
+    let fill = stack
+        .get("/checked/1", &[("accept", "application/json")])
+        .await;
     assert!(fill.stored());
     let hit = stack.get("/checked/1", &pushy).await;
     let plain = stack.get("/checked/1", &[]).await;
@@ -537,7 +545,10 @@ ttl = "10m"
         assert_eq!(check.headers["accept-encoding"], "identity");
         for value in check.headers.values() {
             let value = value.to_str().unwrap();
-            assert!(!value.contains("evil") && !value.contains("key-7f3a"), "{value}");
+            assert!(
+                !value.contains("evil") && !value.contains("key-7f3a"),
+                "{value}"
+            );
         }
     }
 
@@ -552,4 +563,87 @@ ttl = "10m"
         n
     };
     assert_eq!(shape(&hit), shape(&plain));
+}
+
+#[tokio::test]
+async fn hits_from_the_in_process_tier_are_verified_too() {
+    let stack = Stack::builder(
+        r#"
+[l1]
+size = "1MiB"
+
+[[route]]
+name = "near"
+match = "GET /near/{id}"
+ttl = "10m"
+l1 = true
+verify = 1
+"#,
+    )
+    .start()
+    .await;
+    let Stack {
+        redis: _redis,
+        origin,
+        proxy,
+        ..
+    } = &stack;
+    assert!(stack.get("/near/1", &[]).await.stored());
+    let mut from_l1 = 0;
+    for _ in 0..4 {
+        let hit = stack.get("/near/1", &[]).await;
+        assert!(hit.hit(), "{}", hit.cache_status());
+        from_l1 += usize::from(hit.cache_status().ends_with("/l1"));
+    }
+    assert!(from_l1 > 0, "no hit came from the in-process tier");
+    settled(proxy.admin_addr(), "near", 4).await;
+    assert_eq!(origin.count(), 1 + 4);
+}
+
+#[tokio::test]
+async fn a_reload_changes_the_share_from_the_next_hit() {
+    let redis = support::RedisServer::start();
+    let origin = Origin::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cachalot.toml");
+    let routes = |share: &str| {
+        format!(
+            "[[route]]\nname = \"reloaded\"\nmatch = \"GET /r/{{id}}\"\nttl = \"10m\"\nverify = {share}\n"
+        )
+    };
+    std::fs::write(
+        &path,
+        policy_text(origin.addr(), &redis.url(), &routes("0")),
+    )
+    .unwrap();
+    let policy = cachalot::Policy::load(&path).unwrap();
+    let server = cachalot::Server::start_watching(policy, path.clone())
+        .await
+        .unwrap();
+    assert!(get(server.addr(), "/r/1", &[]).await.stored());
+    for _ in 0..4 {
+        assert!(get(server.addr(), "/r/1", &[]).await.hit());
+    }
+    assert_eq!(origin.count(), 1);
+
+    std::fs::write(
+        &path,
+        policy_text(origin.addr(), &redis.url(), &routes("0.5")),
+    )
+    .unwrap();
+    eventually(
+        "the edited policy to apply",
+        Duration::from_secs(10),
+        async || {
+            let policy = server.proxy().policy();
+            let route = policy.routes.iter().next().unwrap();
+            policy.verify_fraction(route).to_string() == "50%"
+        },
+    )
+    .await;
+    for _ in 0..6 {
+        assert!(get(server.addr(), "/r/1", &[]).await.hit());
+    }
+    settled(server.admin_addr(), "reloaded", 3).await;
+    assert_eq!(origin.count(), 1 + 3);
 }

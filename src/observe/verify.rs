@@ -342,7 +342,10 @@ mod tests {
             "[origin]\nurl = \"http://127.0.0.1:1\"\n[verify]\nfraction = {}\n",
             f64::from(per_billion) / f64::from(Fraction::SCALE)
         );
-        crate::Policy::parse(&text, "t.toml").unwrap().verify.fraction
+        crate::Policy::parse(&text, "t.toml")
+            .unwrap()
+            .verify
+            .fraction
     }
 
     #[test]
@@ -391,7 +394,12 @@ mod tests {
         verifications.record(&label, "k:0", &Verdict::Error("timeout".into()));
         let counts = &verifications.counts()[0];
         assert_eq!(
-            (counts.verified, counts.mismatches, counts.matched, counts.errors),
+            (
+                counts.verified,
+                counts.mismatches,
+                counts.matched,
+                counts.errors
+            ),
             (EXAMPLES as u64 + 6, EXAMPLES as u64 + 5, 1, 1)
         );
         let examples = verifications.examples();

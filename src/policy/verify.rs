@@ -3,11 +3,11 @@
 //! requests may be in flight at once (`[verify] concurrency`). Apart from `compile`, which
 //! only calls in, so that the feature's settings read in one place.
 
+use super::Policy;
 use super::PolicyError;
 use super::error::Locator;
 use super::file::{FractionSetting, VerifySection};
 use super::route::{Action, Route};
-use super::Policy;
 use toml::Spanned;
 
 /// Verification requests in flight at once when `[verify] concurrency` is not set: enough
@@ -93,9 +93,9 @@ pub(super) fn fraction(
 ) -> Result<Fraction, PolicyError> {
     let fail = |message: String| Err(locate.at(Some(setting.span()), field, message));
     match setting.get_ref() {
-        FractionSetting::Number(n) if (0.0..=1.0).contains(n) => Ok(Fraction(
-            (n * f64::from(Fraction::SCALE)).round() as u32,
-        )),
+        FractionSetting::Number(n) if (0.0..=1.0).contains(n) => {
+            Ok(Fraction((n * f64::from(Fraction::SCALE)).round() as u32))
+        }
         FractionSetting::Number(n) => fail(format!(
             "{n} is not a share of hits; expected a number from 0 (off) to 1 (every hit), e.g. 0.01 for 1%"
         )),

@@ -284,7 +284,7 @@ mod tests {
     fn each_part_that_counts_is_named() {
         let stored = entry(
             &[("content-type", "application/json"), ("location", "/a?t=1")],
-            "{\"team\":\"red\"}",
+            "{\"team\":\"crimson\"}",
         );
         let mut now = fresh(
             &[
@@ -293,7 +293,7 @@ mod tests {
                 ("vary", "X-Team"),
                 ("set-cookie", "session=secret"),
             ],
-            "{\"team\":\"blue\"}",
+            "{\"team\":\"azure\"}",
         );
         now.status = StatusCode::CREATED;
         let verdict = compare(&stored, &now);
@@ -314,7 +314,7 @@ mod tests {
             .iter()
             .map(|d| d.detail.clone())
             .collect();
-        for secret in ["secret", "session", "t=1", "t=2", "red", "blue"] {
+        for secret in ["secret", "session", "t=1", "t=2", "crimson", "azure"] {
             assert!(!details.contains(secret), "{secret} in {details}");
         }
         assert!(details.contains("\"application/json\" stored, \"text/html\" now"));

@@ -80,8 +80,13 @@ const ROUTE_LABELS: &[&str] = &[
 /// `src/` and fails if the code defines a family (or labels) this table does not list.
 /// Families the all-traffic scenario below cannot produce: rejected messages need
 /// `[invalidation] secret_file`, which would refuse the scenario's own unsigned messages.
-/// tests/invalidation_auth.rs checks their series.
-const EXERCISED_ELSEWHERE: &[&str] = &["cachalot_invalidation_messages_rejected_total"];
+/// tests/invalidation_auth.rs checks their series. Shadow verification's need a route with
+/// `verify` and an origin that answers differently; tests/verify.rs checks theirs.
+const EXERCISED_ELSEWHERE: &[&str] = &[
+    "cachalot_invalidation_messages_rejected_total",
+    "cachalot_verify_total",
+    "cachalot_verify_differences_total",
+];
 
 const FAMILIES: &[(&str, &str, &[&str])] = &[
     (
@@ -135,6 +140,12 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("cachalot_send_timeouts_total", "counter", &["scope"]),
     ("cachalot_h2_late_resets_total", "counter", &[]),
     ("cachalot_variants_refused_total", "counter", &["route"]),
+    ("cachalot_verify_total", "counter", &["route", "result"]),
+    (
+        "cachalot_verify_differences_total",
+        "counter",
+        &["route", "part"],
+    ),
 ];
 
 /// A request id nobody else uses: if it shows up in `/metrics`, a raw path leaked into a label.

@@ -83,7 +83,8 @@ const ROUTE_LABELS: &[&str] = &[
 /// `src/` and fails if the code defines a family (or labels) this table does not list.
 /// Families the all-traffic scenario below cannot produce: rejected messages need
 /// `[invalidation] secret_file`, which would refuse the scenario's own unsigned messages.
-/// tests/invalidation_auth.rs checks their series.
+/// tests/invalidation_auth.rs checks their series. Shadow verification's need a route with
+/// `verify` and an origin that answers differently; tests/verify.rs checks theirs.
 /// The Redis memory gauges are set by a sampling pass (every 10 s by default) and the
 /// maxmemory ones only with a limit: tests/redis_memory.rs checks them.
 const EXERCISED_ELSEWHERE: &[&str] = &[
@@ -93,6 +94,8 @@ const EXERCISED_ELSEWHERE: &[&str] = &[
     "cachalot_redis_route_maxmemory_ratio",
     "cachalot_redis_maxmemory_bytes",
     "cachalot_redis_used_memory_bytes",
+    "cachalot_verify_total",
+    "cachalot_verify_differences_total",
 ];
 
 const FAMILIES: &[(&str, &str, &[&str])] = &[
@@ -153,6 +156,12 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("cachalot_redis_route_maxmemory_ratio", "gauge", &["route"]),
     ("cachalot_redis_maxmemory_bytes", "gauge", &[]),
     ("cachalot_redis_used_memory_bytes", "gauge", &[]),
+    ("cachalot_verify_total", "counter", &["route", "result"]),
+    (
+        "cachalot_verify_differences_total",
+        "counter",
+        &["route", "part"],
+    ),
 ];
 
 /// A request id nobody else uses: if it shows up in `/metrics`, a raw path leaked into a label.

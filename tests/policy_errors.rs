@@ -93,3 +93,27 @@ fn the_policy_docs_example_errors_are_what_check_says() {
         );
     }
 }
+
+#[test]
+fn a_verify_share_outside_zero_to_one_names_the_field_and_the_fix() {
+    assert_eq!(
+        error("ttl = \"1m\"\nverify = 1.5"),
+        "p.toml:7:10: route[0].verify: 1.5 is not a share of hits; expected a number from 0 (off) to 1 (every hit), e.g. 0.01 for 1%"
+    );
+    assert_eq!(
+        error("ttl = \"1m\"\nverify = \"1%\""),
+        "p.toml:7:10: route[0].verify: \"1%\": write a number from 0 (off) to 1 (every hit), e.g. 0.01 for 1%"
+    );
+    assert_eq!(
+        error("cache = false\nverify = 0.1"),
+        "p.toml:7:10: route[0].verify: has no effect with cache = false"
+    );
+    assert_eq!(
+        error("ttl = \"1m\"\n\n[verify]\nconcurrency = 0"),
+        "p.toml:9:15: verify.concurrency: 0 is out of range; expected a whole number from 1 to 256 (set fraction = 0 to turn verification off)"
+    );
+    assert_eq!(
+        error("ttl = \"1m\"\n\n[verify]\nfraction = 2"),
+        "p.toml:9:12: verify.fraction: 2 is not a share of hits; expected a number from 0 (off) to 1 (every hit), e.g. 0.01 for 1%"
+    );
+}

@@ -111,6 +111,8 @@ fn the_schema_accepts_what_the_parser_accepts() {
         "ttl = \"10s\"\ntimeout = \"1.5s\"\nttl_jitter = \"50%\"",
         "ttl = \"10s\"\nttl_jitter = \"0%\"",
         "ttl = \"10s\"\nttl_jitter = \"7.5%\"",
+        "ttl = \"5m\"\nverify = 0.25",
+        "ttl = \"5m\"\nverify = 1\n\n[verify]\nfraction = 0\nconcurrency = 256",
         "ttl = \"5m\"\n\n[l1]\nsize = \"64MiB\"\n\n[limits]\nmax_body = \"16MiB\"\nmax_headers = 50\nsend_timeout = \"1m\"",
     ] {
         let text = policy_with(route);
@@ -154,6 +156,18 @@ fn the_schema_refuses_what_the_parser_refuses() {
         ),
         ("ttl = \"5m\"\nparams.id.fold = true", "/route/0/params/id"),
         ("ttl = \"5m\"\nper_user = \"yes\"", "/route/0/per_user"),
+        ("ttl = \"5m\"\nverify = 1.5", "/route/0/verify"),
+        ("ttl = \"5m\"\nverify = -0.01", "/route/0/verify"),
+        ("ttl = \"5m\"\nverify = \"1%\"", "/route/0/verify"),
+        (
+            "ttl = \"5m\"\n\n[verify]\nconcurrency = 0",
+            "/verify/concurrency",
+        ),
+        (
+            "ttl = \"5m\"\n\n[verify]\nconcurrency = 257",
+            "/verify/concurrency",
+        ),
+        ("ttl = \"5m\"\n\n[verify]\nshare = 0.1", "/verify"),
         (
             "ttl = \"5m\"\n\n[limits]\nmax_bodysize = \"1MiB\"",
             "/limits",

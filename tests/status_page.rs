@@ -19,6 +19,7 @@ const ROUTES: &str = r#"
 name = "item"
 match = "GET /items/{id}"
 ttl = "1m"
+verify = 0.5
 
 [[route]]
 name = "user"
@@ -170,6 +171,18 @@ return { rows, redis: card("redis"), origin: card("origin"),
          memorySummary: document.getElementById("memory-summary").textContent };
 "#;
 
+/// The shadow verification table's cells by route, and the examples listed under it.
+const READ_VERIFY: &str = r##"
+const rows = {};
+for (const tr of document.querySelectorAll("tr[data-verify-route]")) {
+  const row = rows[tr.dataset.verifyRoute] = {};
+  for (const td of tr.querySelectorAll("td[data-field]")) row[td.dataset.field] = td.textContent;
+}
+const examples = [...document.querySelectorAll("#verify-examples li")].map((li) =>
+  ({ key: li.dataset.key, result: li.dataset.result, text: li.textContent }));
+return { rows, examples };
+"##;
+
 fn artifact(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&dir).expect("artifact dir");
@@ -230,6 +243,52 @@ async fn the_page_shows_the_live_numbers_in_a_real_browser() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // The echo origin numbers its answers, so each of item's two checks (every second of
+    // its four hits) differs from the stored one: the page shows both mismatches.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let verify = loop {
+        let verify = browser.eval(READ_VERIFY).await;
+        if verify["rows"]["item"]["findings"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("verified 2,"))
+        {
+            break verify;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the verification did not appear: {verify:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let item = &verify["rows"]["item"];
+    assert_eq!(
+        item["findings"],
+        "verified 2, 2 mismatches, 0 changed since stored"
+    );
+    assert_eq!(item["fraction"], "50.0%");
+    assert_eq!(
+        (&item["errors"], &item["skipped"]),
+        (&"0".into(), &"0".into())
+    );
+    assert!(verify["rows"]["user"].is_null(), "{verify:#}");
+    let examples = verify["examples"].as_array().unwrap();
+    assert_eq!(examples.len(), 2, "{verify:#}");
+    for example in examples {
+        assert_eq!(example["key"], "item:1");
+        assert_eq!(example["result"], "mismatch");
+        let text = example["text"].as_str().unwrap();
+        assert!(
+            text.contains("differs for the same version: body ("),
+            "{text}"
+        );
+    }
+    let status = status_json(server.admin_addr()).await;
+    let checked = &status["verify"]["routes"][0];
+    assert_eq!(
+        (&checked["route"], &checked["mismatches"]),
+        (&"item".into(), &2.into())
+    );
+
     let screenshot = artifact("status-page.png");
     std::fs::write(&screenshot, browser.screenshot().await).expect("screenshot saved");
     busy.store(false, Ordering::Relaxed);

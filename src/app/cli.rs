@@ -1,7 +1,7 @@
 //! The command line: `cachalot check`, `run`, `health`, `explain`, `purge`, `init`,
 //! `report` and `schema`.
 
-use crate::app::explain::{Probe, explain};
+use crate::app::explain::{Probe, explain, explain_live};
 use crate::app::server::Server;
 use crate::policy::{Policy, redact};
 use crate::store::message::Invalidation;
@@ -67,6 +67,10 @@ enum Command {
         config: PathBuf,
         /// "METHOD /path?query", or "/path" for a GET.
         request: String,
+        /// Also ask the running proxy's admin listener (`listen.admin`; CACHALOT_ADMIN_LISTEN
+        /// wins, as for run) how often the route's hits were verified and what that found.
+        #[arg(long)]
+        live: bool,
     },
     /// Drop cached entries in Redis and announce it on the invalidation channel, so every
     /// running instance hears it.
@@ -118,7 +122,11 @@ impl Cli {
             Command::Init { flask_routes } => crate::app::flask_routes::init(&flask_routes),
             Command::Run { config, log_format } => run(&config, log_format),
             Command::Health { config } => health(&config),
-            Command::Explain { config, request } => explain_request(&config, &request),
+            Command::Explain {
+                config,
+                request,
+                live,
+            } => explain_request(&config, &request, live),
             Command::Purge {
                 config,
                 keys,
@@ -262,7 +270,7 @@ fn report(admin: Option<String>, config: Option<PathBuf>, top: usize) -> ExitCod
     }
 }
 
-fn explain_request(config: &Path, request: &str) -> ExitCode {
+fn explain_request(config: &Path, request: &str, live: bool) -> ExitCode {
     let probe = match Probe::parse(request) {
         Ok(probe) => probe,
         Err(e) => {
@@ -270,13 +278,37 @@ fn explain_request(config: &Path, request: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match load(config) {
-        Ok(policy) => {
-            print!("{}", explain(&policy, &probe));
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
+    let policy = match load(config) {
+        Ok(policy) => policy,
+        Err(code) => return code,
+    };
+    if !live {
+        print!("{}", explain(&policy, &probe));
+        return ExitCode::SUCCESS;
     }
+    let status = match read_status(policy.listen.admin) {
+        Ok(status) => status,
+        Err(reason) => {
+            print!("{}", explain(&policy, &probe));
+            eprintln!("error: --live: {reason}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", explain_live(&policy, &probe, Some(&status)));
+    ExitCode::SUCCESS
+}
+
+/// The running proxy's `/status.json`, from its admin listener.
+fn read_status(admin: std::net::SocketAddr) -> Result<serde_json::Value, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let (status, body) = runtime.block_on(crate::app::health::admin_get(admin, "/status.json"))?;
+    if status != http::StatusCode::OK {
+        return Err(format!("{admin}/status.json answered {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{admin}/status.json is not JSON: {e}"))
 }
 
 /// Applies the invalidation in Redis itself (so it holds even with no instance running),

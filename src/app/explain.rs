@@ -65,6 +65,12 @@ fn parse_method(text: &str) -> Result<Method, String> {
 /// What the proxy does with `probe` under `policy`, as lines of `label  value`. The answer
 /// is the proxy's own [`decide::decide`], so it cannot disagree with what it does.
 pub fn explain(policy: &Policy, probe: &Probe) -> String {
+    explain_live(policy, probe, None)
+}
+
+/// As [`explain`], with what a running proxy's `/status.json` says (`explain --live`): for a
+/// cached route, how often its hits were verified and what that found.
+pub fn explain_live(policy: &Policy, probe: &Probe, status: Option<&serde_json::Value>) -> String {
     let mut out = Lines::default();
     let method = &probe.method;
     out.line("request", format!("{method} {}", probe.target()));
@@ -145,6 +151,10 @@ pub fn explain(policy: &Policy, probe: &Probe) -> String {
             );
             out.line("timeout", timeout_line(policy, Some(&plan.route)));
             out.line("bypass", bypass_line(rule));
+            out.line("verify", verify_line(policy, &plan.route, rule));
+            if let Some(status) = status {
+                out.line("verified", verified_line(status, &plan.route.label));
+            }
         }
         Decision::Forward(decide::Forward {
             status, invalidate, ..
@@ -299,6 +309,42 @@ fn bypass_line(rule: &CacheRule) -> String {
         line.push_str(&format!("; the key holds {} (vary)", names.join(", ")));
     }
     line
+}
+
+/// The route's shadow verification setting, and where it comes from.
+fn verify_line(policy: &Policy, route: &Route, rule: &CacheRule) -> String {
+    let fraction = policy.verify_fraction(route);
+    let from = if rule.verify.is_some() {
+        "the route's verify"
+    } else {
+        "[verify] fraction"
+    };
+    if fraction.is_off() {
+        return format!("off ({from} is 0)");
+    }
+    format!(
+        "{fraction} of fresh hits are asked of the origin again in the background and compared ({from}; at most {} at a time, [verify] concurrency)",
+        policy.verify.concurrency
+    )
+}
+
+/// "verified N times, M mismatches" from a running proxy's `/status.json`.
+fn verified_line(status: &serde_json::Value, label: &str) -> String {
+    let found = status["verify"]["routes"]
+        .as_array()
+        .and_then(|routes| routes.iter().find(|r| r["route"] == label));
+    let Some(route) = found else {
+        return "not yet on the running proxy".to_string();
+    };
+    let n = |field: &str| route[field].as_u64().unwrap_or(0);
+    format!(
+        "verified {} times, {} mismatches, {} changed since stored ({} errors, {} skipped) on the running proxy since it started",
+        n("verified"),
+        n("mismatches"),
+        n("changed"),
+        n("errors"),
+        n("skipped")
+    )
 }
 
 /// Aligned `label  value` lines.

@@ -1,5 +1,6 @@
 //! `cachalot health`: asks a running proxy's admin listener whether it is ready, for a
-//! container `HEALTHCHECK` (the image has no curl) or a script.
+//! container `HEALTHCHECK` (the image has no curl) or a script. `explain --live` reads the
+//! status page's numbers the same way.
 //!
 //! The address is the policy's `listen.admin` after the environment
 //! (`CACHALOT_ADMIN_LISTEN`), as `run` computes it; a wildcard address (`0.0.0.0`, `::`) is
@@ -29,22 +30,25 @@ pub fn reachable(addr: SocketAddr) -> SocketAddr {
 
 /// `GET /readyz` on the admin listener at `admin`: Ok if it answers 200, else why not.
 pub async fn check(admin: SocketAddr) -> Result<(), String> {
-    let target = reachable(admin);
-    tokio::time::timeout(TIMEOUT, ask(target))
-        .await
-        .unwrap_or_else(|_| Err(format!("{target} did not answer within {TIMEOUT:?}")))
-}
-
-async fn ask(target: SocketAddr) -> Result<(), String> {
-    let (status, body) = get(&target.to_string(), "/readyz").await?;
+    let (status, body) = admin_get(admin, "/readyz").await?;
     if status == StatusCode::OK {
         Ok(())
     } else {
         Err(format!(
-            "{target}/readyz answered {status}: {}",
+            "{}/readyz answered {status}: {}",
+            reachable(admin),
             String::from_utf8_lossy(&body).trim()
         ))
     }
+}
+
+/// `GET path` on the admin listener bound to `admin` (also for `explain --live`), asked where
+/// this host reaches it: its status and body, within [`TIMEOUT`].
+pub async fn admin_get(admin: SocketAddr, path: &str) -> Result<(StatusCode, Bytes), String> {
+    let target = reachable(admin);
+    tokio::time::timeout(TIMEOUT, get(&target.to_string(), path))
+        .await
+        .unwrap_or_else(|_| Err(format!("{target} did not answer within {TIMEOUT:?}")))
 }
 
 /// `GET path` on the admin listener at `authority` (`host:port`): its status and body.

@@ -117,6 +117,7 @@ impl Server {
             store,
             flights,
             stats: Stats::default(),
+            verifications: Arc::default(),
         });
         tokio::spawn(apply_messages(Arc::clone(&proxy), inbox));
         let policy_watch = policy_file.map(|path| reload::watch(Arc::clone(&proxy), path));

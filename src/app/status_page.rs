@@ -12,6 +12,8 @@
 use crate::observe::redis_memory::MemoryReport;
 use crate::observe::stats::{Counts, RouteSummary};
 use crate::observe::uncached::UncachedReport;
+use crate::observe::verify::{Example, RouteCounts};
+use crate::policy::Policy;
 use crate::request::proxy::Proxy;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -38,10 +40,40 @@ pub struct Status {
     /// All routes together (no percentiles: they do not add up).
     pub totals: Counts,
     pub routes: Vec<RouteSummary>,
+    /// What shadow verification found.
+    pub verify: VerifyStatus,
     /// What to cache next: the GET and HEAD requests no cached route answered.
     pub uncached: UncachedReport,
     /// Redis memory per route.
     pub redis_memory: MemoryReport,
+}
+
+/// Shadow verification on the status page: per route with a share set or counts kept, and
+/// the last answers that differed.
+#[derive(Debug, Serialize)]
+pub struct VerifyStatus {
+    /// `[verify] concurrency`, and how many verification requests are in flight now.
+    pub concurrency: usize,
+    pub in_flight: usize,
+    pub routes: Vec<RouteVerify>,
+    /// Newest first.
+    pub examples: Vec<VerifyExample>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteVerify {
+    /// The route's share of fresh hits verified under the policy now (0: off).
+    pub fraction: f64,
+    #[serde(flatten)]
+    pub counts: RouteCounts,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyExample {
+    #[serde(flatten)]
+    pub example: Example,
+    /// Seconds since it was found.
+    pub age_s: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +115,46 @@ pub async fn snapshot(proxy: &Proxy) -> Status {
         routes,
         uncached: proxy.stats().uncached().report(),
         redis_memory: proxy.stats().memory().report(&proxy.store),
+        verify: verify_status(proxy, &policy),
+    }
+}
+
+/// Every route verified so far or set to verify now (by label), with its share now.
+fn verify_status(proxy: &Proxy, policy: &Policy) -> VerifyStatus {
+    let verifications = proxy.verifications();
+    let mut routes: Vec<RouteVerify> = verifications
+        .counts()
+        .into_iter()
+        .map(|counts| RouteVerify {
+            fraction: 0.0,
+            counts,
+        })
+        .collect();
+    for route in policy.routes.iter() {
+        let fraction = policy.verify_fraction(route);
+        let label = route.label.as_ref();
+        match routes.iter_mut().find(|r| r.counts.route == label) {
+            Some(known) => known.fraction = fraction.as_f64(),
+            None if !fraction.is_off() => routes.push(RouteVerify {
+                fraction: fraction.as_f64(),
+                counts: RouteCounts {
+                    route: label.to_string(),
+                    ..RouteCounts::default()
+                },
+            }),
+            None => {}
+        }
+    }
+    routes.sort_by(|a, b| a.counts.route.cmp(&b.counts.route));
+    VerifyStatus {
+        concurrency: policy.verify.concurrency,
+        in_flight: verifications.in_flight(),
+        routes,
+        examples: verifications
+            .examples()
+            .into_iter()
+            .map(|(example, age_s)| VerifyExample { example, age_s })
+            .collect(),
     }
 }
 

@@ -161,6 +161,14 @@ fn describe() {
         Unit::Bytes,
         "Redis used_memory (INFO memory), summed over a cluster's primaries"
     );
+    describe_counter!(
+        "cachalot_verify_total",
+        "Fresh hits verified against the origin in the background, by route and result (match, changed, mismatch, error, skipped)"
+    );
+    describe_counter!(
+        "cachalot_verify_differences_total",
+        "Parts of the origin's answer that differed from the entry served, by route and part"
+    );
     describe_gauge!(
         "cachalot_l1_bytes",
         Unit::Bytes,

@@ -190,6 +190,7 @@ pub(super) fn compile(
     };
 
     let limits = limits::compile(&raw.limits, locate)?;
+    let verify = super::verify::compile(&raw.verify, locate)?;
     let hosts = match &raw.listen.hosts {
         None => Vec::new(),
         Some(list) => {
@@ -236,6 +237,7 @@ pub(super) fn compile(
         invalidation,
         l1,
         limits,
+        verify,
         warnings,
         from_environment: Vec::new(),
         source_digest: [0; 32],

@@ -195,7 +195,7 @@ fn refuse_cache_settings(
     field: &dyn Fn(&str) -> String,
     locate: &Locator<'_>,
 ) -> Result<(), PolicyError> {
-    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 20] = [
+    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 21] = [
         ("per_user", section.per_user.as_ref().map(Spanned::span)),
         (
             "forward_headers",
@@ -242,6 +242,7 @@ fn refuse_cache_settings(
             "max_object_size",
             section.max_object_size.as_ref().map(Spanned::span),
         ),
+        ("verify", section.verify.as_ref().map(Spanned::span)),
         ("ignore_cookies", None),
     ];
     for (name, span) in cache_fields {
@@ -332,6 +333,11 @@ fn cache_rule(
                 .map_err(|m| locate.at(Some(list.span()), field("forward_headers"), m))?,
         ),
     };
+    let verify = section
+        .verify
+        .as_ref()
+        .map(|setting| super::verify::fraction(setting, &field("verify"), locate))
+        .transpose()?;
     Ok(CacheRule {
         ttl,
         stale_while_revalidate,
@@ -349,6 +355,7 @@ fn cache_rule(
         vary,
         max_variants,
         forward_headers,
+        verify,
     })
 }
 

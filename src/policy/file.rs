@@ -8,7 +8,7 @@
 //! descriptions an editor shows, so they are written for the policy's author. `Spanned`
 //! values and text-with-units take their schema from `#[schemars(with)]`.
 
-use super::schema_types::{Case, Duration, Percent, Query, Size, Ttl};
+use super::schema_types::{Case, Duration, Fraction, Percent, Query, Size, Ttl};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -32,6 +32,8 @@ pub(crate) struct PolicyFile {
     pub l1: Option<L1Section>,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub verify: VerifySection,
     /// The routes; the most specific match wins, whatever the order.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
@@ -153,6 +155,21 @@ pub(crate) struct LimitsSection {
     pub h2_max_resets: Option<Spanned<u64>>,
 }
 
+/// Shadow verification: a share of fresh hits is also asked of the origin, in the
+/// background, and its answer compared with the one served (docs/operations.md).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifySection {
+    /// The share of fresh hits verified on cached routes without their own verify, from 0
+    /// (the default: off) to 1 (every hit), e.g. 0.01.
+    #[schemars(with = "Option<Fraction>")]
+    pub fraction: Option<Spanned<FractionSetting>>,
+    /// Verification requests in flight at once per instance; a hit picked while all are
+    /// busy is skipped and counted (default 4, at most 256).
+    #[schemars(with = "Option<u64>", range(min = 1, max = 256))]
+    pub concurrency: Option<Spanned<u64>>,
+}
+
 /// The in-process tier: hits for routes with `l1 = true` answered from the proxy's memory.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -269,6 +286,10 @@ pub(crate) struct RouteSection {
     /// h2c.
     #[schemars(with = "Option<Vec<String>>")]
     pub upgrades: Option<Spanned<Vec<String>>>,
+    /// The share of this route's fresh hits also asked of the origin in the background and
+    /// compared with what was served, 0 to 1 (default: [verify] fraction).
+    #[schemars(with = "Option<Fraction>")]
+    pub verify: Option<Spanned<FractionSetting>>,
 }
 
 /// What the route says about one path parameter.
@@ -294,5 +315,13 @@ pub(crate) enum QuerySetting {
 #[serde(untagged)]
 pub(crate) enum SizeSetting {
     Bytes(u64),
+    Text(String),
+}
+
+/// `verify = 0.01`: a number from 0 to 1. Text (`"1%"`) is read only to say what to write.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum FractionSetting {
+    Number(f64),
     Text(String),
 }

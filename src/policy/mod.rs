@@ -20,6 +20,7 @@ mod settings;
 mod ttl;
 mod urls;
 mod values;
+pub mod verify;
 
 pub use crate::net::limits::Limits;
 pub use error::PolicyError;
@@ -61,6 +62,8 @@ pub struct Policy {
     pub l1: Option<u64>,
     /// What one client may cost the proxy (`[limits]`).
     pub limits: Limits,
+    /// Shadow verification's default share and bound (`[verify]`).
+    pub verify: verify::VerifySettings,
     /// Things that are valid but probably not meant (printed by `check` and at start).
     pub warnings: Vec<String>,
     /// The environment variables that set a value here (winning over the file), for

@@ -111,6 +111,28 @@ impl JsonSchema for Percent {
     }
 }
 
+/// A share from 0 to 1 (`verify`, `[verify] fraction`).
+pub(super) enum Fraction {}
+
+impl JsonSchema for Fraction {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Fraction".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "examples": [0.01, 0.25],
+        })
+    }
+}
+
 /// A route's `query`: `"sorted"`, `"ignore"`, or the parameters kept.
 pub(super) enum Query {}
 

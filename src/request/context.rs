@@ -4,6 +4,7 @@
 //! them needs `proxy.rs`, which drives them.
 
 use crate::net::body::ProxyBody;
+use crate::observe::verify::Verifications;
 use crate::origin::Origin;
 use crate::phase::Outcome;
 use crate::policy::Policy;
@@ -19,6 +20,8 @@ pub(crate) struct Stages {
     pub origin: Arc<Origin>,
     pub policy: Arc<Policy>,
     pub flights: Arc<Flights>,
+    /// Shadow verification's samplers, bound and findings (see `verify`).
+    pub verifications: Arc<Verifications>,
 }
 
 /// A stage's answer: the response, and what happened to the request.

@@ -45,24 +45,8 @@ pub(crate) async fn fetch(
     let started = Instant::now();
     let request_ms = now_ms();
     let mut status = request.status(Phase::fill(stale.is_some()));
-    let mut outgoing = origin_request(stages, request, Method::GET);
-    // Stored bodies are served to every client, so ask for one that every client can read,
-    // whole and unconditional: the client's own validators and ranges are answered from the
-    // stored entry, not passed on to shape what everyone gets.
+    let mut outgoing = fill_request(stages, request);
     let headers = outgoing.headers_mut();
-    headers.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
-    );
-    for name in CONDITIONALS {
-        headers.remove(name);
-    }
-    if rule.ttl.is_origin() {
-        headers.append(
-            directives::SURROGATE_CAPABILITY.clone(),
-            HeaderValue::from_static("cachalot=\"Surrogate/1.0\""),
-        );
-    }
     let revalidating = stale.filter(|entry| entry.has_validator());
     if let Some(entry) = revalidating {
         for (from, to) in [
@@ -181,6 +165,30 @@ pub(crate) async fn fetch(
     );
     let tags = request.tags.iter().cloned().chain(origin_tags).collect();
     store_and_answer(stages, request, entry, tags, status).await
+}
+
+/// The request a fill sends for this client's request, before any validator of a stale
+/// entry is added. Stored bodies are served to every client, so it asks for one that every
+/// client can read, whole and unconditional: the client's own validators and ranges are
+/// answered from the stored entry, not passed on to shape what everyone gets. Shadow
+/// verification (`verify`) sends exactly this, so it sees what a fill would have stored.
+pub(crate) fn fill_request(stages: &Stages, request: &Cacheable) -> Request<OriginBody> {
+    let mut outgoing = origin_request(stages, request, Method::GET);
+    let headers = outgoing.headers_mut();
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    for name in CONDITIONALS {
+        headers.remove(name);
+    }
+    if request.rule().ttl.is_origin() {
+        headers.append(
+            directives::SURROGATE_CAPABILITY.clone(),
+            HeaderValue::from_static("cachalot=\"Surrogate/1.0\""),
+        );
+    }
+    outgoing
 }
 
 /// The response's directives as this route reads them: routes that follow the origin obey
@@ -363,7 +371,7 @@ pub(crate) fn origin_request(
         .expect("a request built from a valid request is valid")
 }
 
-enum BodyRead {
+pub(crate) enum BodyRead {
     Complete(Bytes),
     /// Over the size limit: what was read so far, and the rest of the stream.
     TooLarge {
@@ -372,8 +380,9 @@ enum BodyRead {
     },
 }
 
-/// Reads a body to store, within the origin timeout counted from `started`.
-async fn read_body(
+/// Reads a body to store (or to compare, see `verify`), within the origin timeout counted
+/// from `started`.
+pub(crate) async fn read_body(
     mut body: Incoming,
     limit: u64,
     started: Instant,

@@ -14,6 +14,7 @@ use crate::request::context::{Answer, Stages};
 use crate::request::detach::finishing;
 use crate::request::fetch;
 use crate::request::respond::{from_entry, plain};
+use crate::request::verify;
 use crate::store::Lookup;
 use crate::store::entry::{Entry, now_ms};
 use http::header;
@@ -86,6 +87,8 @@ pub(crate) async fn lookup(stages: &Stages, mut request: Cacheable) -> Answer {
                 None
             }));
             let response = from_entry(&entry, &request, &mut status);
+            // The answer is decided: a verification, if this hit is one, runs beside it.
+            verify::sample(stages, &request, &entry);
             if refresh {
                 fill::refresh(stages, request, lookup.generation, entry);
             }

@@ -14,3 +14,4 @@ pub(crate) mod lookup;
 pub mod proxy;
 pub(crate) mod respond;
 pub mod storable;
+pub(crate) mod verify;

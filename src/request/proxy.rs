@@ -19,6 +19,7 @@ use crate::net::upgrade;
 use crate::observe::access_log;
 use crate::observe::stats::Stats;
 use crate::observe::uncached::Seen;
+use crate::observe::verify::Verifications;
 use crate::origin::{self, Origin, OriginError};
 use crate::phase::{Outcome, Phase, Reason, Refusal};
 use crate::policy::Policy;
@@ -53,6 +54,8 @@ pub struct Proxy {
     pub(crate) flights: Arc<Flights>,
     /// Per-route summary for the status page.
     pub(crate) stats: Stats,
+    /// What shadow verification found, per route (and its samplers and bound).
+    pub(crate) verifications: Arc<Verifications>,
 }
 
 impl Proxy {
@@ -68,12 +71,18 @@ impl Proxy {
             origin: Arc::clone(&self.origin),
             policy: self.policy.load_full(),
             flights: Arc::clone(&self.flights),
+            verifications: Arc::clone(&self.verifications),
         }
     }
 
     /// Per-route statistics since start (the status page's numbers).
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// What shadow verification has found since start (the status page's numbers).
+    pub fn verifications(&self) -> &Verifications {
+        &self.verifications
     }
 
     /// Swaps in a validated policy; requests in flight keep the one they started with.

@@ -171,6 +171,7 @@ mod tests {
             vary: Vec::new(),
             max_variants: 10,
             forward_headers: None,
+            verify: None,
         }
     }
 

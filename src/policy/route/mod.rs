@@ -122,6 +122,9 @@ pub struct CacheRule {
     /// `forward_headers = [...]`: the client headers a fill passes to the origin besides
     /// those the key holds, replacing the default set (see `fill::FORWARDED_BY_DEFAULT`).
     pub forward_headers: Option<Vec<http::HeaderName>>,
+    /// `verify = 0.01`: the share of fresh hits also asked of the origin and compared
+    /// (`None`: `[verify] fraction`; see `Policy::verify_fraction`).
+    pub verify: Option<crate::policy::verify::Fraction>,
 }
 
 /// Which origin statuses a route stores.

@@ -184,6 +184,7 @@ pub(super) fn compile(
     };
 
     let limits = limits::compile(&raw.limits, locate)?;
+    let compression = super::compression::compile(&raw.compression, locate)?;
     let hosts = match &raw.listen.hosts {
         None => Vec::new(),
         Some(list) => {
@@ -230,6 +231,7 @@ pub(super) fn compile(
         invalidation,
         l1,
         limits,
+        compression,
         warnings,
         from_environment: Vec::new(),
         source_digest: [0; 32],

@@ -195,7 +195,7 @@ fn refuse_cache_settings(
     field: &dyn Fn(&str) -> String,
     locate: &Locator<'_>,
 ) -> Result<(), PolicyError> {
-    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 20] = [
+    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 21] = [
         ("per_user", section.per_user.as_ref().map(Spanned::span)),
         (
             "forward_headers",
@@ -242,6 +242,7 @@ fn refuse_cache_settings(
             "max_object_size",
             section.max_object_size.as_ref().map(Spanned::span),
         ),
+        ("compress", section.compress.as_ref().map(Spanned::span)),
         ("ignore_cookies", None),
     ];
     for (name, span) in cache_fields {
@@ -349,6 +350,7 @@ fn cache_rule(
         vary,
         max_variants,
         forward_headers,
+        compress: section.compress.as_ref().is_none_or(|c| *c.get_ref()),
     })
 }
 

@@ -4,6 +4,7 @@
 
 mod compile;
 mod compile_key;
+mod compression;
 mod compile_route;
 mod describe;
 mod env;
@@ -24,7 +25,7 @@ pub use crate::net::limits::Limits;
 pub use error::PolicyError;
 pub use schema::schema;
 pub use settings::{
-    CollapseSettings, InvalidationSettings, ListenSettings, OriginSettings, RedisSettings, Secret,
+    CollapseSettings, CompressionSettings, InvalidationSettings, ListenSettings, OriginSettings, RedisSettings, Secret,
     SigningKey, redact,
 };
 pub use urls::uses_tls;
@@ -60,6 +61,8 @@ pub struct Policy {
     pub l1: Option<u64>,
     /// What one client may cost the proxy (`[limits]`).
     pub limits: Limits,
+    /// How stored bodies are compressed (`[compression]`).
+    pub compression: CompressionSettings,
     /// Things that are valid but probably not meant (printed by `check` and at start).
     pub warnings: Vec<String>,
     /// The environment variables that set a value here (winning over the file), for

@@ -4,6 +4,7 @@
 pub mod admit;
 pub(crate) mod build_entry;
 pub(crate) mod cacheable;
+pub(crate) mod compress;
 pub mod collapse;
 pub(crate) mod context;
 pub mod decide;

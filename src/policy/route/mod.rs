@@ -122,6 +122,9 @@ pub struct CacheRule {
     /// `forward_headers = [...]`: the client headers a fill passes to the origin besides
     /// those the key holds, replacing the default set (see `fill::FORWARDED_BY_DEFAULT`).
     pub forward_headers: Option<Vec<http::HeaderName>>,
+    /// Whether bodies may be stored compressed (`[compression]` decides which); `compress =
+    /// false` stores them as the origin sent them.
+    pub compress: bool,
 }
 
 /// Which origin statuses a route stores.

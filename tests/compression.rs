@@ -99,7 +99,11 @@ fn assert_gzip_of(got: &Got, original: &[u8]) {
 }
 
 fn assert_identity_of(got: &Got, original: &[u8]) {
-    assert!(got.headers.get("content-encoding").is_none(), "{:?}", got.headers);
+    assert!(
+        got.headers.get("content-encoding").is_none(),
+        "{:?}",
+        got.headers
+    );
     assert_eq!(got.header("content-length"), original.len().to_string());
     assert_eq!(got.body, original);
 }
@@ -129,7 +133,10 @@ async fn stored_gzip_goes_to_gzip_clients_and_the_origin_bytes_to_the_others() {
     let hit = get(proxy.addr(), "/doc/1", &[GZIP]).await;
     assert!(hit.hit(), "{}", hit.cache_status());
     assert_gzip_of(&hit, &document);
-    assert_eq!(hit.body, miss.body, "the stored bytes, not compressed again");
+    assert_eq!(
+        hit.body, miss.body,
+        "the stored bytes, not compressed again"
+    );
 
     let identity = get(proxy.addr(), "/doc/1", &[]).await;
     assert!(identity.hit());
@@ -527,7 +534,8 @@ async fn no_accept_encoding_poisons_the_entry() {
 #[test]
 fn compression_settings_are_checked_with_file_line_and_field() {
     let error = |section: &str| {
-        let text = format!("[origin]\nurl = \"http://127.0.0.1:5000\"\n\n[compression]\n{section}\n");
+        let text =
+            format!("[origin]\nurl = \"http://127.0.0.1:5000\"\n\n[compression]\n{section}\n");
         Policy::parse(&text, "p.toml").err().unwrap().to_string()
     };
     assert_eq!(
@@ -544,7 +552,9 @@ fn compression_settings_are_checked_with_file_line_and_field() {
     );
     assert!(error("types = [\"json\"]").contains("is not a media type pattern"));
     assert!(error("types = []").contains("enabled = false"));
-    assert!(error("min_size = 0").starts_with("p.toml:5:12: compression.min_size: expected a size"));
+    assert!(
+        error("min_size = 0").starts_with("p.toml:5:12: compression.min_size: expected a size")
+    );
     assert!(error("level = \"6\"").contains("compression.level"));
     assert!(error("gzip = true").contains("unknown field"));
     let route = "[origin]\nurl = \"http://127.0.0.1:5000\"\n\n[[route]]\nmatch = \"GET /a\"\ncache = false\ncompress = false\n";

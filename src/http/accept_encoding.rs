@@ -89,7 +89,10 @@ impl Weights {
 
     /// Identity is acceptable unless excluded by name, or by `*;q=0` without naming it.
     fn identity_acceptable(&self) -> bool {
-        self.identity.or(self.any.filter(|w| *w == 0)).unwrap_or(1000) > 0
+        self.identity
+            .or(self.any.filter(|w| *w == 0))
+            .unwrap_or(1000)
+            > 0
     }
 }
 
@@ -162,7 +165,10 @@ mod tests {
         assert_eq!(gzip("br;q=1.0, gzip;q=0.8, *;q=0.1"), Choice::Coded);
         assert_eq!(gzip("gzip ; q=0.5"), Choice::Coded);
         assert_eq!(gzip("identity;q=0, gzip"), Choice::Coded);
-        assert_eq!(choose_for(&["deflate", "gzip"], Coding::Gzip), Choice::Coded);
+        assert_eq!(
+            choose_for(&["deflate", "gzip"], Coding::Gzip),
+            Choice::Coded
+        );
         assert_eq!(choose_for(&["br"], Coding::Br), Choice::Coded);
         assert_eq!(choose_for(&["gzip"], Coding::Br), Choice::Identity);
     }

@@ -153,7 +153,11 @@ mod tests {
         let body = json(500);
         for (coding, level) in [(Coding::Gzip, 6), (Coding::Br, 5), (Coding::Zstd, 3)] {
             let packed = coding.encode(&body, level);
-            assert!(packed.len() * 3 < body.len(), "{coding:?}: {}", packed.len());
+            assert!(
+                packed.len() * 3 < body.len(),
+                "{coding:?}: {}",
+                packed.len()
+            );
             assert_eq!(coding.decode(&packed, body.len() as u64).unwrap(), body);
         }
     }
@@ -187,7 +191,10 @@ mod tests {
     #[test]
     fn content_encoding_names_one_known_coding() {
         assert_eq!(Coding::from_content_encoding(b"GZip"), Some(Coding::Gzip));
-        assert_eq!(Coding::from_content_encoding(b" x-gzip "), Some(Coding::Gzip));
+        assert_eq!(
+            Coding::from_content_encoding(b" x-gzip "),
+            Some(Coding::Gzip)
+        );
         assert_eq!(Coding::from_content_encoding(b"br"), Some(Coding::Br));
         assert_eq!(Coding::from_content_encoding(b"gzip, br"), None);
         assert_eq!(Coding::from_content_encoding(b"identity"), None);

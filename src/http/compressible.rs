@@ -131,11 +131,9 @@ pub fn compressible(headers: &HeaderMap, types: &[TypePattern]) -> bool {
 /// `Cache-Control: no-transform` (RFC 9110 §7.7): the body goes out as the origin sent it.
 pub fn forbids_transform(headers: &HeaderMap) -> bool {
     headers.get_all(header::CACHE_CONTROL).iter().any(|line| {
-        line.as_bytes().split(|&b| b == b',').any(|directive| {
-            directive
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"no-transform")
-        })
+        line.as_bytes()
+            .split(|&b| b == b',')
+            .any(|directive| directive.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
     })
 }
 

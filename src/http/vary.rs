@@ -159,7 +159,10 @@ mod tests {
             names(&response, &keyed).unwrap(),
             ["accept-language", "x-team"]
         );
-        let encoded = map(&[("vary", "accept-encoding"), ("content-encoding", "compress")]);
+        let encoded = map(&[
+            ("vary", "accept-encoding"),
+            ("content-encoding", "compress"),
+        ]);
         assert_eq!(names(&encoded, &[]).unwrap(), ["accept-encoding"]);
         let decodable = map(&[("vary", "accept-encoding"), ("content-encoding", "GZip")]);
         assert!(names(&decodable, &[]).unwrap().is_empty());

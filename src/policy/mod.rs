@@ -4,8 +4,8 @@
 
 mod compile;
 mod compile_key;
-mod compression;
 mod compile_route;
+mod compression;
 mod describe;
 mod env;
 mod error;
@@ -25,8 +25,8 @@ pub use crate::net::limits::Limits;
 pub use error::PolicyError;
 pub use schema::schema;
 pub use settings::{
-    CollapseSettings, CompressionSettings, InvalidationSettings, ListenSettings, OriginSettings, RedisSettings, Secret,
-    SigningKey, redact,
+    CollapseSettings, CompressionSettings, InvalidationSettings, ListenSettings, OriginSettings,
+    RedisSettings, Secret, SigningKey, redact,
 };
 pub use urls::uses_tls;
 

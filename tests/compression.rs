@@ -159,10 +159,10 @@ async fn a_miss_for_a_client_without_accept_encoding_is_identity_too() {
         .start_with(move |_, _| Reply::ok(body.clone()))
         .await;
     let miss = get(proxy.addr(), "/doc/1", &[]).await;
-    assert!(miss.stored());
+    assert!(miss.stored(), "{}", miss.cache_status());
     assert_identity_of(&miss, &document);
     let hit = get(proxy.addr(), "/doc/1", &[("accept-encoding", "gzip")]).await;
-    assert!(hit.hit());
+    assert!(hit.hit(), "{}", hit.cache_status());
     assert_gzip_of(&hit, &document);
     assert_eq!(origin.count(), 1);
 }
@@ -566,4 +566,34 @@ fn compression_settings_are_checked_with_file_line_and_field() {
     let policy = Policy::parse(fine, "p.toml").unwrap();
     assert_eq!(policy.compression.min_size, 2048);
     assert_eq!(policy.compression.level, 19);
+}
+
+/// Requests the cache does not handle are forwarded untouched both ways: the client's
+/// `Accept-Encoding` reaches the origin, and the origin's body (compressed or not) comes back
+/// as it was sent, with no `Vary` added.
+#[tokio::test]
+async fn passes_are_untouched() {
+    let document = json_document(40);
+    let packed = Bytes::from(gzip(&document));
+    let (json, body) = (document.clone(), packed.clone());
+    let routes = "[[route]]\nname = \"pass\"\nmatch = \"GET /pass/{id}\"\ncache = false\n";
+    let Stack {
+        redis,
+        origin,
+        proxy,
+        ..
+    } = Stack::builder(routes)
+        .start_with(move |seen, _| match seen.target.as_str() {
+            "/pass/gzip" => Reply::ok(body.clone()).header("content-encoding", "gzip"),
+            _ => Reply::ok(json.clone()),
+        })
+        .await;
+    let plain = get(proxy.addr(), "/pass/1", &[GZIP]).await;
+    assert_identity_of(&plain, &document);
+    assert!(plain.headers.get("vary").is_none());
+    assert_eq!(origin.seen()[0].headers["accept-encoding"], GZIP.1);
+    let coded = get(proxy.addr(), "/pass/gzip", &[]).await;
+    assert_eq!(coded.body, packed);
+    assert_eq!(coded.header("content-encoding"), "gzip");
+    assert!(redis.entries().is_empty());
 }

@@ -2,6 +2,9 @@
 """The benchmark's origin: a slow API that counts what it serves.
 
     GET  /item/<id>?size=N   N bytes (default 1024) after a fixed delay; counted
+    GET  /json/<id>?size=N   a JSON document of about N bytes (default 32768): records with
+                             varied values (names, emails, scores, dates), the same for the
+                             same id and size; same delay, counted
     GET  /__count            {"count": <item requests served since the last reset>,
                               "first_at": <time.monotonic() when the first of them arrived>}
     POST /__reset            sets the count to 0
@@ -18,17 +21,59 @@ benchmark decides the 60 s TTL by its own configuration.
     python3 bench/origin.py --port 8000 --delay-ms 20
 
 Prints "listening on HOST:PORT" once bound (port 0 picks a free one).
+`--print-json SIZE` prints the JSON document of that size (id "doc") and exits.
 """
 
 import argparse
 import asyncio
 import json
+import random
 import signal
 import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 
 MAX_SIZE = 64 * 1024 * 1024
+
+FIRST = ["Alice", "Bob", "Carol", "Dmitri", "Eve", "Farah", "Gustavo", "Hana", "Ivan", "Jun",
+         "Kwame", "Lena", "Mateo", "Nadia", "Omar", "Priya"]
+LAST = ["Martin", "Chen", "Diaz", "Okafor", "Novak", "Sato", "Haddad", "Kowalski", "Silva",
+        "Nguyen", "Schmidt", "Rossi"]
+ORGS = ["Acme University", "Globex Training", "Initech Academy", "Umbrella Institute",
+        "Stark Learning", "Wayne College"]
+TITLES = ["Certified Data Steward", "Cloud Operations Associate", "Security Fundamentals",
+          "Applied Statistics", "Network Design", "Project Management Professional",
+          "Machine Learning Engineer", "Accessibility Specialist"]
+
+
+def json_document(size: int, seed: str = "doc") -> bytes:
+    """A JSON list of credential records, as an API's list endpoint sends, of at most `size`
+    bytes (as close as whole records allow): every value varies (ids, names, emails, scores,
+    timestamps), drawn from a generator seeded by `seed`, so the same call gives the same
+    bytes on every run and machine."""
+    rng = random.Random(f"cachalot-bench-{seed}")
+    records, length = [], len(b'{"items":[],"count":0}') + 8
+    while True:
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        record = json.dumps({
+            "id": f"{rng.getrandbits(40):010x}",
+            "holder": f"{first} {last}",
+            "email": f"{first.lower()}.{last.lower()}{rng.randrange(100)}@example.org",
+            "org": rng.choice(ORGS),
+            "title": rng.choice(TITLES),
+            "status": "valid" if rng.random() < 0.9 else "revoked",
+            "score": round(rng.uniform(40, 100), 2),
+            "issued_at": f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T"
+                         f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}Z",
+            "verifications": rng.randrange(0, 5000),
+        }, separators=(",", ":"))
+        if length + len(record) + 1 > size and records:
+            break
+        records.append(record)
+        length += len(record) + 1
+        if length >= size:
+            break
+    return f'{{"items":[{",".join(records)}],"count":{len(records)}}}'.encode()
 
 
 class Origin:
@@ -37,6 +82,7 @@ class Origin:
         self.count = 0
         self.first_at = None
         self.bodies: dict[int, bytes] = {}
+        self.documents: dict[tuple[str, int], bytes] = {}
 
     def body(self, size: int) -> bytes:
         body = self.bodies.get(size)
@@ -98,6 +144,25 @@ class Origin:
             await self.respond(
                 writer, 200, body, close, "application/octet-stream", head_only=method == "HEAD"
             )
+        elif url.path.startswith("/json/") and method in ("GET", "HEAD"):
+            if self.first_at is None:
+                self.first_at = time.monotonic()
+            try:
+                size = int(parse_qs(url.query).get("size", ["32768"])[0])
+            except ValueError:
+                size = -1
+            if not 0 <= size <= MAX_SIZE:
+                await self.respond(writer, 400, b"size must be 0..64MiB\n", close)
+                return
+            if self.delay_s > 0:
+                await asyncio.sleep(self.delay_s)
+            self.count += 1
+            key = (url.path[len("/json/"):], size)
+            body = self.documents.get(key)
+            if body is None:
+                body = self.documents[key] = json_document(size, key[0])
+            await self.respond(writer, 200, body, close, "application/json",
+                               head_only=method == "HEAD")
         elif url.path == "/__count" and method == "GET":
             await self.respond(writer, 200, json.dumps({"count": self.count, "first_at": self.first_at}).encode(), close,
                                "application/json")
@@ -140,7 +205,12 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--print-json", type=int, metavar="SIZE",
+                        help="print the JSON document of SIZE bytes (id \"doc\") and exit")
     args = parser.parse_args()
+    if args.print_json is not None:
+        sys.stdout.buffer.write(json_document(args.print_json))
+        sys.exit(0)
     try:
         asyncio.run(main(args.host, args.port, args.delay_ms))
     except KeyboardInterrupt:

@@ -284,6 +284,8 @@ fn entry_1k() -> Entry {
         status: StatusCode::OK,
         headers,
         body: Bytes::from(body),
+        coding: None,
+        coded_by_origin: false,
         stored_at_ms: 1_795_000_000_000,
         fresh_until_ms: 1_795_000_600_000,
         initial_age_ms: 0,

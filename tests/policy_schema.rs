@@ -114,6 +114,7 @@ fn the_schema_accepts_what_the_parser_accepts() {
         "ttl = \"5m\"\nverify = 0.25",
         "ttl = \"5m\"\nverify = 1\n\n[verify]\nfraction = 0\nconcurrency = 256",
         "ttl = \"5m\"\n\n[l1]\nsize = \"64MiB\"\n\n[limits]\nmax_body = \"16MiB\"\nmax_headers = 50\nsend_timeout = \"1m\"",
+        "ttl = \"5m\"\ncompress = false\n\n[compression]\nenabled = true\ncoding = \"br\"\nlevel = 9\nmin_size = \"1KiB\"\ntypes = [\"application/json\", \"+xml\", \"text/*\"]",
     ] {
         let text = policy_with(route);
         Policy::parse(&text, "t.toml").unwrap_or_else(|e| panic!("parser: {e}\n{text}"));
@@ -173,6 +174,15 @@ fn the_schema_refuses_what_the_parser_refuses() {
             "/limits",
         ),
         ("ttl = \"5m\"\n\n[cache]\nttl = \"5m\"", ""),
+        ("ttl = \"5m\"\ncompress = \"no\"", "/route/0/compress"),
+        (
+            "ttl = \"5m\"\n\n[compression]\ncoding = \"deflate\"",
+            "/compression/coding",
+        ),
+        (
+            "ttl = \"5m\"\n\n[compression]\nmin_size = 0",
+            "/compression/min_size",
+        ),
     ] {
         let text = policy_with(route);
         assert!(

@@ -219,6 +219,8 @@ proptest! {
             status: StatusCode::from_u16(status).unwrap(),
             headers,
             body: Bytes::from(body),
+            coding: (status % 3 == 0).then_some(cachalot::http::coding::Coding::Gzip),
+            coded_by_origin: status % 5 == 0,
             stored_at_ms: times.0,
             fresh_until_ms: times.1,
             initial_age_ms: times.2,
@@ -238,6 +240,8 @@ proptest! {
         prop_assert_eq!(decoded.status, entry.status);
         prop_assert_eq!(&decoded.headers, &entry.headers);
         prop_assert_eq!(&decoded.body, &entry.body);
+        prop_assert_eq!(decoded.coding, entry.coding);
+        prop_assert_eq!(decoded.coded_by_origin, entry.coded_by_origin);
         prop_assert_eq!(decoded.fresh_until_ms, entry.fresh_until_ms);
         prop_assert_eq!(decoded.generation, entry.generation);
         prop_assert_eq!(&decoded.selecting, &entry.selecting);

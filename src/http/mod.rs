@@ -1,8 +1,11 @@
 //! HTTP rules that need neither the policy nor Redis: request framing and paths, the
 //! authority, request ids, freshness and targeted cache-control fields, hop-by-hop
-//! headers, `Vary`, ranges and tags.
+//! headers, `Vary`, ranges and tags, content codings and what is worth compressing.
 
+pub mod accept_encoding;
 pub mod authority;
+pub mod coding;
+pub mod compressible;
 pub mod date;
 pub mod directives;
 pub mod escape;

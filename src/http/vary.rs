@@ -7,6 +7,8 @@
 //! reads the variant key its own headers name. Variants share the key's generation, so
 //! invalidating the key drops every variant at once.
 
+use super::coding::Coding;
+use super::compressible::forbids_transform;
 use http::{HeaderMap, HeaderName, header};
 use std::fmt::Write;
 
@@ -14,8 +16,10 @@ use std::fmt::Write;
 pub type Selecting = Vec<(String, Option<String>)>;
 
 /// The request headers a response varies on, lower-case and sorted; `None` for `Vary: *`
-/// (no request can be shown to match). Left out: `Accept-Encoding` when the body is not
-/// encoded (fills ask for `identity`, and an unencoded body suits every client), headers the
+/// (no request can be shown to match). Left out: `Accept-Encoding` unless the body is in a
+/// coding the proxy cannot remove (fills ask for `identity`; an unencoded body suits every
+/// client, and a body in gzip, br or zstd is decoded for a client that does not accept it,
+/// see `accept_encoding`, unless `no-transform` forbids it), headers the
 /// route's key already holds (`keyed`, its `vary` list; `Host`, the authority, always), and
 /// `Authorization`, whose value
 /// must never appear in a key: requests with it bypass the cache, or (`per_user`) the key
@@ -23,7 +27,8 @@ pub type Selecting = Vec<(String, Option<String>)>;
 pub fn names(response: &HeaderMap, keyed: &[HeaderName]) -> Option<Vec<String>> {
     let encoded = response
         .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        && (Coding::of_response(response).is_none() || forbids_transform(response));
     let mut names = Vec::new();
     for line in response.get_all(header::VARY) {
         for name in String::from_utf8_lossy(line.as_bytes()).split(',') {
@@ -154,8 +159,13 @@ mod tests {
             names(&response, &keyed).unwrap(),
             ["accept-language", "x-team"]
         );
-        let encoded = map(&[("vary", "accept-encoding"), ("content-encoding", "gzip")]);
+        let encoded = map(&[
+            ("vary", "accept-encoding"),
+            ("content-encoding", "compress"),
+        ]);
         assert_eq!(names(&encoded, &[]).unwrap(), ["accept-encoding"]);
+        let decodable = map(&[("vary", "accept-encoding"), ("content-encoding", "GZip")]);
+        assert!(names(&decodable, &[]).unwrap().is_empty());
         assert_eq!(names(&map(&[("vary", "x, *")]), &[]), None);
     }
 

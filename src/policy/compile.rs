@@ -191,6 +191,7 @@ pub(super) fn compile(
 
     let limits = limits::compile(&raw.limits, locate)?;
     let verify = super::verify::compile(&raw.verify, locate)?;
+    let compression = super::compression::compile(&raw.compression, locate)?;
     let hosts = match &raw.listen.hosts {
         None => Vec::new(),
         Some(list) => {
@@ -238,6 +239,7 @@ pub(super) fn compile(
         l1,
         limits,
         verify,
+        compression,
         warnings,
         from_environment: Vec::new(),
         source_digest: [0; 32],

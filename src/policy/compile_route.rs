@@ -243,6 +243,7 @@ fn refuse_cache_settings(
             section.max_object_size.as_ref().map(Spanned::span),
         ),
         ("verify", section.verify.as_ref().map(Spanned::span)),
+        ("compress", section.compress.as_ref().map(Spanned::span)),
         ("ignore_cookies", None),
     ];
     for (name, span) in cache_fields {
@@ -356,6 +357,7 @@ fn cache_rule(
         max_variants,
         forward_headers,
         verify,
+        compress: section.compress.as_ref().is_none_or(|c| *c.get_ref()),
     })
 }
 

@@ -8,7 +8,7 @@
 //! descriptions an editor shows, so they are written for the policy's author. `Spanned`
 //! values and text-with-units take their schema from `#[schemars(with)]`.
 
-use super::schema_types::{Case, Duration, Fraction, Percent, Query, Size, Ttl};
+use super::schema_types::{Case, Duration, Fraction, Percent, Query, Size, StoredCoding, Ttl};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -34,6 +34,7 @@ pub(crate) struct PolicyFile {
     pub limits: LimitsSection,
     #[serde(default)]
     pub verify: VerifySection,
+    pub compression: CompressionSection,
     /// The routes; the most specific match wins, whatever the order.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSection>,
@@ -179,6 +180,29 @@ pub(crate) struct L1Section {
     pub size: Spanned<SizeSetting>,
 }
 
+/// Bodies stored compressed: smaller entries in Redis, and compressed hits with no work per
+/// request. On by default for text types; see docs/policy.md, "Compression".
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompressionSection {
+    /// false: every body is stored and served as the origin sent it (default true).
+    pub enabled: Option<bool>,
+    /// The coding bodies are stored in; clients that do not accept it get the body
+    /// decoded (default "gzip", which nearly every client accepts).
+    #[schemars(with = "Option<StoredCoding>")]
+    pub coding: Option<Spanned<String>>,
+    /// The coding's level: gzip 1-9, br 0-11, zstd 1-19 (default 6, 5, 3).
+    #[schemars(with = "Option<u64>")]
+    pub level: Option<Spanned<u64>>,
+    /// Smaller bodies are stored as they are (default "512B").
+    #[schemars(with = "Option<Size>")]
+    pub min_size: Option<Spanned<SizeSetting>>,
+    /// The media types compressed, replacing the defaults: "type/subtype", "type/*" or
+    /// "+suffix" (default: text/*, JSON, JavaScript, XML, SVG and other text formats).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub types: Option<Spanned<Vec<String>>>,
+}
+
 /// The Redis channel on which invalidations reach every instance.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +294,10 @@ pub(crate) struct RouteSection {
     /// Live query, header and user variants per key; more are not stored (default 1000).
     #[schemars(with = "Option<u64>")]
     pub max_variants: Option<Spanned<u64>>,
+    /// false: this route's bodies are stored as the origin sent them, whatever
+    /// [compression] says (default true).
+    #[schemars(with = "Option<bool>")]
+    pub compress: Option<Spanned<bool>>,
     /// Strict mode: the only client headers a fill passes to the origin.
     #[schemars(with = "Option<Vec<String>>")]
     pub forward_headers: Option<Spanned<Vec<String>>>,

@@ -5,6 +5,7 @@
 mod compile;
 mod compile_key;
 mod compile_route;
+mod compression;
 mod describe;
 mod env;
 mod error;
@@ -26,8 +27,8 @@ pub use crate::net::limits::Limits;
 pub use error::PolicyError;
 pub use schema::schema;
 pub use settings::{
-    CollapseSettings, InvalidationSettings, ListenSettings, OriginSettings, RedisSettings, Secret,
-    SigningKey, redact,
+    CollapseSettings, CompressionSettings, InvalidationSettings, ListenSettings, OriginSettings,
+    RedisSettings, Secret, SigningKey, redact,
 };
 pub use urls::uses_tls;
 
@@ -64,6 +65,8 @@ pub struct Policy {
     pub limits: Limits,
     /// Shadow verification's default share and bound (`[verify]`).
     pub verify: verify::VerifySettings,
+    /// How stored bodies are compressed (`[compression]`).
+    pub compression: CompressionSettings,
     /// Things that are valid but probably not meant (printed by `check` and at start).
     pub warnings: Vec<String>,
     /// The environment variables that set a value here (winning over the file), for

@@ -171,3 +171,20 @@ impl JsonSchema for Case {
         json_schema!({ "enum": ["sensitive", "insensitive"] })
     }
 }
+
+/// `[compression] coding`.
+pub(super) enum StoredCoding {}
+
+impl JsonSchema for StoredCoding {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "StoredCoding".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "enum": ["gzip", "br", "zstd"] })
+    }
+}

@@ -2,6 +2,8 @@
 //! invalidation and collapsing. They are plain data, filled by `compile` from the file and
 //! by `env` from the environment, and read by the stages that need them.
 
+use crate::http::coding::Coding;
+use crate::http::compressible::TypePattern;
 use crate::net::tls::TlsFiles;
 use http::Uri;
 use std::net::SocketAddr;
@@ -92,6 +94,21 @@ pub struct CollapseSettings {
     pub lock_ttl: Duration,
     /// How long a waiter waits for the leader's fill before asking the origin itself.
     pub wait: Duration,
+}
+
+/// `[compression]`: how stored bodies are compressed (once, when the entry is built).
+#[derive(Debug, Clone)]
+pub struct CompressionSettings {
+    /// Off: every body is stored as the origin sent it.
+    pub enabled: bool,
+    /// The one coding bodies are stored in; clients that do not accept it get them decoded.
+    pub coding: Coding,
+    /// The coding's level (its own scale).
+    pub level: u32,
+    /// Smaller bodies are stored as they are: compression would save less than it costs.
+    pub min_size: u64,
+    /// The media types compressed.
+    pub types: Vec<TypePattern>,
 }
 
 /// Hides a password in a Redis URL before printing it.

@@ -1,13 +1,14 @@
 //! Turning an origin response into a stored `Entry`: its freshness under the route's TTL rule
 //! (RFC 9111 §4.2), its stale windows, the variant it selects, and how long Redis keeps it;
 //! and a 304's headers merged into the stored ones (§3.2). Pure functions of the response,
-//! the route and the clock, so they stand apart from the fetch that calls them.
+//! the route and the clock, so they stand apart from the fetch that calls them (the body
+//! arrives in the form it is stored in, see `compress`).
 use crate::http::directives::Directives;
 use crate::http::freshness::{self, Ttl};
 use crate::http::vary;
 use crate::request::cacheable::{Cacheable, reaches_origin};
+use crate::request::compress::StoredBody;
 use crate::store::entry::Entry;
-use bytes::Bytes;
 use http::header::{self};
 use http::{HeaderMap, StatusCode};
 use std::time::Duration;
@@ -32,7 +33,7 @@ pub(crate) struct Built {
 /// it with, no stale window to serve it in.
 pub(crate) fn build_entry(
     request: &Cacheable,
-    (status, headers, body): (StatusCode, HeaderMap, Bytes),
+    (status, headers, body): (StatusCode, HeaderMap, StoredBody),
     directives: &Directives,
     times: Times,
     generation: u64,
@@ -72,7 +73,9 @@ pub(crate) fn build_entry(
     let entry = Entry {
         status,
         headers,
-        body,
+        body: body.bytes,
+        coding: body.coding,
+        coded_by_origin: body.coded_by_origin,
         stored_at_ms: response_ms,
         fresh_until_ms,
         initial_age_ms: initial_age.as_millis() as u64,

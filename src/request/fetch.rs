@@ -12,6 +12,7 @@ use crate::net::body::ProxyBody;
 use crate::origin::{self, OriginBody, OriginError};
 use crate::phase::{Fill, Outcome, Phase, Reason};
 use crate::request::cacheable::{Cacheable, reaches_origin};
+use crate::request::compress::{StoredBody, storage_form};
 use crate::request::context::{Answer, Stages};
 use crate::request::respond::{error_response, from_entry};
 use crate::request::storable;
@@ -105,9 +106,14 @@ pub(crate) async fn fetch(
             explicit.is_some(),
             rule,
         );
+        let body = StoredBody {
+            bytes: entry.body.clone(),
+            coding: entry.coding,
+            coded_by_origin: entry.coded_by_origin,
+        };
         let refreshed = build_entry(
             request,
-            (entry.status, headers, entry.body.clone()),
+            (entry.status, headers, body),
             &directives,
             times,
             generation,
@@ -156,9 +162,24 @@ pub(crate) async fn fetch(
             return ((error_response(&e), status), None);
         }
     };
+    let compression = &stages.policy.compression;
+    let body = match storage_form(&mut parts.headers, bytes, rule, compression).await {
+        Ok(body) => body,
+        // The origin's own coding does not decode within the size limit: this client gets
+        // the body as it came; nothing is stored.
+        Err((reason, bytes)) => {
+            let body = if request.head_only() {
+                ProxyBody::Empty
+            } else {
+                ProxyBody::full(bytes)
+            };
+            status.phase = status.phase.filled(Fill::NotStored(reason));
+            return ((Response::from_parts(parts, body), status), None);
+        }
+    };
     let entry = build_entry(
         request,
-        (parts.status, parts.headers, bytes),
+        (parts.status, parts.headers, body),
         &directives,
         times,
         generation,

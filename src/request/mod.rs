@@ -5,6 +5,7 @@ pub mod admit;
 pub(crate) mod build_entry;
 pub(crate) mod cacheable;
 pub mod collapse;
+pub(crate) mod compress;
 pub(crate) mod context;
 pub mod decide;
 pub mod detach;

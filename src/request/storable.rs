@@ -98,8 +98,9 @@ fn default_rule() -> &'static CacheRule {
 }
 
 /// Variants are stored per request header values (see `vary`), except for two cases no
-/// stored copy can be shown to fit: `Vary: *`, and an encoded body that varies on
-/// `Accept-Encoding` (fills ask for `identity`, so the origin's choice is unknowable).
+/// stored copy can be shown to fit: `Vary: *`, and a body in a coding the proxy cannot
+/// remove that varies on `Accept-Encoding` (fills ask for `identity`, so the origin's choice
+/// is unknowable; gzip, br and zstd are decoded for clients that do not accept them).
 fn vary_is_safe(headers: &HeaderMap, rule: &CacheRule) -> bool {
     vary::names(headers, &rule.vary)
         .is_some_and(|names| !names.iter().any(|n| n == "accept-encoding"))
@@ -172,6 +173,7 @@ mod tests {
             max_variants: 10,
             forward_headers: None,
             verify: None,
+            compress: true,
         }
     }
 

@@ -15,6 +15,7 @@
 //! while it is refreshed, or past its freshness for a client's `max-stale`, is known to be
 //! old, and a miss's answer comes from the origin already.
 
+use crate::http::coding::Coding;
 use crate::http::hop_by_hop;
 use crate::observe::verify::{Difference, Verdict};
 use crate::origin::{Origin, OriginBody, OriginError};
@@ -92,6 +93,7 @@ impl Asking {
             status: parts.status,
             headers: parts.headers,
             body,
+            limit: self.limit,
         })
     }
 }
@@ -102,6 +104,8 @@ pub(crate) struct Fresh {
     pub headers: HeaderMap,
     /// `None`: larger than the route's `max_object_size`.
     pub body: Option<Bytes>,
+    /// The route's `max_object_size`, which bounds decoding either body too.
+    pub limit: u64,
 }
 
 /// Headers compared by value: what a client does with the body (its type), where it is
@@ -130,17 +134,30 @@ pub(crate) fn compare(entry: &Entry, fresh: &Fresh) -> Verdict {
             ),
         );
     }
-    match &fresh.body {
-        Some(body) if *body == entry.body => {}
-        Some(body) => differ(
-            "body",
-            format!("{} bytes stored, {} now", entry.body.len(), body.len()),
-        ),
-        None => differ(
+    // Bodies are compared as a client without `Accept-Encoding` gets them: the entry may be
+    // stored compressed (by the proxy, or as the origin coded it), and the same bytes coded
+    // twice need not be the same coded bytes (gzip's header holds a time).
+    let stored = identity(&entry.body, entry.coding, fresh.limit);
+    match (&stored, &fresh.body) {
+        (None, _) => differ("body", "the stored body does not decode".to_string()),
+        (Some(stored), Some(body)) => {
+            match identity(body, Coding::of_response(&fresh.headers), fresh.limit) {
+                Some(now) if now == *stored => {}
+                Some(now) => differ(
+                    "body",
+                    format!("{} bytes stored, {} now", stored.len(), now.len()),
+                ),
+                None => differ(
+                    "body",
+                    format!("{} bytes stored, now one that does not decode", stored.len()),
+                ),
+            }
+        }
+        (Some(stored), None) => differ(
             "body",
             format!(
                 "{} bytes stored, now larger than the route stores",
-                entry.body.len()
+                stored.len()
             ),
         ),
     }
@@ -174,6 +191,15 @@ pub(crate) fn compare(entry: &Entry, fresh: &Fresh) -> Verdict {
         Verdict::Changed(differences)
     } else {
         Verdict::Mismatch(differences)
+    }
+}
+
+/// `body` with `coding` removed (unchanged without one); `None` when it does not decode
+/// within `limit` bytes.
+fn identity(body: &Bytes, coding: Option<Coding>, limit: u64) -> Option<Bytes> {
+    match coding {
+        None => Some(body.clone()),
+        Some(coding) => coding.decode(body, limit).ok().map(Bytes::from),
     }
 }
 
@@ -245,6 +271,8 @@ mod tests {
             status: StatusCode::OK,
             headers: map,
             body: Bytes::from_static(body.as_bytes()),
+            coding: None,
+            coded_by_origin: false,
             stored_at_ms: 0,
             fresh_until_ms: 0,
             initial_age_ms: 0,
@@ -263,6 +291,7 @@ mod tests {
             status: stored.status,
             headers: stored.headers,
             body: Some(stored.body),
+            limit: 1 << 20,
         }
     }
 
@@ -346,6 +375,25 @@ mod tests {
             compare(&stored, &fresh(&[("last-modified", monday)], "new")).finding(),
             Finding::Mismatch
         );
+    }
+
+    #[test]
+    fn a_body_stored_compressed_is_compared_as_the_client_without_gzip_gets_it() {
+        let text = "the same words, and the same words, and the same words again";
+        let mut stored = entry(&[("content-type", "text/plain")], "");
+        stored.body = Bytes::from(Coding::Gzip.encode(text.as_bytes(), 6));
+        stored.coding = Some(Coding::Gzip);
+        assert_eq!(
+            compare(&stored, &fresh(&[("content-type", "text/plain")], text)),
+            Verdict::Match
+        );
+        let other = fresh(&[("content-type", "text/plain")], "other words");
+        assert_eq!(parts(&compare(&stored, &other)), ["body"]);
+        // The origin coding its answer itself (at another level: other bytes) is the same body.
+        let mut coded = fresh(&[("content-type", "text/plain")], "");
+        coded.body = Some(Bytes::from(Coding::Gzip.encode(text.as_bytes(), 1)));
+        coded.headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+        assert_eq!(compare(&stored, &coded), Verdict::Match);
     }
 
     #[test]

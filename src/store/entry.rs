@@ -1,19 +1,22 @@
 //! A stored response: one Redis value, so a hit is one round trip.
 //!
 //! The value is a small versioned envelope (`CLT` + version byte, then postcard) holding the
-//! status, the end-to-end headers, the body, the timestamps freshness needs, how stale it may
-//! be served, and for a response with `Vary` the request header values it was selected by. Decoding
+//! status, the end-to-end headers, the body and the content coding it is stored in, the
+//! timestamps freshness needs, how stale it may be served, and for a response with `Vary`
+//! the request header values it was selected by. Decoding
 //! borrows from the bytes Redis returned: header values and the body are slices of that one
 //! buffer, never copies.
 
+use crate::http::coding::Coding;
 use crate::http::hop_by_hop::is_hop_by_hop;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// `CLT` and the envelope version. A proxy that meets another version treats it as a miss.
-const MAGIC: &[u8; 4] = b"CLT\x02";
+/// `CLT` and the envelope version. A proxy that meets another version treats it as a miss
+/// (version 3 added the body's coding: entries written by an older proxy are fetched again).
+const MAGIC: &[u8; 4] = b"CLT\x03";
 
 #[derive(Serialize, Deserialize)]
 struct Envelope<'a> {
@@ -30,6 +33,9 @@ struct Envelope<'a> {
     headers: Vec<StoredHeader<'a>>,
     #[serde(borrow)]
     selecting: Vec<Selecting<'a>>,
+    /// 0: as stored (see `Entry::coding`), 1 gzip, 2 br, 3 zstd.
+    coding: u8,
+    coded_by_origin: bool,
     #[serde(borrow, with = "serde_bytes")]
     body: &'a [u8],
 }
@@ -51,9 +57,18 @@ struct Selecting<'a> {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub status: StatusCode,
-    /// End-to-end headers as the origin sent them (hop-by-hop ones and `Age` removed).
+    /// End-to-end headers as the origin sent them (hop-by-hop ones and `Age` removed, and
+    /// `Content-Encoding` when `coding` says it).
     pub headers: HeaderMap,
+    /// In `coding`, when there is one.
     pub body: Bytes,
+    /// The content coding of `body` when the proxy can remove it: its own compression, or
+    /// the origin's gzip, br or zstd. `None`: the body is served as stored, with whatever
+    /// `Content-Encoding` its headers carry.
+    pub coding: Option<Coding>,
+    /// Whether the origin sent the body in `coding` (its `ETag` names the coded form)
+    /// rather than the proxy compressing it (the `ETag` names the identity form).
+    pub coded_by_origin: bool,
     /// When the proxy stored it, in ms since the Unix epoch (shared by all instances).
     pub stored_at_ms: u64,
     /// Until when it may be served without asking the origin.
@@ -115,6 +130,13 @@ impl Entry {
                     value: value.as_deref(),
                 })
                 .collect(),
+            coding: match self.coding {
+                None => 0,
+                Some(Coding::Gzip) => 1,
+                Some(Coding::Br) => 2,
+                Some(Coding::Zstd) => 3,
+            },
+            coded_by_origin: self.coded_by_origin,
             body: &self.body,
         };
         let mut out = Vec::with_capacity(self.body.len() + 256);
@@ -132,6 +154,13 @@ impl Entry {
             postcard::from_bytes(payload).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
         let status = StatusCode::from_u16(envelope.status)
             .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        let coding = match envelope.coding {
+            0 => None,
+            1 => Some(Coding::Gzip),
+            2 => Some(Coding::Br),
+            3 => Some(Coding::Zstd),
+            other => return Err(DecodeError::Corrupt(format!("unknown coding {other}"))),
+        };
         let mut headers = HeaderMap::with_capacity(envelope.headers.len());
         for header in &envelope.headers {
             let name = HeaderName::from_bytes(header.name.as_bytes())
@@ -150,6 +179,8 @@ impl Entry {
             status,
             headers,
             body: raw.slice_ref(envelope.body),
+            coding,
+            coded_by_origin: envelope.coded_by_origin,
             stored_at_ms: envelope.stored_at_ms,
             fresh_until_ms: envelope.fresh_until_ms,
             initial_age_ms: envelope.initial_age_ms,
@@ -226,6 +257,8 @@ mod tests {
             status: StatusCode::OK,
             headers,
             body: Bytes::from_static(b"{\"status\":\"valid\"}"),
+            coding: Some(Coding::Gzip),
+            coded_by_origin: true,
             stored_at_ms: 1_000,
             fresh_until_ms: 61_000,
             initial_age_ms: 3_000,
@@ -248,6 +281,8 @@ mod tests {
         assert_eq!(decoded.status, entry.status);
         assert_eq!(decoded.headers, entry.headers);
         assert_eq!(decoded.body, entry.body);
+        assert_eq!(decoded.coding, Some(Coding::Gzip));
+        assert!(decoded.coded_by_origin);
         assert_eq!(decoded.fresh_until_ms, 61_000);
         assert_eq!(decoded.generation, 7);
         assert_eq!(decoded.selecting, entry.selecting);

@@ -153,6 +153,8 @@ mod tests {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
             body: Bytes::from_static(b"{}"),
+            coding: None,
+            coded_by_origin: false,
             stored_at_ms: now,
             fresh_until_ms: now + 60_000,
             initial_age_ms: 0,

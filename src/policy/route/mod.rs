@@ -125,6 +125,9 @@ pub struct CacheRule {
     /// `verify = 0.01`: the share of fresh hits also asked of the origin and compared
     /// (`None`: `[verify] fraction`; see `Policy::verify_fraction`).
     pub verify: Option<crate::policy::verify::Fraction>,
+    /// Whether bodies may be stored compressed (`[compression]` decides which); `compress =
+    /// false` stores them as the origin sent them.
+    pub compress: bool,
 }
 
 /// Which origin statuses a route stores.

@@ -1,6 +1,7 @@
-//! What the proxy tells its operators: the access log, Prometheus metrics and per-route
-//! statistics.
+//! What the proxy tells its operators: the access log and where log lines go, Prometheus
+//! metrics and per-route statistics.
 
 pub mod access_log;
+pub mod log_output;
 pub mod metrics;
 pub mod stats;

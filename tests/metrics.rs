@@ -135,6 +135,7 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("cachalot_send_timeouts_total", "counter", &["scope"]),
     ("cachalot_h2_late_resets_total", "counter", &[]),
     ("cachalot_variants_refused_total", "counter", &["route"]),
+    ("cachalot_log_lines_dropped_total", "counter", &[]),
 ];
 
 /// A request id nobody else uses: if it shows up in `/metrics`, a raw path leaked into a label.

@@ -162,6 +162,7 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
         "counter",
         &["route", "part"],
     ),
+    ("cachalot_log_lines_dropped_total", "counter", &[]),
 ];
 
 /// A request id nobody else uses: if it shows up in `/metrics`, a raw path leaked into a label.

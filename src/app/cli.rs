@@ -195,7 +195,9 @@ fn check(config: &Path, connect: bool, flask_routes: Option<&Path>) -> ExitCode 
 }
 
 fn run(config: &Path, log_format: LogFormat) -> ExitCode {
-    init_logging(log_format);
+    // Held until this returns, after the runtime has stopped: dropping it writes out the
+    // lines still queued, the last access lines and the shutdown's included.
+    let _log = init_logging(log_format);
     let policy = match load(config) {
         Ok(policy) => policy,
         Err(code) => return code,
@@ -389,16 +391,18 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logs go to stderr; `RUST_LOG` chooses the level (info by default, which includes the
-/// access log: one line per request, target `cachalot::access`). The file watcher's own
-/// info lines (a watch removed with its deleted directory, on every ConfigMap swap) are
-/// not news to an operator.
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr in batches (`observe::log_output`); `RUST_LOG` chooses
+/// the level (info by default, which includes the access log: one line per request, target
+/// `cachalot::access`). The file watcher's own info lines (a watch removed with its deleted
+/// directory, on every ConfigMap swap) are not news to an operator. The returned guard
+/// writes out what is buffered when dropped.
+fn init_logging(format: LogFormat) -> crate::observe::log_output::Flush {
+    let (lines, flush) = crate::observe::log_output::stderr();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(lines);
     let _ = match format {
         // Colours only for a person at a terminal, not in a file or the journal.
         LogFormat::Text => builder
@@ -411,6 +415,7 @@ fn init_logging(format: LogFormat) {
             .with_span_list(false)
             .try_init(),
     };
+    flush
 }
 
 /// Builds the async runtime; a failure is reported and becomes the exit code.

@@ -132,6 +132,10 @@ fn describe() {
         "cachalot_l1_lookups_total",
         "Lookups in the in-process tier, by result"
     );
+    describe_counter!(
+        "cachalot_log_lines_dropped_total",
+        "Log lines dropped because the log's queue was full (the writer could not keep up)"
+    );
     describe_gauge!("cachalot_l1_entries", "Entries held in the in-process tier");
     describe_counter!(
         "cachalot_stored_bytes_total",
@@ -181,5 +185,7 @@ const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The current metrics in the Prometheus text format.
 pub fn render() -> String {
-    install().render()
+    let handle = install();
+    crate::observe::log_output::publish_dropped();
+    handle.render()
 }

@@ -195,7 +195,7 @@ fn refuse_cache_settings(
     field: &dyn Fn(&str) -> String,
     locate: &Locator<'_>,
 ) -> Result<(), PolicyError> {
-    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 21] = [
+    let cache_fields: [(&str, Option<std::ops::Range<usize>>); 22] = [
         ("per_user", section.per_user.as_ref().map(Spanned::span)),
         (
             "forward_headers",

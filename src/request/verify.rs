@@ -149,7 +149,10 @@ pub(crate) fn compare(entry: &Entry, fresh: &Fresh) -> Verdict {
                 ),
                 None => differ(
                     "body",
-                    format!("{} bytes stored, now one that does not decode", stored.len()),
+                    format!(
+                        "{} bytes stored, now one that does not decode",
+                        stored.len()
+                    ),
                 ),
             }
         }
@@ -392,7 +395,9 @@ mod tests {
         // The origin coding its answer itself (at another level: other bytes) is the same body.
         let mut coded = fresh(&[("content-type", "text/plain")], "");
         coded.body = Some(Bytes::from(Coding::Gzip.encode(text.as_bytes(), 1)));
-        coded.headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+        coded
+            .headers
+            .insert("content-encoding", HeaderValue::from_static("gzip"));
         assert_eq!(compare(&stored, &coded), Verdict::Match);
     }
 

@@ -34,6 +34,7 @@ pub(crate) struct PolicyFile {
     pub limits: LimitsSection,
     #[serde(default)]
     pub verify: VerifySection,
+    #[serde(default)]
     pub compression: CompressionSection,
     /// The routes; the most specific match wins, whatever the order.
     #[serde(default, rename = "route")]

@@ -13,8 +13,8 @@ use crate::request::cacheable::Cacheable;
 use crate::request::collapse::{Flight, Join, Landing};
 use crate::request::context::{Answer, Stages};
 use crate::request::respond::from_entry;
-use crate::store::FillNotice;
 use crate::store::entry::{Entry, now_ms};
+use crate::store::{FillNotice, Locked};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -28,28 +28,32 @@ const POLL_MAX: Duration = Duration::from_millis(400);
 /// Leads the flight for a key: lock, then fetch and store, or wait for the lock holder.
 /// `generation` is the key's invalidation generation seen by the lookup that missed;
 /// `stale` the stored response it found too old, if any (revalidated, or served if the
-/// origin fails and its `stale-if-error` window allows).
+/// origin fails and its `stale-if-error` window allows); `absent`, whether the lookup found
+/// no value at all under the key (then an entry stored since is read instead of fetched).
 pub(crate) async fn lead(
     stages: &Stages,
     flight: Flight,
     request: &Cacheable,
     generation: u64,
     stale: Option<Arc<Entry>>,
+    absent: bool,
 ) -> Answer {
     let token = lock_token();
     let lock_ttl = stages.policy.collapse.lock_ttl;
     match stages
         .store
-        .try_lock(request.fill_key(), &token, lock_ttl)
+        .try_lock(request.fill_key(), &token, lock_ttl, absent)
         .await
     {
-        Ok(true) => {
+        Ok(Locked::Ours) => {
             let (answer, landing) =
                 fetch_and_store(stages, request, Some(&token), generation, stale.as_ref()).await;
             flight.land(landing);
             answer
         }
-        Ok(false) => {
+        // Another leader's fill, in flight or stored since the lookup: read it (the
+        // holder's wait starts with a read).
+        Ok(Locked::Held | Locked::Stored) => {
             metrics::counter!("cachalot_collapse_waiters_total", "scope" => "instances")
                 .increment(1);
             wait_for_holder(stages, flight, request, token, stale).await
@@ -74,10 +78,10 @@ pub(crate) fn refresh(stages: &Stages, request: Cacheable, generation: u64, stal
         let lock_ttl = stages.policy.collapse.lock_ttl;
         let landing = match stages
             .store
-            .try_lock(request.fill_key(), &token, lock_ttl)
+            .try_lock(request.fill_key(), &token, lock_ttl, false)
             .await
         {
-            Ok(true) => {
+            Ok(Locked::Ours) => {
                 fetch_and_store(&stages, &request, Some(&token), generation, Some(&stale))
                     .await
                     .1
@@ -129,9 +133,14 @@ async fn wait_for_holder(
         // The holder may have released the lock without storing (or crashed and the lock
         // expired): then we lead.
         if !first
-            && let Ok(true) = stages
+            && let Ok(Locked::Ours) = stages
                 .store
-                .try_lock(request.fill_key(), &token, stages.policy.collapse.lock_ttl)
+                .try_lock(
+                    request.fill_key(),
+                    &token,
+                    stages.policy.collapse.lock_ttl,
+                    false,
+                )
                 .await
         {
             drop(notices);

@@ -72,7 +72,8 @@ pub(crate) async fn lookup(stages: &Stages, mut request: Cacheable) -> Answer {
         if client.only_if_cached {
             return only_if_cached(&request);
         }
-        return Box::pin(miss(stages, request, lookup.generation, None)).await;
+        let absent = lookup.absent;
+        return Box::pin(miss(stages, request, lookup.generation, None, absent)).await;
     };
     let now = now_ms();
     match reuse(&entry, now, &client) {
@@ -103,7 +104,9 @@ pub(crate) async fn lookup(stages: &Stages, mut request: Cacheable) -> Answer {
             (response, status)
         }
         Reuse::Revalidate if client.only_if_cached => only_if_cached(&request),
-        Reuse::Revalidate => Box::pin(miss(stages, request, lookup.generation, Some(entry))).await,
+        Reuse::Revalidate => {
+            Box::pin(miss(stages, request, lookup.generation, Some(entry), false)).await
+        }
     }
 }
 
@@ -135,12 +138,14 @@ async fn select_variant(
 }
 
 /// A miss joins the key's flight in this process, or leads one. `stale` is the stored
-/// entry that was too old to serve, if any.
+/// entry that was too old to serve, if any; `absent`, whether the lookup found no value at
+/// all under the key.
 async fn miss(
     stages: &Stages,
     mut request: Cacheable,
     generation: u64,
     stale: Option<Arc<Entry>>,
+    absent: bool,
 ) -> Answer {
     match stages.flights.join(request.fill_key()) {
         Join::Lead(flight) => {
@@ -151,7 +156,7 @@ async fn miss(
             let request = Arc::new(request);
             let fill = finishing({
                 let request = Arc::clone(&request);
-                async move { fill::lead(&stages, flight, &request, generation, stale).await }
+                async move { fill::lead(&stages, flight, &request, generation, stale, absent).await }
             });
             match fill.await {
                 Ok(answer) => answer,
@@ -183,7 +188,7 @@ async fn miss(
                 // The flight started before an invalidation this request already saw:
                 // its response is older than what the request may be served. Fly again.
                 Ok(Landing::Stored(entry)) if entry.generation < generation => {
-                    Box::pin(miss(stages, request, generation, stale)).await
+                    Box::pin(miss(stages, request, generation, stale, absent)).await
                 }
                 // The response varies, and not for this request's header values: fly
                 // again for this request's variant (once; its own flight is exact).
@@ -194,7 +199,7 @@ async fn miss(
                         request.forwarded(),
                     );
                     request.variant = Some(vary::variant_key(&request.key, &selecting));
-                    Box::pin(miss(stages, request, generation, stale)).await
+                    Box::pin(miss(stages, request, generation, stale, absent)).await
                 }
                 // The response waited for may not be shared (Set-Cookie, an error):
                 // each waiter asks the origin for its own.

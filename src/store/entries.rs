@@ -73,6 +73,9 @@ pub struct Lookup {
     /// The in-process tier's invalidation count before this lookup: a fill passes it back
     /// to [`Store::put`], so that an invalidation during the fill keeps it out of the tier.
     pub l1_epoch: u64,
+    /// Redis held no value at all under the key (not one that does not count): a fill then
+    /// asks for the lock only if none has been stored since (see [`Store::try_lock`]).
+    pub absent: bool,
 }
 
 impl Store {
@@ -90,6 +93,7 @@ impl Store {
                 // epoch's lock. 0 is never above the true count: an insert under it can
                 // only be refused, never let through after an invalidation.
                 l1_epoch: 0,
+                absent: false,
             });
         }
         // Read before Redis is: an invalidation that lands after this keeps the entry out.
@@ -108,6 +112,7 @@ impl Store {
             }
             Err(Failure::Outage(e)) => return Err(e),
         };
+        let absent = raw.is_none();
         let entry = match raw.map(Entry::decode) {
             None => None,
             Some(Ok(entry)) => Some(entry),
@@ -128,6 +133,7 @@ impl Store {
             generation,
             from_l1: false,
             l1_epoch,
+            absent,
         })
     }
 

@@ -114,32 +114,12 @@ impl Store {
     /// every primary, since each holds only its own slots.
     async fn scan_bases(&self, prefix: &str) -> Result<BTreeSet<String>, Failure> {
         let pattern = self.keys.entries_starting_with(prefix);
-        let nodes = match self.control.cached_cluster_state() {
-            Some(state) if self.control.is_clustered() => {
-                state.unique_primary_nodes().into_iter().map(Some).collect()
-            }
-            _ => vec![None],
-        };
         let mut bases = BTreeSet::new();
-        for node in nodes {
-            let options = Options {
-                cluster_node: node,
-                ..self.options.clone()
-            };
-            let client = self.control.with_options(&options);
+        for node in self.primaries() {
             let mut cursor = "0".to_string();
             loop {
-                let (next, keys): (String, Vec<String>) = self
-                    .exec(
-                        Op::Scan,
-                        Box::pin(client.scan_page(
-                            cursor.as_str(),
-                            pattern.as_str(),
-                            Some(SCAN_BATCH),
-                            None,
-                        )),
-                    )
-                    .await?;
+                let page = self.scan_page_on(node.clone(), cursor, pattern.clone(), SCAN_BATCH);
+                let (next, keys) = self.exec(Op::Scan, page).await?;
                 bases.extend(keys.iter().filter_map(|key| self.keys.base_of(key)));
                 if next == "0" {
                     break;

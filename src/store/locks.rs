@@ -16,6 +16,38 @@ end
 return 0
 "#;
 
+/// Takes a fill's lock, unless the entry the lookup found missing has been stored since.
+/// KEYS[1] the lock, KEYS[2] the entry (one hash tag, so one slot); ARGV: token, ttl ms,
+/// "1" when the lookup found no value under the entry's key. Returns 1 locked, 0 held by
+/// another leader, 2 stored since the lookup.
+///
+/// A lookup that read "absent" just before another leader stored, and asks for the lock
+/// just after that leader released it, would otherwise lead a second fill: one key, two
+/// origin requests. The check is atomic with the lock, and a leader stores before it
+/// releases, so an entry stored by any instance is seen. (`PTTL` answers -2 for a missing
+/// key; it is asked rather than `EXISTS` because the ACL recipe in docs/invalidation.md
+/// already grants it, and deployments that followed it keep working.)
+pub(super) const LOCK_LUA: &str = r#"
+if ARGV[3] == '1' and redis.call('PTTL', KEYS[2]) ~= -2 then
+  return 2
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+"#;
+
+/// What asking for a fill's lock found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locked {
+    /// The lock is ours: fetch and store.
+    Ours,
+    /// Another leader holds it: wait for its fill.
+    Held,
+    /// The entry was stored after the lookup missed it: read it again.
+    Stored,
+}
+
 /// What a leader tells waiting instances about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FillNotice {
@@ -49,29 +81,36 @@ impl FillNotice {
 }
 
 impl Store {
-    /// `SET <prefix>:lock:<key> <token> NX PX <ttl>`: true when we are the leader.
+    /// `SET <prefix>:lock:<key> <token> NX PX <ttl>`, in a script that first checks, when
+    /// `absent` (the lookup found no value under the key), that no entry was stored since.
     pub async fn try_lock(
         &self,
         key: &str,
         token: &str,
         ttl: Duration,
-    ) -> Result<bool, Unavailable> {
-        let client = self.control.with_options(&self.options);
-        let expiry = Expiration::PX(ttl.as_millis().max(1) as i64);
-        let reply: Option<String> = self
+        absent: bool,
+    ) -> Result<Locked, Unavailable> {
+        let keys = vec![self.keys.lock(key), self.keys.entry(key)];
+        let args = vec![
+            token.to_string(),
+            ttl.as_millis().max(1).to_string(),
+            if absent { "1" } else { "0" }.to_string(),
+        ];
+        let reply: i64 = self
             .run(
                 Op::Lock,
-                Box::pin(client.set(
-                    self.keys.lock(key),
-                    token,
-                    Some(expiry),
-                    Some(SetOptions::NX),
-                    false,
-                )),
+                Box::pin(
+                    self.lock
+                        .evalsha_with_reload::<i64, _, _>(&self.control, keys, args),
+                ),
             )
             .await
             .map_err(Unavailable::from)?;
-        Ok(reply.is_some())
+        Ok(match reply {
+            1 => Locked::Ours,
+            2 => Locked::Stored,
+            _ => Locked::Held,
+        })
     }
 
     /// Releases our lock (compare-and-delete on the token).

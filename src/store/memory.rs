@@ -121,14 +121,12 @@ impl Store {
 
     /// A new pass over every primary.
     pub fn memory_pass(&self) -> Pass {
-        let nodes = match self.control.cached_cluster_state() {
-            Some(state) if self.control.is_clustered() => {
-                state.unique_primary_nodes().into_iter().map(Some).collect()
-            }
-            _ => vec![None],
-        };
         Pass {
-            nodes: nodes.into_iter().map(|n| (n, "0".to_string())).collect(),
+            nodes: self
+                .primaries()
+                .into_iter()
+                .map(|n| (n, "0".to_string()))
+                .collect(),
             started: Instant::now(),
             scanned: 0,
             tallies: HashMap::new(),
@@ -150,22 +148,8 @@ impl Store {
             let Some((node, cursor)) = pass.nodes.last_mut() else {
                 break;
             };
-            let options = Options {
-                cluster_node: node.clone(),
-                ..self.options.clone()
-            };
-            let client = self.control.with_options(&options);
-            let (next, keys): (String, Vec<String>) = self
-                .run(
-                    Op::Scan,
-                    Box::pin(client.scan_page(
-                        cursor.as_str(),
-                        pattern.as_str(),
-                        Some(SCAN_BATCH),
-                        None,
-                    )),
-                )
-                .await?;
+            let page = self.scan_page_on(node.clone(), cursor.clone(), pattern.clone(), SCAN_BATCH);
+            let (next, keys) = self.run(Op::Scan, page).await?;
             budget = budget.saturating_sub(keys.len().max(1));
             pass.scanned += keys.len() as u64;
             {
@@ -248,9 +232,8 @@ impl Store {
 
     /// `maxmemory` and `used_memory` from `INFO memory`, summed over the primaries.
     async fn memory_info(&self) -> (Option<u64>, Option<u64>) {
-        let nodes = self.memory_pass().nodes;
         let (mut max, mut used) = (Some(0u64), Some(0u64));
-        for (node, _) in nodes {
+        for node in self.primaries() {
             let options = Options {
                 cluster_node: node,
                 ..self.options.clone()

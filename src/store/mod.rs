@@ -27,11 +27,12 @@ pub mod l1;
 mod locks;
 pub mod memory;
 pub mod message;
+mod scan;
 mod subscription;
 
 pub use entries::{Lookup, Placement, Put};
 pub use invalidation::Applied;
-pub use locks::FillNotice;
+pub use locks::{FillNotice, Locked};
 
 use crate::policy::RedisSettings;
 use crate::store::batch::Batcher;
@@ -43,7 +44,7 @@ use command::{Command, Op, Timings, builder, pool_size};
 use entries::ADMIT_VARIANT_LUA;
 use fred::prelude::*;
 use fred::types::scripts::Script;
-use locks::UNLOCK_LUA;
+use locks::{LOCK_LUA, UNLOCK_LUA};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -117,6 +118,7 @@ pub struct Store {
     keys: Keyspace,
     options: Options,
     healthy: AtomicBool,
+    lock: Script,
     unlock: Script,
     admit_variant: Script,
     /// Entries stored before this instant (ms) do not count: set when this process may
@@ -172,6 +174,7 @@ impl Store {
             keys: Keyspace::new(&settings.prefix),
             options,
             healthy: AtomicBool::new(matches!(connected, Ok(Ok(())))),
+            lock: Script::from_lua(LOCK_LUA),
             unlock: Script::from_lua(UNLOCK_LUA),
             admit_variant: Script::from_lua(ADMIT_VARIANT_LUA),
             valid_after_ms: AtomicU64::new(0),

@@ -127,11 +127,12 @@ class Origin:
 
     async def route(self, writer, method: str, target: str, close: bool):
         url = urlsplit(target)
-        if url.path.startswith("/item/") and method in ("GET", "HEAD"):
+        if url.path.startswith(("/item/", "/json/")) and method in ("GET", "HEAD"):
+            json_doc = url.path.startswith("/json/")
             if self.first_at is None:
                 self.first_at = time.monotonic()
             try:
-                size = int(parse_qs(url.query).get("size", ["1024"])[0])
+                size = int(parse_qs(url.query).get("size", ["32768" if json_doc else "1024"])[0])
             except ValueError:
                 size = -1
             if not 0 <= size <= MAX_SIZE:
@@ -140,29 +141,16 @@ class Origin:
             if self.delay_s > 0:
                 await asyncio.sleep(self.delay_s)
             self.count += 1
-            body = self.body(size)
-            await self.respond(
-                writer, 200, body, close, "application/octet-stream", head_only=method == "HEAD"
-            )
-        elif url.path.startswith("/json/") and method in ("GET", "HEAD"):
-            if self.first_at is None:
-                self.first_at = time.monotonic()
-            try:
-                size = int(parse_qs(url.query).get("size", ["32768"])[0])
-            except ValueError:
-                size = -1
-            if not 0 <= size <= MAX_SIZE:
-                await self.respond(writer, 400, b"size must be 0..64MiB\n", close)
-                return
-            if self.delay_s > 0:
-                await asyncio.sleep(self.delay_s)
-            self.count += 1
-            key = (url.path[len("/json/"):], size)
-            body = self.documents.get(key)
-            if body is None:
-                body = self.documents[key] = json_document(size, key[0])
-            await self.respond(writer, 200, body, close, "application/json",
-                               head_only=method == "HEAD")
+            if json_doc:
+                key = (url.path[len("/json/"):], size)
+                body = self.documents.get(key)
+                if body is None:
+                    body = self.documents[key] = json_document(size, key[0])
+                kind = "application/json"
+            else:
+                body = self.body(size)
+                kind = "application/octet-stream"
+            await self.respond(writer, 200, body, close, kind, head_only=method == "HEAD")
         elif url.path == "/__count" and method == "GET":
             await self.respond(writer, 200, json.dumps({"count": self.count, "first_at": self.first_at}).encode(), close,
                                "application/json")

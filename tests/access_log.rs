@@ -6,14 +6,13 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use support::redis::free_port;
-use support::{Got, Origin, RedisServer, get, policy_text};
+use support::binary::{Spawned, collect_lines, spawn_run};
+use support::{Got, Origin, RedisServer, get};
 
 const ROUTES: &str = r#"
 [[route]]
@@ -42,38 +41,13 @@ impl Running {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let port = free_port();
-        let text = policy_text(origin.addr(), &redis.url(), ROUTES).replacen(
-            "127.0.0.1:0",
-            &format!("127.0.0.1:{port}"),
-            1,
-        );
-        let mut policy = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-        policy.write_all(text.as_bytes()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cachalot"));
-        command
-            .args(["run", "--config", policy.path().to_str().unwrap()])
-            .args(args)
-            .env_remove("REDIS_URL")
-            .env_remove("RUST_LOG")
-            .env_remove("CACHALOT_LOG_FORMAT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("cachalot starts");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let reader = std::thread::spawn({
-            let lines = Arc::clone(&lines);
-            move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            }
-        });
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let Spawned {
+            mut child,
+            addr,
+            policy,
+            ..
+        } = spawn_run(origin.addr(), &redis.url(), ROUTES, args, env);
+        let (lines, reader) = collect_lines(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             assert!(

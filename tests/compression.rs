@@ -110,18 +110,30 @@ fn assert_identity_of(got: &Got, original: &[u8]) {
 
 const GZIP: (&str, &str) = ("accept-encoding", "gzip, deflate, br");
 
+/// A stack on [`ROUTES`] whose origin answers every request with `document`, tagged with
+/// `etag` when given.
+async fn serving(document: &Bytes, etag: Option<&'static str>) -> Stack {
+    let body = document.clone();
+    Stack::builder(ROUTES)
+        .start_with(move |_, _| {
+            let reply = Reply::ok(body.clone());
+            match etag {
+                Some(tag) => reply.header("etag", tag),
+                None => reply,
+            }
+        })
+        .await
+}
+
 #[tokio::test]
 async fn stored_gzip_goes_to_gzip_clients_and_the_origin_bytes_to_the_others() {
     let document = json_document(100);
-    let body = document.clone();
     let Stack {
         redis: _redis,
         origin,
         proxy,
         ..
-    } = Stack::builder(ROUTES)
-        .start_with(move |_, _| Reply::ok(body.clone()))
-        .await;
+    } = serving(&document, None).await;
 
     let miss = get(proxy.addr(), "/doc/1", &[GZIP]).await;
     assert!(miss.stored(), "{}", miss.cache_status());
@@ -149,15 +161,12 @@ async fn stored_gzip_goes_to_gzip_clients_and_the_origin_bytes_to_the_others() {
 #[tokio::test]
 async fn a_miss_for_a_client_without_accept_encoding_is_identity_too() {
     let document = json_document(40);
-    let body = document.clone();
     let Stack {
         redis: _redis,
         origin,
         proxy,
         ..
-    } = Stack::builder(ROUTES)
-        .start_with(move |_, _| Reply::ok(body.clone()))
-        .await;
+    } = serving(&document, None).await;
     let miss = get(proxy.addr(), "/doc/1", &[]).await;
     assert!(miss.stored(), "{}", miss.cache_status());
     assert_identity_of(&miss, &document);
@@ -171,15 +180,12 @@ async fn a_miss_for_a_client_without_accept_encoding_is_identity_too() {
 async fn redis_holds_the_compressed_entry() {
     let document = json_document(200);
     assert!(document.len() > 30_000, "{}", document.len());
-    let body = document.clone();
     let Stack {
         redis,
         origin: _origin,
         proxy,
         ..
-    } = Stack::builder(ROUTES)
-        .start_with(move |_, _| Reply::ok(body.clone()))
-        .await;
+    } = serving(&document, None).await;
     for path in ["/doc/1", "/plain/1"] {
         assert!(get(proxy.addr(), path, &[]).await.stored());
     }
@@ -206,15 +212,12 @@ async fn redis_holds_the_compressed_entry() {
 #[tokio::test]
 async fn accept_encoding_is_read_as_rfc_9110_says() {
     let document = json_document(40);
-    let body = document.clone();
     let Stack {
         redis: _redis,
         origin,
         proxy,
         ..
-    } = Stack::builder(ROUTES)
-        .start_with(move |_, _| Reply::ok(body.clone()))
-        .await;
+    } = serving(&document, None).await;
     assert!(get(proxy.addr(), "/doc/1", &[]).await.stored());
     for value in [
         "gzip",
@@ -256,15 +259,12 @@ async fn accept_encoding_is_read_as_rfc_9110_says() {
 #[tokio::test]
 async fn ranges_are_answered_over_the_identity_form() {
     let document = json_document(40);
-    let body = document.clone();
     let Stack {
         redis: _redis,
         origin,
         proxy,
         ..
-    } = Stack::builder(ROUTES)
-        .start_with(move |_, _| Reply::ok(body.clone()).header("etag", "\"v1\""))
-        .await;
+    } = serving(&document, Some("\"v1\"")).await;
     assert!(get(proxy.addr(), "/doc/1", &[]).await.stored());
     let len = document.len();
     for accept in [GZIP, ("accept-encoding", "identity")] {
@@ -303,15 +303,12 @@ async fn ranges_are_answered_over_the_identity_form() {
 #[tokio::test]
 async fn each_form_has_its_own_etag_and_if_none_match_compares_with_it() {
     let document = json_document(40);
-    let body = document.clone();
     let Stack {
         redis: _redis,
         origin,
         proxy,
         ..
-    } = Stack::builder(ROUTES)
-        .start_with(move |_, _| Reply::ok(body.clone()).header("etag", "\"v1\""))
-        .await;
+    } = serving(&document, Some("\"v1\"")).await;
     let coded = get(proxy.addr(), "/doc/1", &[GZIP]).await;
     assert_eq!(coded.header("etag"), "\"v1-gzip\"");
     let identity = get(proxy.addr(), "/doc/1", &[]).await;
@@ -343,15 +340,12 @@ async fn each_form_has_its_own_etag_and_if_none_match_compares_with_it() {
 #[tokio::test]
 async fn head_gets_the_head_get_would() {
     let document = json_document(40);
-    let body = document.clone();
     let Stack {
         redis: _redis,
         origin: _origin,
         proxy,
         ..
-    } = Stack::builder(ROUTES)
-        .start_with(move |_, _| Reply::ok(body.clone()))
-        .await;
+    } = serving(&document, None).await;
     let coded = get(proxy.addr(), "/doc/1", &[GZIP]).await;
     let head = send(proxy.addr(), Method::HEAD, "/doc/1", &[GZIP], Bytes::new()).await;
     assert!(head.hit());
@@ -491,15 +485,12 @@ async fn no_transform_images_and_small_bodies_are_left_alone() {
 #[tokio::test]
 async fn no_accept_encoding_poisons_the_entry() {
     let document = json_document(40);
-    let body = document.clone();
     let Stack {
         redis,
         origin,
         proxy,
         ..
-    } = Stack::builder(ROUTES)
-        .start_with(move |_, _| Reply::ok(body.clone()).header("etag", "\"v1\""))
-        .await;
+    } = serving(&document, Some("\"v1\"")).await;
     let attacks = [
         "gzip;q=0",
         "identity;q=0",

@@ -32,6 +32,7 @@ ttl = "30s"
 name = "file"
 match = "GET /files/{org}/{*path}"
 ttl = "1h"
+compress = false
 
 [[route]]
 name = "auth"
@@ -117,6 +118,35 @@ fn a_cached_get_shows_route_key_ttl_tags_and_origin_target() {
         "{out}"
     );
     assert!(!out.contains("on 2xx"), "a read invalidates nothing: {out}");
+}
+
+#[test]
+fn the_compress_line_says_how_bodies_are_stored_and_what_turned_it_off() {
+    let on = explain("GET /api/stats");
+    assert!(
+        field(&on, "compress").starts_with(
+            "bodies of [compression] types from 512 B up are stored gzip-compressed (level 6)"
+        ),
+        "{on}"
+    );
+    let route_off = explain("GET /files/acme/a.txt");
+    assert!(
+        field(&route_off, "compress").starts_with("off for this route (compress = false)"),
+        "{route_off}"
+    );
+    let text = policy_text(
+        "127.0.0.1:5000".parse().unwrap(),
+        "redis://127.0.0.1:1",
+        &format!("{ROUTES}\n[compression]\nenabled = false\ncoding = \"zstd\"\n"),
+    );
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    let out = explain_with(file.path().to_str().unwrap(), "GET /api/stats");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        field(&out, "compress").starts_with("off ([compression] enabled = false)"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -9,14 +9,14 @@ mod support;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, ChildStderr, Command};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use support::redis::free_port;
-use support::{HOST, Origin, RedisServer, get, policy_text};
+use support::binary::{Spawned, spawn_run};
+use support::{HOST, Origin, RedisServer, get};
 
 const ROUTES: &str = r#"
 [[route]]
@@ -43,28 +43,13 @@ struct Running {
 
 impl Running {
     async fn start(origin: &Origin, redis: &RedisServer, env: &[(&str, &str)]) -> Self {
-        let (port, admin_port) = (free_port(), free_port());
-        let text = policy_text(origin.addr(), &redis.url(), ROUTES)
-            .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
-            .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin_port}"), 1);
-        let mut policy = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-        policy.write_all(text.as_bytes()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cachalot"));
-        command
-            .args(["run", "--config", policy.path().to_str().unwrap()])
-            .env_remove("REDIS_URL")
-            .env_remove("RUST_LOG")
-            .env_remove("CACHALOT_LOG_FORMAT")
-            .env_remove("CACHALOT_LOG_QUEUE_LINES")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("cachalot starts");
+        let Spawned {
+            mut child,
+            addr,
+            admin,
+            policy,
+        } = spawn_run(origin.addr(), &redis.url(), ROUTES, &[], env);
         let (go, reader) = gated_reader(child.stderr.take().unwrap());
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while get_status(admin, "/readyz").await != Some(StatusCode::OK) {
             assert!(Instant::now() < deadline, "cachalot did not become ready");

@@ -18,14 +18,13 @@ use hyper_util::server::conn::auto;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::binary::{Spawned, collect_lines, spawn_run};
 use support::prometheus::scrape;
-use support::redis::free_port;
 use support::wait::eventually;
 use support::{Got, Origin, Reply, Stack, get, policy_text};
 
@@ -106,40 +105,26 @@ struct Running {
 
 impl Running {
     async fn start(origin: &Origin, redis: &support::RedisServer, routes: &str) -> Self {
-        let (port, admin_port) = (free_port(), free_port());
-        let text = policy_text(origin.addr(), &redis.url(), routes)
-            .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
-            .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin_port}"), 1);
-        let mut policy = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-        policy.write_all(text.as_bytes()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cachalot"))
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(policy.path())
-            .env_remove("REDIS_URL")
-            .env_remove("RUST_LOG")
-            .env_remove("CACHALOT_ADMIN_LISTEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cachalot starts");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        std::thread::spawn({
-            let lines = Arc::clone(&lines);
-            move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            }
-        });
-        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        let Spawned {
+            mut child,
+            addr,
+            admin,
+            policy,
+        } = spawn_run(
+            origin.addr(),
+            &redis.url(),
+            routes,
+            &["--log-format", "json"],
+            &[],
+        );
+        let (lines, _reader) = collect_lines(child.stderr.take().unwrap());
         eventually("cachalot to listen", Duration::from_secs(10), async || {
             tokio::net::TcpStream::connect(admin).await.is_ok()
         })
         .await;
         Self {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr,
             admin,
             lines,
             policy,

@@ -151,6 +151,7 @@ pub fn explain_live(policy: &Policy, probe: &Probe, status: Option<&serde_json::
             );
             out.line("timeout", timeout_line(policy, Some(&plan.route)));
             out.line("bypass", bypass_line(rule));
+            out.line("compress", compress_line(policy, rule));
             out.line("verify", verify_line(policy, &plan.route, rule));
             if let Some(status) = status {
                 out.line("verified", verified_line(status, &plan.route.label));
@@ -309,6 +310,25 @@ fn bypass_line(rule: &CacheRule) -> String {
         line.push_str(&format!("; the key holds {} (vary)", names.join(", ")));
     }
     line
+}
+
+/// Whether and how the route's bodies are stored compressed (`[compression]`, `compress`).
+fn compress_line(policy: &Policy, rule: &CacheRule) -> String {
+    let settings = &policy.compression;
+    if !settings.enabled {
+        return "off ([compression] enabled = false): bodies are stored as the origin sends them"
+            .into();
+    }
+    if !rule.compress {
+        return "off for this route (compress = false): bodies are stored as the origin sends them"
+            .into();
+    }
+    let coding = settings.coding.token();
+    format!(
+        "bodies of [compression] types from {} up are stored {coding}-compressed (level {}) when that is smaller; clients accepting {coding} get the stored bytes, others the body decoded; a body the origin encoded is stored as it came",
+        bytesize::ByteSize(settings.min_size),
+        settings.level,
+    )
 }
 
 /// The route's shadow verification setting, and where it comes from.

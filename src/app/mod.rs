@@ -8,5 +8,6 @@ pub mod flask_routes;
 pub mod health;
 pub mod reload;
 pub mod report;
+mod route_name;
 pub mod server;
 pub mod status_page;

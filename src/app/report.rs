@@ -6,7 +6,7 @@
 //! the top rows in the policy file's own syntax. Like `init`, the draft caches nothing until
 //! a person writes each TTL: how stale an answer may be is a product decision.
 
-use crate::app::health;
+use crate::app::{health, route_name};
 use crate::observe::uncached::{UncachedReport, UncachedRow};
 use crate::policy::Policy;
 use serde::Deserialize;
@@ -191,7 +191,7 @@ pub fn draft(rows: &[UncachedRow], top: usize) -> String {
             let _ = writeln!(out, "# Drafted above: GET {pattern} takes these too.");
             continue;
         }
-        let name = unique_name(&words, &mut names);
+        let name = route_name::unique(&words, &mut names);
         let _ = writeln!(out, "[[route]]\nname = \"{name}\"");
         let _ = writeln!(out, "match = {}", toml_string(&format!("GET {pattern}")));
         out.push_str("cache = false   # forwarded, not cached; to cache, replace this line by:\n");
@@ -266,34 +266,6 @@ fn param_name(previous: &str, taken: &mut HashSet<String>) -> String {
     name
 }
 
-/// A route name (letters, digits, `_`, `-`, starting with a letter; not a namespace the
-/// proxy keeps), unique in the draft.
-fn unique_name(words: &str, names: &mut HashSet<String>) -> String {
-    let mut base: String = words
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if !base.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        base.insert_str(0, "r-");
-    }
-    if crate::policy::key::RESERVED_NAMESPACES.contains(&base.as_str()) {
-        base.push_str("-route");
-    }
-    let mut name = base.clone();
-    let mut n = 2;
-    while !names.insert(name.clone()) {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    name
-}
-
 fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
 }
@@ -317,10 +289,6 @@ mod tests {
             ("root".to_string(), "/<id>/<id2>".to_string())
         );
         assert_eq!(pattern("/a/b/<rest>"), "/a/b/<path:b>");
-        let mut names = HashSet::new();
-        assert_eq!(unique_name("tag", &mut names), "tag-route");
-        assert_eq!(unique_name("tag", &mut names), "tag-route-2");
-        assert_eq!(unique_name("2fa", &mut names), "r-2fa");
     }
 
     #[test]

@@ -124,18 +124,14 @@ fn form_headers(entry: &Entry, coding: Option<Coding>) -> HeaderMap {
 /// 406 (RFC 9110 §12.5.3, §15.5.7): the request excludes identity and does not accept the
 /// coding the body is stored in. Answered per request; nothing is stored for it.
 fn not_acceptable(coding: Coding) -> Response<ProxyBody> {
-    let text = format!(
+    let body = format!(
         "cachalot: this response is available in {} or unencoded, and the request's Accept-Encoding accepts neither\n",
         coding.token()
     );
-    let mut response = Response::new(ProxyBody::full(text));
-    *response.status_mut() = StatusCode::NOT_ACCEPTABLE;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    let mut response = text(StatusCode::NOT_ACCEPTABLE, body);
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     response
 }
 
@@ -227,8 +223,13 @@ fn not_modified(headers: &HeaderMap, entry: &Entry, now: u64) -> Response<ProxyB
 }
 
 /// A short plain-text response the proxy writes itself.
-pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(text));
+pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    text(status, body)
+}
+
+/// A plain-text response with `body`.
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -239,15 +240,11 @@ pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBod
 
 /// 400 for a request the proxy will not pass on, saying why; the connection is closed,
 /// since whatever follows on it cannot be trusted to be framed as the client meant.
-pub(crate) fn bad_request(text: String) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(text));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+pub(crate) fn bad_request(body: String) -> Response<ProxyBody> {
+    let mut response = text(StatusCode::BAD_REQUEST, body);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

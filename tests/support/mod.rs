@@ -6,6 +6,7 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod binary;
 pub mod cluster;
 pub mod files;
 pub mod load;

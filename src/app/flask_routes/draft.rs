@@ -9,6 +9,7 @@
 
 use super::rule::{Rule, Translation};
 use super::table::FlaskRule;
+use crate::app::route_name;
 use crate::policy::route::{PathPattern, Segment};
 use std::collections::HashSet;
 use std::fmt::Write;
@@ -76,7 +77,7 @@ pub fn draft(rules: &[(FlaskRule, Rule)]) -> String {
         if reads {
             drafts.push(Draft {
                 flask,
-                name: unique_name(&flask.endpoint, &mut names),
+                name: route_name::unique(&flask.endpoint, &mut names),
                 methods: vec!["GET"],
                 translation: translation.clone(),
                 shadowed_by: None,
@@ -90,7 +91,7 @@ pub fn draft(rules: &[(FlaskRule, Rule)]) -> String {
             };
             drafts.push(Draft {
                 flask,
-                name: unique_name(&base, &mut names),
+                name: route_name::unique(&base, &mut names),
                 methods: writes,
                 translation,
                 shadowed_by: None,
@@ -132,33 +133,6 @@ pub fn draft(rules: &[(FlaskRule, Rule)]) -> String {
         }
     }
     out
-}
-
-/// A route name from an endpoint: `api.get_item` → `api-get_item`, unique in the file.
-fn unique_name(endpoint: &str, names: &mut HashSet<String>) -> String {
-    let mut base: String = endpoint
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if !base.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        base.insert_str(0, "r-");
-    }
-    if crate::policy::key::RESERVED_NAMESPACES.contains(&base.as_str()) {
-        base.push_str("-route");
-    }
-    let mut name = base.clone();
-    let mut n = 2;
-    while !names.insert(name.clone()) {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    name
 }
 
 /// Flask answers a path with the first rule that matches; two rules cachalot would see as the

@@ -270,22 +270,7 @@ mod tests {
         for (name, value) in headers {
             map.append(*name, HeaderValue::from_static(value));
         }
-        Entry {
-            status: StatusCode::OK,
-            headers: map,
-            body: Bytes::from_static(body.as_bytes()),
-            coding: None,
-            coded_by_origin: false,
-            stored_at_ms: 0,
-            fresh_until_ms: 0,
-            initial_age_ms: 0,
-            generation: 0,
-            stale_while_revalidate_ms: 0,
-            stale_if_error_ms: 0,
-            forbids_stale: false,
-            fetch_ms: 0,
-            selecting: Vec::new(),
-        }
+        Entry::for_test(map, body)
     }
 
     fn fresh(headers: &[(&'static str, &'static str)], body: &'static str) -> Fresh {

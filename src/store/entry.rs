@@ -245,6 +245,31 @@ pub fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
+impl Entry {
+    /// A 200 with `headers` and `body`, stored now and fresh for a minute, every other field
+    /// empty: the entry unit tests start from.
+    pub(crate) fn for_test(headers: HeaderMap, body: impl Into<Bytes>) -> Self {
+        let now = now_ms();
+        Entry {
+            status: StatusCode::OK,
+            headers,
+            body: body.into(),
+            coding: None,
+            coded_by_origin: false,
+            stored_at_ms: now,
+            fresh_until_ms: now + 60_000,
+            initial_age_ms: 0,
+            generation: 0,
+            stale_while_revalidate_ms: 0,
+            stale_if_error_ms: 0,
+            forbids_stale: false,
+            fetch_ms: 0,
+            selecting: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

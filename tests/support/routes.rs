@@ -37,3 +37,13 @@ pub const CREDENTIAL: &str = credential!();
 
 /// The credential route and its revoke, for suites that invalidate.
 pub const CREDENTIAL_AND_REVOKE: &str = concat!(credential!(), revoke!());
+
+/// A plain cached route for suites about the process rather than the cache (its log, its
+/// signals): `GET /items/{id}`, a minute, keyed `item:{id}`.
+pub const ITEM: &str = r#"
+[[route]]
+name = "item"
+match = "GET /items/{id}"
+ttl = "1m"
+key = "item:{id}"
+"#;

@@ -493,48 +493,27 @@ async fn a_lock_is_refused_once_the_missing_entry_is_stored() {
     let keys = cachalot::store::keyspace::Keyspace::new(&policy.redis.prefix);
     let ttl = Duration::from_secs(10);
     use cachalot::store::Locked;
+    let lock = async |key: &str, token: &str, absent: bool| {
+        store.try_lock(key, token, ttl, absent).await.unwrap()
+    };
+    let store_entry = |key: &str| {
+        redis.command(&["SET", &keys.entry(key), "stored"]).unwrap();
+    };
 
     // Nothing stored: the first asker leads, the next finds it held.
-    assert_eq!(
-        store.try_lock("k:1", "a", ttl, true).await.unwrap(),
-        Locked::Ours
-    );
-    assert_eq!(
-        store.try_lock("k:1", "b", ttl, true).await.unwrap(),
-        Locked::Held
-    );
+    assert_eq!(lock("k:1", "a", true).await, Locked::Ours);
+    assert_eq!(lock("k:1", "b", true).await, Locked::Held);
 
     // Stored (by anyone) after the lookup missed: read it, and the lock is not taken.
-    redis
-        .command(&["SET", &keys.entry("k:2"), "stored"])
-        .unwrap();
-    assert_eq!(
-        store.try_lock("k:2", "c", ttl, true).await.unwrap(),
-        Locked::Stored
-    );
-    assert_eq!(
-        redis
-            .command(&["EXISTS", &keys.lock("k:2")])
-            .unwrap()
-            .trim(),
-        ":0"
-    );
+    store_entry("k:2");
+    assert_eq!(lock("k:2", "c", true).await, Locked::Stored);
+    let lock_key = keys.lock("k:2");
+    assert_eq!(redis.command(&["EXISTS", &lock_key]).unwrap().trim(), ":0");
     // A lookup that found a value which did not count (too old, invalidated) takes the lock.
-    assert_eq!(
-        store.try_lock("k:2", "d", ttl, false).await.unwrap(),
-        Locked::Ours
-    );
+    assert_eq!(lock("k:2", "d", false).await, Locked::Ours);
 
     // Variant keys check their own entry, under the base's hash tag.
-    redis
-        .command(&["SET", &keys.entry("k:3?x=1"), "stored"])
-        .unwrap();
-    assert_eq!(
-        store.try_lock("k:3?x=1", "e", ttl, true).await.unwrap(),
-        Locked::Stored
-    );
-    assert_eq!(
-        store.try_lock("k:3?x=2", "f", ttl, true).await.unwrap(),
-        Locked::Ours
-    );
+    store_entry("k:3?x=1");
+    assert_eq!(lock("k:3?x=1", "e", true).await, Locked::Stored);
+    assert_eq!(lock("k:3?x=2", "f", true).await, Locked::Ours);
 }
